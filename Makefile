@@ -1,0 +1,41 @@
+# The two commands of the README: `make serve` (everything, from a fresh clone to a running
+# server) and `make test` (what CI runs). Other targets are the steps they are made of.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATASET ?= movielens-100k
+HOST ?= 127.0.0.1
+PORT ?= 8000
+WORKERS ?= 2
+
+.PHONY: serve test install data train bench audit clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch is pinned in pyproject (==2.13.0, the CPU wheel on this machine); constraints.txt pins the rest.
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+data: install
+	$(BIN)/recsys data fetch $(DATASET)
+
+# Reuses the registered model when one exists for the same data and config (--force retrains).
+train: data
+	$(BIN)/recsys train --dataset $(DATASET) --reuse
+
+serve: train
+	$(BIN)/recsys serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+
+test: install
+	bash scripts/test-deps.sh
+	$(BIN)/python -m pytest -q
+
+bench: train
+	$(BIN)/recsys bench all
+
+clean:
+	rm -rf var mlflow.db mlartifacts data/processed data/raw data/synthetic

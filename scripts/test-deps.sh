@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# System packages the test suite needs beyond the Python environment: headless Chromium renders
+# the transparency page in a test (Art. 14). Installed once; a no-op when already present.
+set -euo pipefail
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing chromium for the browser test (once)..."
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "chromium is missing and cannot be installed here (needs root and apt-get)" >&2
+        exit 1
+    fi
+fi
