@@ -1,0 +1,269 @@
+"""Minors mode (Art. 16): who is a minor, daily usage budgets by age band, and the night curfew.
+
+Art. 16 asks for a mode suited to minors that does not induce addiction. The defaults follow the
+2024 minors-mode guideline (移动互联网未成年人模式建设指南): under 8 years 40 minutes a day,
+8-15 years 60 minutes, 16-17 years 120 minutes, and no service from 22:00 to 06:00 local time.
+Minors get the non-personalized minor-safe lists by default (`personalized=False`): no personal
+profiling beyond what safety needs.
+
+Usage rule (quoted in the README): the usage time of a day, in the configured time zone, is
+measured from the user's requests and events. The first activity of a local day counts a fixed
+`activity_floor_seconds`; each later activity adds the time since the user's previous activity
+that day when that gap is at most `activity_gap_cap_seconds`, and `activity_floor_seconds`
+otherwise (the user came back after a pause). An activity older than the last one recorded adds
+nothing, so usage never decreases; the count starts again at the local day boundary.
+
+Everything here is pure: times are timezone-aware datetimes passed in by the caller (serving owns
+the clock), usage state is a value the caller stores and passes back.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_AGE = 150
+SECONDS_PER_DAY = 24 * 3600
+
+AccessCode = Literal["minors_curfew", "minors_daily_limit"]
+
+
+class AgeBand(BaseModel):
+    """Daily budget for ages below `below_age` (and at or above the previous band's bound)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    below_age: int = Field(ge=1, le=MAX_AGE)
+    daily_minutes: int = Field(ge=1, le=24 * 60)
+
+
+DEFAULT_BANDS = (
+    AgeBand(below_age=8, daily_minutes=40),
+    AgeBand(below_age=16, daily_minutes=60),
+    AgeBand(below_age=18, daily_minutes=120),
+)
+
+
+class MinorsConfig(BaseModel):
+    """Knobs of minors mode; the defaults are the 2024 guideline's.
+
+    `unknown_age_daily_minutes` is the budget when the age is unknown (or not a minor's) but a
+    guardian switched minor mode on: None means the strictest band (40 minutes by default), since
+    the user may be of any minor age.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    adult_age: int = Field(default=18, ge=1, le=MAX_AGE)
+    age_bands: tuple[AgeBand, ...] = DEFAULT_BANDS
+    unknown_age_daily_minutes: int | None = Field(default=None, ge=1, le=24 * 60)
+    curfew_start: time = time(22, 0)
+    curfew_end: time = time(6, 0)  # may be earlier than curfew_start: the window wraps midnight
+    time_zone: str = "Asia/Shanghai"  # IANA name; days, curfew and usage are counted in it
+    personalized: bool = False  # minors get the non-personalized minor-safe lists
+    activity_gap_cap_seconds: int = Field(default=300, ge=1, le=SECONDS_PER_DAY)
+    activity_floor_seconds: int = Field(default=60, ge=0, le=SECONDS_PER_DAY)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"time_zone: unknown IANA time zone {value!r} (e.g. 'Asia/Shanghai', 'Europe/Berlin')"
+            ) from None
+        return value
+
+    @field_validator("curfew_start", "curfew_end")
+    @classmethod
+    def _naive_time(cls, value: time) -> time:
+        if value.tzinfo is not None:
+            raise ValueError("curfew times are local wall-clock times in `time_zone`; give them without an offset")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MinorsConfig:
+        if not self.age_bands:
+            raise ValueError("age_bands: at least one band is required")
+        bounds = [band.below_age for band in self.age_bands]
+        if any(later <= earlier for earlier, later in zip(bounds, bounds[1:])):
+            raise ValueError(f"age_bands: below_age must be strictly increasing, got {bounds}")
+        if bounds[-1] != self.adult_age:
+            raise ValueError(
+                f"age_bands: the last band's below_age ({bounds[-1]}) must equal adult_age "
+                f"({self.adult_age}) so that every minor age has a budget"
+            )
+        if self.curfew_start == self.curfew_end:
+            raise ValueError(
+                f"curfew_start and curfew_end are both {self.curfew_start:%H:%M}: an empty or "
+                "all-day curfew is ambiguous; give a window such as 22:00-06:00"
+            )
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)  # ZoneInfo caches instances by key
+
+    def daily_budget_minutes(self, age: int | None) -> int:
+        """Budget of a minor of this age; None (or an adult age under guardian mode): the unknown band."""
+        if age is not None:
+            for band in self.age_bands:
+                if age < band.below_age:
+                    return band.daily_minutes
+        if self.unknown_age_daily_minutes is not None:
+            return self.unknown_age_daily_minutes
+        return min(band.daily_minutes for band in self.age_bands)
+
+
+class UsageState(BaseModel):
+    """A user's usage on one local day: the value serving stores between requests."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    day: date
+    last_activity: datetime
+    seconds_used: float = Field(ge=0)
+
+    @field_validator("last_activity")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return require_aware(value, "last_activity")
+
+
+class AccessDecision(BaseModel):
+    """Whether a request may be served; when not, why (a code and a sentence) and when to retry."""
+
+    model_config = ConfigDict(frozen=True)
+
+    allowed: bool
+    code: AccessCode | None = None
+    message: str = ""
+    retry_after_seconds: int | None = None
+    budget_minutes: int | None = None
+    used_minutes: float | None = None
+
+
+def require_aware(value: datetime, name: str) -> datetime:
+    """Return `value` when it carries a time zone; raise ValueError naming `name` otherwise."""
+    if not isinstance(value, datetime):
+        raise ValueError(f"{name}: expected a timezone-aware datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            f"{name}: timezone-aware datetime required, got naive {value.isoformat()} "
+            "(e.g. datetime.now(timezone.utc))"
+        )
+    return value
+
+
+def _check_age(age: int | None) -> None:
+    if age is not None and (isinstance(age, bool) or not isinstance(age, int) or not 0 <= age <= MAX_AGE):
+        raise ValueError(f"age: expected an integer in 0..{MAX_AGE} or None, got {age!r}")
+
+
+def is_minor(age: int | None, minor_mode: bool | None, config: MinorsConfig) -> bool:
+    """A user is a minor when their age is below `adult_age` or a guardian switched minor mode on."""
+    _check_age(age)
+    return (age is not None and age < config.adult_age) or minor_mode is True
+
+
+def local_day(now: datetime, config: MinorsConfig) -> date:
+    return require_aware(now, "now").astimezone(config.zone).date()
+
+
+def add_activity(state: UsageState | None, now: datetime, config: MinorsConfig) -> UsageState:
+    """Count one request or event at `now` into the day's usage (the rule in the module docstring)."""
+    today = local_day(now, config)
+    floor = float(config.activity_floor_seconds)
+    if state is None or state.day < today:
+        return UsageState(day=today, last_activity=now, seconds_used=floor)
+    if state.day > today:  # a late event from a day already closed: it cannot change today's count
+        return state
+    gap = (now - state.last_activity).total_seconds()
+    if gap <= 0:  # out of order or simultaneous: already covered by the later activity
+        return state
+    added = gap if gap <= config.activity_gap_cap_seconds else floor
+    return UsageState(day=today, last_activity=now, seconds_used=state.seconds_used + added)
+
+
+def in_curfew(now: datetime, config: MinorsConfig) -> bool:
+    """True when the local wall-clock time of `now` falls in [curfew_start, curfew_end)."""
+    local = require_aware(now, "now").astimezone(config.zone).time().replace(tzinfo=None)
+    start, end = config.curfew_start, config.curfew_end
+    if start < end:
+        return start <= local < end
+    return local >= start or local < end  # the window wraps midnight
+
+
+def _local_at(day: date, wall: time, config: MinorsConfig) -> datetime:
+    return datetime.combine(day, wall, tzinfo=config.zone)
+
+
+def _curfew_ends_after(now: datetime, config: MinorsConfig) -> datetime:
+    """The first curfew end strictly after `now` (now being inside the curfew)."""
+    local = now.astimezone(config.zone)
+    candidate = _local_at(local.date(), config.curfew_end, config)
+    if candidate.astimezone(timezone.utc) <= now.astimezone(timezone.utc):
+        candidate = _local_at(local.date() + timedelta(days=1), config.curfew_end, config)
+    return candidate
+
+
+def _seconds_until(later: datetime, now: datetime) -> int:
+    # Aware datetimes sharing a tzinfo subtract as wall-clock times; UTC makes DST days exact.
+    delta = later.astimezone(timezone.utc) - now.astimezone(timezone.utc)
+    return max(1, math.ceil(delta.total_seconds()))
+
+
+def _resume_sentence(resume: datetime, config: MinorsConfig) -> str:
+    return f"recommendations for minors resume at {resume.astimezone(config.zone):%H:%M} ({config.time_zone})"
+
+
+def check_access(
+    now: datetime,
+    age: int | None,
+    minor_mode: bool | None,
+    usage: UsageState | None,
+    config: MinorsConfig,
+) -> AccessDecision:
+    """Decide whether a request at `now` may be served: adults always; minors outside the curfew
+    and while the day's usage is below their band's budget. `usage` is the state before this request.
+    """
+    require_aware(now, "now")
+    if not is_minor(age, minor_mode, config):
+        return AccessDecision(allowed=True)
+    minor_age = age if age is not None and age < config.adult_age else None
+    budget = config.daily_budget_minutes(minor_age)
+    today = local_day(now, config)
+    used_seconds = usage.seconds_used if usage is not None and usage.day == today else 0.0
+    used_minutes = round(used_seconds / 60.0, 1)
+
+    if in_curfew(now, config):
+        resume = _curfew_ends_after(now, config)
+        return AccessDecision(
+            allowed=False,
+            code="minors_curfew",
+            message=f"Rest time: {_resume_sentence(resume, config)}",
+            retry_after_seconds=_seconds_until(resume, now),
+            budget_minutes=budget,
+            used_minutes=used_minutes,
+        )
+    if used_seconds >= budget * 60:
+        resume = _local_at(today + timedelta(days=1), time(0, 0), config)
+        if in_curfew(resume, config):
+            resume = _curfew_ends_after(resume, config)
+        return AccessDecision(
+            allowed=False,
+            code="minors_daily_limit",
+            message=(
+                f"Daily limit reached: the {budget} minutes for today are used up; "
+                f"{_resume_sentence(resume, config)}"
+            ),
+            retry_after_seconds=_seconds_until(resume, now),
+            budget_minutes=budget,
+            used_minutes=used_minutes,
+        )
+    return AccessDecision(allowed=True, budget_minutes=budget, used_minutes=used_minutes)

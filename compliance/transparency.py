@@ -1,0 +1,220 @@
+"""The public transparency notice (Art. 14, 22): that algorithmic recommendation is used, its
+principles, purpose and mechanism, how to switch it off or complain, and the filing number.
+
+Art. 14 requires a conspicuous notice and public disclosure of the basic principles, purpose and
+operating mechanism; Art. 22 requires the filing number to be shown prominently with a link to the
+public information. `transparency_document` builds the JSON served at GET /v1/transparency;
+`render_html` turns it into a self-contained, bilingual page (every value HTML-escaped).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from html import escape
+from typing import Any
+
+from compliance.minors import MinorsConfig
+
+SWITCH_OFF_METHOD = "PUT"
+SWITCH_OFF_PATH = "/v1/users/{user_id}/settings"
+SWITCH_OFF_BODY = {"personalization": False}
+COMPLAINT_METHOD = "POST"
+COMPLAINT_PATH = "/v1/complaints"
+TRANSPARENCY_PATH = "/v1/transparency"
+
+DEFAULT_PRINCIPLES: tuple[str, ...] = (
+    "Items are recommended from what users with similar tastes liked (collaborative filtering), "
+    "then ordered by a ranking model that scores how likely you are to enjoy each item.",
+    "Lists are de-duplicated and spread across categories; editors fill the first screen from a "
+    "reviewed mainstream pool, and every manual intervention is recorded.",
+    "Sensitive or discriminatory attributes are never used as tags or as ranking inputs.",
+    "Every served list is logged with an explanation for each item and kept for at least 180 days.",
+)
+DEFAULT_PURPOSE = (
+    "To help you find items you are likely to enjoy, while keeping lists diverse and suitable "
+    "for the person using the service."
+)
+
+REQUIRED_KEYS = (
+    "service", "provider", "filing_number", "uses_algorithmic_recommendation", "notice",
+    "basic_principles", "purpose", "mechanism", "switch_off", "complaints", "minors_mode",
+)
+
+
+def _text(value: str, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"transparency_document: {field} must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _texts(values: Sequence[str], field: str) -> list[str]:
+    if isinstance(values, str):
+        raise ValueError(f"transparency_document: {field} must be a list of strings, not one string")
+    if not values:
+        raise ValueError(f"transparency_document: {field} must list at least one entry")
+    return [_text(value, f"{field}[{i}]") for i, value in enumerate(values)]
+
+
+def _minors_rules(minors: MinorsConfig) -> dict[str, Any]:
+    bands = []
+    lower = 0
+    for band in minors.age_bands:
+        bands.append({"ages": f"{lower}-{band.below_age - 1}", "daily_minutes": band.daily_minutes})
+        lower = band.below_age
+    return {
+        "applies_to": f"users under {minors.adult_age}, or any account where a guardian switched minor mode on",
+        "daily_limits": bands,
+        "unknown_age_daily_minutes": minors.daily_budget_minutes(None),
+        "curfew": f"{minors.curfew_start:%H:%M}-{minors.curfew_end:%H:%M} ({minors.time_zone})",
+        "personalized": minors.personalized,
+        "content": "only items labelled suitable for minors",
+    }
+
+
+def transparency_document(
+    service_name: str,
+    provider: str,
+    filing_number: str,
+    model_card: dict,
+    policy_descriptions: list[str],
+    signals_used: list[str],
+    stages: list[str],
+    switch_off_instructions: str,
+    complaint_instructions: str,
+    minors: MinorsConfig,
+    *,
+    principles: Sequence[str] = DEFAULT_PRINCIPLES,
+    purpose: str = DEFAULT_PURPOSE,
+) -> dict[str, Any]:
+    """The public notice as JSON-ready data; raises ValueError naming the first missing field."""
+    service = _text(service_name, "service_name")
+    if not isinstance(model_card, dict):
+        raise ValueError(f"transparency_document: model_card must be a dict, got {type(model_card).__name__}")
+    try:
+        json.dumps(model_card)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"transparency_document: model_card must be JSON-serialisable ({exc})") from None
+    return {
+        "service": service,
+        "provider": _text(provider, "provider"),
+        "filing_number": _text(filing_number, "filing_number"),
+        "uses_algorithmic_recommendation": True,
+        "notice": f"{service} uses algorithmic recommendation to choose and order the items you see.",
+        "basic_principles": _texts(principles, "principles"),
+        "purpose": _text(purpose, "purpose"),
+        "mechanism": {
+            "stages": _texts(stages, "stages"),
+            "signals_used": _texts(signals_used, "signals_used"),
+            "policies": _texts(policy_descriptions, "policy_descriptions"),
+            "model": model_card,
+        },
+        "switch_off": {
+            "instructions": _text(switch_off_instructions, "switch_off_instructions"),
+            "method": SWITCH_OFF_METHOD,
+            "path": SWITCH_OFF_PATH,
+            "body": dict(SWITCH_OFF_BODY),
+        },
+        "complaints": {
+            "instructions": _text(complaint_instructions, "complaint_instructions"),
+            "method": COMPLAINT_METHOD,
+            "path": COMPLAINT_PATH,
+        },
+        "minors_mode": _minors_rules(minors),
+        "public_information": TRANSPARENCY_PATH,
+    }
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI","PingFang SC","Microsoft YaHei",sans-serif;
+max-width:48rem;margin:0 auto;padding:1.5rem;line-height:1.6;color:#1f2933;background:#fff}
+.filing{border:2px solid #1f5fbf;background:#eef4ff;padding:.75rem 1rem;border-radius:.4rem;
+font-size:1.1rem}
+.filing strong{font-size:1.25rem;letter-spacing:.03em}
+.notice{font-size:1.05rem}
+h1{font-size:1.6rem;margin:.8rem 0}
+h2{font-size:1.2rem;margin-top:1.8rem;border-bottom:1px solid #d9e2ec;padding-bottom:.2rem}
+code,pre{background:#f0f4f8;border-radius:.25rem;padding:.1rem .3rem;font-size:.95rem}
+pre{padding:.6rem;overflow-x:auto}
+pre code{padding:0;background:none}
+table{border-collapse:collapse}
+td,th{border:1px solid #d9e2ec;padding:.3rem .6rem;text-align:left;vertical-align:top}
+"""
+
+
+def _h2(section_id: str, chinese: str, english: str) -> str:
+    return f'<h2 id="{section_id}"><span lang="zh-CN">{escape(chinese)}</span> / {escape(english)}</h2>'
+
+
+def _list(values: Sequence[Any], ordered: bool = False) -> str:
+    tag = "ol" if ordered else "ul"
+    items = "".join(f"<li>{escape(str(value))}</li>" for value in values)
+    return f"<{tag}>{items}</{tag}>"
+
+
+def _cell(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return escape(text)
+
+
+def _table(rows: dict[str, Any]) -> str:
+    body = "".join(f"<tr><th>{escape(str(key))}</th><td>{_cell(value)}</td></tr>" for key, value in rows.items())
+    return f"<table>{body}</table>"
+
+
+def render_html(document: dict[str, Any]) -> str:
+    """A self-contained HTML page (inline CSS, no scripts) of a `transparency_document`."""
+    missing = [key for key in REQUIRED_KEYS if key not in document]
+    if missing:
+        raise ValueError(f"render_html: document is missing {', '.join(missing)}; build it with transparency_document")
+    mechanism, switch_off = document["mechanism"], document["switch_off"]
+    complaints, minors = document["complaints"], document["minors_mode"]
+    service, filing = escape(str(document["service"])), escape(str(document["filing_number"]))
+    switch_call = f"{switch_off['method']} {switch_off['path']}\n{json.dumps(switch_off['body'])}"
+    limits = [f"ages {band['ages']}: {band['daily_minutes']} minutes a day" for band in minors["daily_limits"]]
+    limits.append(f"age unknown, minor mode on: {minors['unknown_age_daily_minutes']} minutes a day")
+    minors_rows = {
+        "Applies to": minors["applies_to"],
+        "Daily limits": "; ".join(limits),
+        "Rest time (no recommendations)": minors["curfew"],
+        "Personalized": "yes" if minors["personalized"] else "no: the same minor-safe lists for all minors",
+        "Content": minors["content"],
+    }
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{service} — 算法推荐公示 / Algorithmic recommendation notice</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f'<p class="filing" id="filing-number"><span lang="zh-CN">算法备案编号</span> / '
+        f"Algorithm filing number: <strong>{filing}</strong></p>",
+        f'<h1><span lang="zh-CN">算法推荐服务公示</span> / Algorithmic recommendation notice: {service}</h1>',
+        f'<p class="notice">{escape(str(document["notice"]))}</p>',
+        f"<p>Provider / <span lang=\"zh-CN\">服务提供者</span>: {escape(str(document['provider']))}</p>",
+        _h2("principles", "基本原理", "Basic principles"),
+        _list(document["basic_principles"]),
+        _h2("purpose", "目的意图", "Purpose"),
+        f"<p>{escape(str(document['purpose']))}</p>",
+        _h2("mechanism", "运行机制", "How it works"),
+        "<h3>Stages</h3>",
+        _list(mechanism["stages"], ordered=True),
+        "<h3>Signals used</h3>",
+        _list(mechanism["signals_used"]),
+        "<h3>Policies applied</h3>",
+        _list(mechanism["policies"]),
+        "<h3>Model</h3>",
+        _table(mechanism["model"]) if mechanism["model"] else "<p>No model details published.</p>",
+        _h2("switch-off", "如何关闭个性化推荐", "How to switch off personalised recommendations"),
+        f"<p>{escape(str(switch_off['instructions']))}</p>",
+        f"<pre><code>{escape(switch_call)}</code></pre>",
+        _h2("complaints", "投诉、举报与申诉", "Complaints, reports and appeals"),
+        f"<p>{escape(str(complaints['instructions']))}</p>",
+        f"<pre><code>{escape(complaints['method'] + ' ' + complaints['path'])}</code></pre>",
+        _h2("minors", "未成年人模式", "Minors mode"),
+        _table(minors_rows),
+        _h2("filing", "备案信息", "Filing"),
+        f"<p>Algorithm filing number: <strong>{filing}</strong>. "
+        f"Machine-readable notice: <code>GET {escape(str(document.get('public_information', TRANSPARENCY_PATH)))}</code></p>",
+        "</body></html>",
+    ]
+    return "\n".join(parts)

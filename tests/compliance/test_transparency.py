@@ -1,0 +1,137 @@
+"""Transparency notice (Art. 14, 22): the JSON document and its HTML page."""
+
+from __future__ import annotations
+
+import html
+import json
+from html.parser import HTMLParser
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from compliance.minors import MinorsConfig
+from compliance.transparency import render_html, transparency_document
+
+FIELDS = dict(
+    service_name="Film picks",
+    provider="Example Provider Ltd.",
+    filing_number="网信算备110108000000000001号",
+    model_card={"retrieval": "implicit ALS + Faiss", "ranker": "MLP", "version": 3, "metrics": {"ndcg@10": 0.21}},
+    policy_descriptions=["At most 2 items of a category in any 5 consecutive items", "No duplicates across pages"],
+    signals_used=["items you rated 4+", "your interest tags"],
+    stages=["retrieval", "filters", "ranking", "policy", "explanation"],
+    switch_off_instructions="Open Settings and turn off 'Personalised recommendations'.",
+    complaint_instructions="File a complaint, report or appeal; we acknowledge within 24 hours.",
+    minors=MinorsConfig(),
+)
+
+
+class _Collector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _parse(page: str) -> _Collector:
+    collector = _Collector()
+    collector.feed(page)
+    return collector
+
+
+def test_document_says_what_art_14_and_22_require():
+    document = transparency_document(**FIELDS)
+    assert document["uses_algorithmic_recommendation"] is True
+    assert document["filing_number"] == FIELDS["filing_number"]
+    assert document["basic_principles"] and document["purpose"]
+    assert document["mechanism"]["stages"] == FIELDS["stages"]
+    assert document["mechanism"]["signals_used"] == FIELDS["signals_used"]
+    assert document["mechanism"]["policies"] == FIELDS["policy_descriptions"]
+    assert document["switch_off"] == {
+        "instructions": FIELDS["switch_off_instructions"],
+        "method": "PUT",
+        "path": "/v1/users/{user_id}/settings",
+        "body": {"personalization": False},
+    }
+    assert document["complaints"]["method"] == "POST" and document["complaints"]["path"] == "/v1/complaints"
+    minors = document["minors_mode"]
+    assert [band["daily_minutes"] for band in minors["daily_limits"]] == [40, 60, 120]
+    assert minors["curfew"] == "22:00-06:00 (Asia/Shanghai)" and minors["personalized"] is False
+    json.dumps(document)  # served as JSON as is
+
+
+def test_html_shows_filing_number_first_and_the_switch_off_section():
+    page = render_html(transparency_document(**FIELDS))
+    assert page.startswith("<!DOCTYPE html>")
+    body = page.split("<body>", 1)[1]
+    assert body.index(FIELDS["filing_number"]) < body.index("<h1")
+    assert "How to switch off personalised recommendations" in page
+    assert "如何关闭个性化推荐" in page
+    assert "PUT /v1/users/{user_id}/settings" in page
+    assert html.escape('{"personalization": false}') in page
+    assert "POST /v1/complaints" in page
+    assert "<script" not in page and "http://" not in page and "https://" not in page  # self-contained
+    assert "<style>" in page
+    collector = _parse(page)
+    assert collector.tags.count("h2") >= 6
+
+
+INJECTION = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+
+
+@pytest.mark.parametrize(
+    "field", ["service_name", "provider", "filing_number", "switch_off_instructions", "complaint_instructions"]
+)
+def test_injected_html_is_escaped(field):
+    page = render_html(transparency_document(**{**FIELDS, field: INJECTION}))
+    assert "<script" not in page and "<img" not in page
+    assert html.escape(INJECTION) in page
+
+
+def test_injection_in_lists_and_model_card_is_escaped():
+    page = render_html(
+        transparency_document(
+            **{
+                **FIELDS,
+                "policy_descriptions": [INJECTION],
+                "stages": [INJECTION],
+                "model_card": {INJECTION: INJECTION, "nested": {"k": INJECTION}},
+            }
+        )
+    )
+    assert "<script" not in page and "<img" not in page
+
+
+@settings(max_examples=60)
+@given(text=st.text(min_size=1, max_size=40).filter(lambda t: t.strip()))
+def test_any_text_round_trips_escaped(text):
+    page = render_html(transparency_document(**{**FIELDS, "provider": text, "filing_number": text}))
+    assert html.escape(text.strip()) in page
+    assert text.strip() in "".join(_parse(page).text)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"filing_number": "  "}, "filing_number must be a non-empty string"),
+        ({"stages": []}, "stages must list at least one entry"),
+        ({"signals_used": "clicks"}, "signals_used must be a list of strings"),
+        ({"model_card": {"trained": object()}}, "model_card must be JSON-serialisable"),
+        ({"model_card": ["x"]}, "model_card must be a dict"),
+    ],
+)
+def test_bad_inputs_name_the_field(change, message):
+    with pytest.raises(ValueError, match=message):
+        transparency_document(**{**FIELDS, **change})
+
+
+def test_render_rejects_an_incomplete_document():
+    with pytest.raises(ValueError, match="document is missing filing_number"):
+        render_html({key: value for key, value in transparency_document(**FIELDS).items() if key != "filing_number"})
