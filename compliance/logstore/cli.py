@@ -15,6 +15,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from recsys.config import core_settings
 from compliance.logstore.config import DEV_HMAC_KEY, MIN_RETENTION_DAYS, key_bytes
 from compliance.logstore.export import export as export_logs
 from compliance.logstore.query import compact as compact_logs
@@ -34,7 +35,7 @@ KEY_ENV = "RECSYS_LOG_HMAC_KEY"
 DIR_ENV = "RECSYS_LOG_DIR"
 
 DirOption = Annotated[
-    Path | None, typer.Option("--dir", help=f"Log directory (default ${DIR_ENV} or var/logs).")
+    Path | None, typer.Option("--dir", help=f"Log directory (default ${DIR_ENV} or var/logs of the project, where the server writes).")
 ]
 KeyFileOption = Annotated[
     Path | None, typer.Option("--key-file", help=f"File holding the HMAC key (default ${KEY_ENV}).")
@@ -47,7 +48,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def resolve_dir(directory: Path | None, must_exist: bool = True) -> Path:
-    path = directory or Path(os.environ.get(DIR_ENV, "var/logs"))
+    path = directory or Path(os.environ.get(DIR_ENV) or core_settings().var_dir / "logs")
     if must_exist and not path.is_dir():
         fail(f"--dir: not a directory: '{path}'")
     return path

@@ -1,0 +1,453 @@
+"""The declared list policy (Art. 11, 12, 13 of the 2021 draft Provisions), as typed config and as
+engine rules for one request.
+
+- Art. 11: the first screen of the home page shows mainstream-pool items in configured slots, and
+  operators can intervene by hand (pin, block, boost); every intervention names its operator and reason.
+- Art. 12: content de-duplication and dispersal (打散) on every list, across the pages of a session.
+- Art. 13: no hidden manipulation of lists: the policy is declared config with a hash stamped on
+  every response, rules give way only in the declared relaxation order, and every rule that could
+  not be met is reported with the list.
+
+The generic engine lives in `recsys.pipeline.rerank`; this module gives its rules their meaning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tomllib
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from recsys.pipeline.rerank import Boost, Dispersal, Exclude, Pin, PoolSlots, Rule, UniqueContent, UniqueItems
+
+__all__ = [
+    "BLOCK",
+    "BOOST",
+    "CONTENT_DEDUP",
+    "DISPERSAL",
+    "FRONT_SCREEN",
+    "HARD_RULES",
+    "ITEM_DEDUP",
+    "PIN",
+    "RELAXABLE_RULES",
+    "DedupPolicy",
+    "DispersalPolicy",
+    "FrontScreenPolicy",
+    "Intervention",
+    "PolicyConfig",
+    "PolicyText",
+    "build_rules",
+    "config_hash",
+    "describe",
+]
+
+log = logging.getLogger(__name__)
+
+# Rule names: they appear in responses (violations, policies), logs, metrics and the relaxation order.
+ITEM_DEDUP = "item_dedup"
+CONTENT_DEDUP = "content_dedup"
+DISPERSAL = "dispersal"
+FRONT_SCREEN = "front_screen"
+PIN = "pin"
+BLOCK = "block"
+BOOST = "boost"
+RELAXABLE_RULES = (DISPERSAL, FRONT_SCREEN, CONTENT_DEDUP)
+HARD_RULES = (ITEM_DEDUP, PIN, BLOCK, BOOST)
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DedupPolicy(_Config):
+    """Art. 12 content de-duplication: items always; content keys unless switched off."""
+
+    items: Literal[True] = True
+    content: bool = True
+
+    @field_validator("items", mode="before")
+    @classmethod
+    def _items_always(cls, value: Any) -> Any:
+        if value is not True:
+            raise ValueError("dedup.items cannot be turned off: an item is never shown twice in a session")
+        return value
+
+
+class DispersalPolicy(_Config):
+    """Art. 12 dispersal (打散): at most `max_per_window` items of one category in any `window`
+    consecutive positions, counting the previous page's tail when `across_pages`."""
+
+    window: int = Field(5, ge=2, le=100)
+    max_per_window: int = Field(2, ge=1)
+    across_pages: bool = True
+
+    @model_validator(mode="after")
+    def _limit_below_window(self) -> DispersalPolicy:
+        if self.max_per_window >= self.window:
+            raise ValueError(
+                f"dispersal.max_per_window ({self.max_per_window}) must be < dispersal.window ({self.window}); "
+                "otherwise the rule never applies"
+            )
+        return self
+
+
+class FrontScreenPolicy(_Config):
+    """Art. 11 front screen: on these surfaces and pages (0 = first page), these 1-based positions
+    are filled from the named editorial pool."""
+
+    surfaces: list[str] = ["home"]
+    pages: list[int] = [0]
+    positions: list[int] = [1, 5]
+    pool: str = Field("mainstream", min_length=1)
+
+    @field_validator("surfaces")
+    @classmethod
+    def _surfaces(cls, value: list[str]) -> list[str]:
+        if any(not s.strip() for s in value):
+            raise ValueError("front_screen.surfaces must be non-empty names")
+        return sorted(set(value))
+
+    @field_validator("pages")
+    @classmethod
+    def _pages(cls, value: list[int]) -> list[int]:
+        if any(p < 0 for p in value):
+            raise ValueError(f"front_screen.pages are 0-based page numbers (>= 0), got {value}")
+        return sorted(set(value))
+
+    @field_validator("positions")
+    @classmethod
+    def _positions(cls, value: list[int]) -> list[int]:
+        if any(p < 1 for p in value):
+            raise ValueError(f"front_screen.positions are 1-based positions on the page (>= 1), got {value}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"front_screen.positions must not repeat, got {value}")
+        return sorted(value)
+
+
+class PolicyConfig(_Config):
+    """The whole list policy. Rules named in `relaxation_order` may give way, first named first,
+    only when the candidates cannot satisfy all of them; rules not named never give way."""
+
+    dedup: DedupPolicy = DedupPolicy()
+    dispersal: DispersalPolicy = DispersalPolicy()
+    front_screen: FrontScreenPolicy = FrontScreenPolicy()
+    relaxation_order: list[str] = [DISPERSAL, FRONT_SCREEN, CONTENT_DEDUP]
+    max_k: int = Field(100, ge=1, le=1000)
+
+    @field_validator("relaxation_order")
+    @classmethod
+    def _relaxation_order(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name in HARD_RULES:
+                raise ValueError(
+                    f"relaxation_order: {name!r} is a hard rule and is never relaxed; "
+                    f"relaxable rules: {', '.join(RELAXABLE_RULES)}"
+                )
+            if name not in RELAXABLE_RULES:
+                raise ValueError(
+                    f"relaxation_order: unknown rule {name!r}; relaxable rules: {', '.join(RELAXABLE_RULES)}"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError(f"relaxation_order names a rule twice: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _positions_fit_the_page(self) -> PolicyConfig:
+        beyond = [p for p in self.front_screen.positions if p > self.max_k]
+        if beyond:
+            raise ValueError(f"front_screen.positions {beyond} lie beyond max_k ({self.max_k})")
+        return self
+
+    def check_k(self, k: int) -> int:
+        """`k` if it is a page size this policy serves, else a ValueError naming the bound."""
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.max_k:
+            raise ValueError(f"k must be an integer in 1..{self.max_k} (policy max_k), got {k!r}")
+        return k
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> PolicyConfig:
+        """Load from a JSON or TOML file; errors name the file and the bad field."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+            data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read policy file {path}: {exc}") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ValueError(f"invalid policy file {path}: {_one_line(exc)}") from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    """`field.path: message; ...` instead of pydantic's multi-line report."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
+
+
+def config_hash(config: PolicyConfig) -> str:
+    """Short stable hash of the canonical JSON of `config` (stamped on every response)."""
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Manual intervention (Art. 11, 13): the data shape; the serving layer stores and audits them.
+# ---------------------------------------------------------------------------------------------------
+class Intervention(BaseModel):
+    """An operator's pin, block or boost. Pins: `item_id` at 1-based `position` of `page`.
+    Blocks and boosts: one of `item_id` or `category`; boosts multiply scores by `factor`.
+    `surface` None means every surface."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: int | None = None
+    kind: Literal["pin", "block", "boost"]
+    surface: str | None = None
+    item_id: str | int | None = None
+    category: str | None = None
+    position: int | None = Field(None, ge=1)
+    page: int = Field(0, ge=0)
+    factor: float | None = Field(None, gt=0)
+    operator: str = Field(min_length=1)
+    reason: str = Field(min_length=1)
+    created_at: datetime | None = None
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self) -> Intervention:
+        label = f"intervention {self.id}" if self.id is not None else "intervention"
+        if self.kind == "pin":
+            if self.item_id is None or self.position is None:
+                raise ValueError(f"{label}: a pin needs item_id and position (1-based)")
+            if self.category is not None:
+                raise ValueError(f"{label}: a pin places one item; category is not allowed")
+        elif (self.item_id is None) == (self.category is None):
+            raise ValueError(f"{label}: a {self.kind} needs exactly one of item_id or category")
+        if self.kind == "boost" and self.factor is None:
+            raise ValueError(f"{label}: a boost needs a factor > 0")
+        return self
+
+    def is_active(self, now: datetime) -> bool:
+        """Not revoked, and not expired at `now` (naive datetimes are taken as UTC)."""
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or _utc(self.expires_at) > _utc(now)
+
+    def applies_to(self, surface: str) -> bool:
+        return self.surface is None or self.surface == surface
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _lookup(index: Mapping | None, key: str | int) -> int | None:
+    """Engine index of an item id, trying the id as given, as text, and as a number."""
+    if index is None:
+        try:
+            return int(key)
+        except (TypeError, ValueError):
+            return None
+    for candidate in (key, str(key)):
+        if candidate in index:
+            return int(index[candidate])
+    if isinstance(key, str) and key.lstrip("-").isdigit() and int(key) in index:
+        return int(index[int(key)])
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Config + interventions -> engine rules for one request
+# ---------------------------------------------------------------------------------------------------
+def build_rules(
+    config: PolicyConfig,
+    surface: str,
+    page: int,
+    interventions: Iterable[Intervention | Mapping] = (),
+    *,
+    item_index: Mapping | None = None,
+    category_index: Mapping[str, int] | None = None,
+    now: datetime | None = None,
+) -> tuple[list[Rule], tuple[str, ...]]:
+    """Engine rules and relaxation order for one list request on `surface`, page `page` (0-based).
+
+    Front-screen slots only on the configured surfaces and pages; pins for this surface and page;
+    boosts and blocks for this surface. `item_index` maps intervention item ids to engine item
+    indices (None: ids are indices); `category_index` maps category names to codes. Interventions
+    that are revoked or expired at `now`, or that name an unknown item or category, are skipped
+    (logged). When two pins claim one position, the most recent wins.
+    """
+    if not isinstance(surface, str) or not surface:
+        raise ValueError(f"surface must be a non-empty string, got {surface!r}")
+    if isinstance(page, bool) or not isinstance(page, int) or page < 0:
+        raise ValueError(f"page must be an integer >= 0, got {page!r}")
+    now = now or datetime.now(UTC)
+
+    rules: list[Rule] = [UniqueItems(ITEM_DEDUP)]
+    if config.dedup.content:
+        rules.append(UniqueContent(CONTENT_DEDUP))
+    rules.append(
+        Dispersal(
+            config.dispersal.window,
+            config.dispersal.max_per_window,
+            attribute="category",
+            across_pages=config.dispersal.across_pages,
+            name=DISPERSAL,
+        )
+    )
+    front = config.front_screen
+    if surface in front.surfaces and page in front.pages and front.positions:
+        rules.append(PoolSlots(tuple(p - 1 for p in front.positions), front.pool, name=FRONT_SCREEN))
+
+    pins: list[tuple[tuple, Pin]] = []
+    blocked_items: set[int] = set()
+    blocked_categories: set[int] = set()
+    for raw in interventions:
+        intervention = raw if isinstance(raw, Intervention) else _parse(raw)
+        if not (intervention.applies_to(surface) and intervention.is_active(now)):
+            continue
+        item = category = None
+        if intervention.item_id is not None:
+            item = _lookup(item_index, intervention.item_id)
+            if item is None:
+                log.warning("skipping intervention %s: unknown item %r", intervention.id, intervention.item_id)
+                continue
+        if intervention.category is not None:
+            category = (category_index or {}).get(intervention.category)
+            if category is None:
+                log.warning("skipping intervention %s: unknown category %r", intervention.id, intervention.category)
+                continue
+        if intervention.kind == "pin":
+            if intervention.page == page:
+                recency = (_utc(intervention.created_at) if intervention.created_at else datetime.min.replace(tzinfo=UTC),
+                           intervention.id if intervention.id is not None else -1)
+                pins.append((recency, Pin(intervention.position - 1, item, name=PIN)))
+        elif intervention.kind == "block":
+            if item is not None:
+                blocked_items.add(item)
+            else:
+                blocked_categories.add(category)
+        else:
+            rules.append(Boost(category=category, item=item, factor=float(intervention.factor), name=BOOST))
+    if blocked_items:
+        rules.append(Exclude(frozenset(blocked_items), attribute="item", name=BLOCK))
+    if blocked_categories:
+        rules.append(Exclude(frozenset(blocked_categories), attribute="category", name=BLOCK))
+    # The engine lets the first pin at a position win: newest first.
+    pins.sort(key=lambda entry: entry[0], reverse=True)
+    rules.extend(pin for _, pin in pins)
+    return rules, tuple(config.relaxation_order)
+
+
+def _parse(raw: Mapping) -> Intervention:
+    try:
+        return Intervention.model_validate(dict(raw))
+    except ValidationError as exc:
+        raise ValueError(f"invalid intervention {dict(raw).get('id')!r}: {_one_line(exc)}") from None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Human text for the transparency page
+# ---------------------------------------------------------------------------------------------------
+class PolicyText(BaseModel):
+    """One policy as the transparency page shows it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    articles: tuple[int, ...]
+    title: str
+    text: str
+
+
+_TITLES = {ITEM_DEDUP: "No repeats", CONTENT_DEDUP: "Content de-duplication", DISPERSAL: "Dispersal (打散)",
+           FRONT_SCREEN: "Front screen"}
+
+
+def _and(words: Iterable[object]) -> str:
+    words = [str(w) for w in words]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def describe(config: PolicyConfig) -> list[PolicyText]:
+    """Plain-language description of each policy in `config`, in the order they apply."""
+    d, f = config.dispersal, config.front_screen
+    out = [
+        PolicyText(
+            name=ITEM_DEDUP,
+            articles=(12,),
+            title=_TITLES[ITEM_DEDUP],
+            text="An item is shown at most once per session: never twice in one list, and never again "
+            "on a later page of the same session.",
+        ),
+        PolicyText(
+            name=CONTENT_DEDUP,
+            articles=(12,),
+            title=_TITLES[CONTENT_DEDUP],
+            text=(
+                "Items that carry the same content (for example, the same work under another listing) "
+                "are shown once per session; the highest-ranked copy is kept."
+                if config.dedup.content
+                else "Content de-duplication is switched off; only identical items are removed."
+            ),
+        ),
+        PolicyText(
+            name=DISPERSAL,
+            articles=(12,),
+            title=_TITLES[DISPERSAL],
+            text=f"In any {d.window} consecutive positions, at most {d.max_per_window} items share a primary "
+            f"category" + (", counted across page boundaries." if d.across_pages else ", within each page."),
+        ),
+    ]
+    if f.surfaces and f.pages and f.positions:
+        out.append(
+            PolicyText(
+                name=FRONT_SCREEN,
+                articles=(11,),
+                title=_TITLES[FRONT_SCREEN],
+                text=f"On the {_and(f.surfaces)} surface{'s' if len(f.surfaces) > 1 else ''}, "
+                f"page{'s' if len(f.pages) > 1 else ''} {_and(p + 1 for p in f.pages)}, "
+                f"position{'s' if len(f.positions) > 1 else ''} {_and(f.positions)} show items from the "
+                f"editorial '{f.pool}' pool, whatever the personal ranking.",
+            )
+        )
+    else:
+        out.append(PolicyText(name=FRONT_SCREEN, articles=(11,), title=_TITLES[FRONT_SCREEN],
+                              text="No front-screen slots are configured."))
+    out.append(
+        PolicyText(
+            name="interventions",
+            articles=(11, 13),
+            title="Manual intervention",
+            text="Operators may pin an item to a position, block an item or category, or boost the "
+            "scores of an item or category. Each intervention records its operator, reason and expiry; "
+            "interventions never bring back an item already shown in the session.",
+        )
+    )
+    order = config.relaxation_order
+    if order:
+        steps = ", then ".join(_TITLES[name] for name in order)
+        text = (
+            f"When the available items cannot satisfy every rule at once, rules give way in this order: "
+            f"{steps}; each only as far as needed, and every rule that gives way is reported with the list. "
+            f"{_TITLES[ITEM_DEDUP]} never gives way."
+        )
+    else:
+        text = "No rule gives way: when the available items cannot satisfy every rule, the list is shorter."
+    never = [name for name in RELAXABLE_RULES if name not in order]
+    if order and never:
+        text += f" Never relaxed: {', '.join(_TITLES[name] for name in never)}."
+    out.append(PolicyText(name="relaxation", articles=(12, 13), title="When rules conflict", text=text))
+    return out
