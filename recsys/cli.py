@@ -75,6 +75,23 @@ def data_synth(
 
 def _mount_package_commands() -> None:
     """Attach the commands of the other packages; each lives next to the code it drives."""
+    from compliance.logstore.cli import app as logs_app
+    from serving.cli import serve_command
+
+    app.command("serve")(serve_command)
+    from benchmarks.cli import app as bench_app
+    from compliance.audit_cli import audit_command
+    from training.cli import evaluate_command, train_command
+
+    app.command("train")(train_command)
+    app.command("evaluate")(evaluate_command)
+    app.add_typer(bench_app, name="bench", help="Latency, quality and compliance benchmarks.")
+    from serving.admin_cli import app as features_app
+
+    app.command("audit")(audit_command)
+
+    app.add_typer(features_app, name="features")
+    app.add_typer(logs_app, name="logs", help="Verify, purge, export, compact and query the recommendation log (Art. 23-25).")
 
 
 def main() -> None:

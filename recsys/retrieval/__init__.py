@@ -1,0 +1,29 @@
+"""Retrieval: the model interface (base.py), one module per algorithm, and the Faiss index (index.py).
+
+`MODELS` names every retrieval model; adding one is a module with a `Recommender` subclass plus an
+entry here. Classes are imported on first use, so importing this package does not load implicit.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from recsys.retrieval.base import FactorModel, Recommender, RetrievalError
+
+MODELS: dict[str, str] = {
+    "popular": "recsys.retrieval.baselines:MostPopular",
+    "itemknn": "recsys.retrieval.baselines:ItemKNN",
+    "ease": "recsys.retrieval.baselines:EASE",
+    "als": "recsys.retrieval.als:ALS",
+}
+
+
+def model_class(kind: str) -> type[Recommender]:
+    """The retrieval model class registered under `kind`."""
+    if kind not in MODELS:
+        raise RetrievalError(f"retrieval model: unknown {kind!r}; known: {', '.join(sorted(MODELS))}")
+    module, name = MODELS[kind].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = ["MODELS", "FactorModel", "Recommender", "RetrievalError", "model_class"]

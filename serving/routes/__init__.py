@@ -1,0 +1,13 @@
+"""Routes grouped by resource; `ROUTERS` is the list the app includes, in order."""
+
+from serving.routes import admin, complaints, content, health, recommendations, transparency, users
+
+ROUTERS = [
+    recommendations.router,
+    users.router,
+    complaints.router,
+    transparency.router,
+    content.router,
+    admin.router,
+    health.router,
+]

@@ -1,0 +1,259 @@
+"""Quality benchmark: the offline protocol of DESIGN.md (MovieLens-100K by default) over several
+seeds, for MostPopular, ItemKNN, EASE, ALS alone, the two-stage model, and the two-stage model
+followed by the full policy pipeline (de-duplication ► dispersal ► front-screen mainstream slots).
+
+Models are trained by `training.pipeline.run_offline` (the code `recsys train` runs) and scored by
+`recsys.evaluation` (the protocol's metrics, not re-implemented here). Beyond accuracy: catalog
+coverage, genres in the top 10, dispersal and content-duplicate violations per list, and the
+"price of compliance": NDCG@10 of the policy pipeline minus that of the two-stage model.
+Results go to quality.json and to the MLflow experiment "benchmarks".
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.latency import BenchmarkError, say
+
+EXPERIMENT = "benchmarks"
+DEFAULT_DATASET = "movielens-100k"
+MODELS = ("MostPopular", "ItemKNN", "EASE", "ALS", "two-stage", "two-stage + policy")
+BASELINE_KEYS = {"MostPopular": "popular", "ItemKNN": "itemknn", "EASE": "ease"}
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    dataset: str = DEFAULT_DATASET  # a dataset name or a dataset folder
+    seeds: tuple[int, ...] = (0, 1, 2)
+    k: int = 10
+    surface: str = "home"  # the policy pipeline's rules are those of page 0 of this surface
+    mlflow: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise BenchmarkError("--seeds: give at least one seed, e.g. --seeds 0,1,2")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise BenchmarkError(f"--seeds: repeated seed in {list(self.seeds)}")
+        if not 1 <= self.k <= 100:
+            raise BenchmarkError(f"k: must be in 1..100, got {self.k}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Lists of every model for the evaluated users
+# ---------------------------------------------------------------------------------------------------
+class _FactorScorer:
+    """ALS alone: user vector . item vectors over the whole catalog (the factors of the bundle)."""
+
+    def __init__(self, user_factors: np.ndarray, item_factors: np.ndarray):
+        self.user_factors, self.item_factors = user_factors, item_factors
+
+    def scores(self, user_idx: np.ndarray) -> np.ndarray:
+        return self.user_factors[np.asarray(user_idx)] @ self.item_factors.T
+
+
+def policy_lists(bundle, split, users: np.ndarray, k: int, surface: str, policy=None) -> np.ndarray:
+    """Top-k per user after the serving policy engine: retrieval candidates plus the mainstream pool
+    (history removed), every candidate scored by the ranker as serving does, then `select` with the
+    rules of page 0 of `surface` (`build_rules(PolicyConfig(), ...)`)."""
+    from compliance.policy import PolicyConfig, build_rules
+    from recsys.pipeline.rerank import CandidateSet, SlateContext, Source, select
+    from recsys.ranking.train import retrieve
+
+    policy = policy or PolicyConfig()
+    rules, relaxation = build_rules(policy, surface=surface, page=0, category_index={}, now=datetime(2026, 1, 1, tzinfo=UTC))
+    candidates = retrieve(bundle.index.search, bundle.user_factors, split.train, users, bundle.n_candidates)
+    pool = np.flatnonzero(bundle.mainstream)
+    out = np.full((len(users), k), -1, dtype=np.int64)
+    for row, user in enumerate(users):
+        history = split.train.of(user)
+        retrieved = candidates.items[row][candidates.items[row] >= 0]
+        extra = pool[~np.isin(pool, history) & ~np.isin(pool, retrieved)]
+        items = np.concatenate([retrieved, extra])
+        if not len(items):
+            continue
+        vector = bundle.user_factors[user]
+        retrieval_scores = bundle.item_factors[items] @ vector
+        scores = np.asarray(bundle.ranker.score(bundle.features(vector, history, items, retrieval_scores)), dtype=np.float32)
+        sources = np.concatenate([np.full(len(retrieved), int(Source.RANKED)), np.full(len(extra), int(Source.MAINSTREAM))])
+        slate = select(
+            CandidateSet(item=items, score=scores, category=bundle.item_category[items],
+                         content=bundle.content_code[items], source=sources.astype(np.int8),
+                         pools={"mainstream": bundle.mainstream[items]}),
+            k, rules, SlateContext(), relaxation,
+        )
+        chosen = items[slate.indices]
+        out[row, : len(chosen)] = chosen
+    return out
+
+
+def list_violations(top: np.ndarray, category: np.ndarray, content: np.ndarray, window: int, max_per_window: int) -> dict:
+    """Dispersal violations (positions where a category exceeds `max_per_window` in the `window`
+    ending there, as the audit reads it) and content duplicates, per list and in total."""
+    from compliance.audit import dispersal_violations
+
+    dispersal = duplicates = lists_dispersal = lists_duplicates = 0
+    for row in top:
+        row = row[row >= 0]
+        found = len(dispersal_violations(category[row].tolist(), window, max_per_window))
+        repeated = len(row) - len(np.unique(content[row]))
+        dispersal += found
+        duplicates += repeated
+        lists_dispersal += found > 0
+        lists_duplicates += repeated > 0
+    n = max(1, len(top))
+    return {
+        "dispersal_violations_per_list": dispersal / n,
+        "lists_with_dispersal_violation": lists_dispersal / n,
+        "content_duplicates_per_list": duplicates / n,
+        "lists_with_content_duplicate": lists_duplicates / n,
+    }
+
+
+def evaluate_seed(dataset, seed: int, config: QualityConfig, training_config=None) -> dict:
+    """Train with `seed` through the real pipeline, then score every model's lists with the protocol."""
+    from compliance.policy import PolicyConfig
+    from recsys.bundle import ModelBundle
+    from recsys.evaluation import scorer_top_k, summarize
+    from training.config import TrainingConfig
+    from training.pipeline import baseline_models, run_offline
+
+    base = training_config or TrainingConfig()
+    cfg = base.model_copy(update={"seed": seed}).effective()
+    policy = PolicyConfig()
+    workdir = Path(tempfile.mkdtemp(prefix=f"quality-s{seed}-"))
+    timings = {}
+    try:
+        started = time.perf_counter()
+        offline = run_offline(dataset, cfg, workdir, baselines=())
+        timings["train_two_stage_s"] = round(time.perf_counter() - started, 2)
+        bundle = ModelBundle.load(offline.bundle_dir, serving=False)
+        split = offline.split
+        users = split.test_users()
+        train_matrix = split.train.matrix()
+        lists: dict[str, np.ndarray] = {}
+        for label, key in BASELINE_KEYS.items():
+            started = time.perf_counter()
+            model = baseline_models((key,), cfg)[key].fit(train_matrix)
+            lists[label] = scorer_top_k(model, train_matrix)(users, config.k)
+            timings[f"{key}_s"] = round(time.perf_counter() - started, 2)
+        lists["ALS"] = scorer_top_k(_FactorScorer(bundle.user_factors, bundle.item_factors), train_matrix)(users, config.k)
+        lists["two-stage"] = bundle.recommend(users, config.k)
+        started = time.perf_counter()
+        lists["two-stage + policy"] = policy_lists(bundle, split, users, config.k, config.surface, policy)
+        timings["policy_pipeline_s"] = round(time.perf_counter() - started, 2)
+        table = {}
+        for label in MODELS:
+            row = summarize(lists[label], users, split, bundle.item_category, config.k)
+            row.update(list_violations(lists[label], bundle.item_category, bundle.content_code,
+                                       policy.dispersal.window, policy.dispersal.max_per_window))
+            table[label] = row
+        reference = offline.metrics.get("two-stage", {})
+        return {"seed": seed, "metrics": table, "pipeline_two_stage": reference, "timings_s": timings,
+                "users_evaluated": int(len(users)), "items": int(split.n_items),
+                "candidate_recall": offline.candidate_recall}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def aggregate(per_seed: list[dict], k: int) -> dict:
+    """Mean, standard deviation, min and max over seeds of every metric of every model."""
+    out: dict[str, dict] = {}
+    for label in MODELS:
+        names = per_seed[0]["metrics"][label].keys()
+        out[label] = {}
+        for name in names:
+            values = np.asarray([s["metrics"][label][name] for s in per_seed], dtype=float)
+            out[label][name] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                                "min": float(np.min(values)), "max": float(np.max(values))}
+    ndcg = f"ndcg_at_{k}"
+    deltas = np.asarray([s["metrics"]["two-stage + policy"][ndcg] - s["metrics"]["two-stage"][ndcg] for s in per_seed])
+    relative = np.asarray([d / s["metrics"]["two-stage"][ndcg] for d, s in zip(deltas, per_seed)])
+    price = {
+        "ndcg_delta": {"mean": float(deltas.mean()), "std": float(np.std(deltas, ddof=1)) if len(deltas) > 1 else 0.0},
+        "ndcg_relative": {"mean": float(relative.mean()), "std": float(np.std(relative, ddof=1)) if len(relative) > 1 else 0.0},
+        "explanation": f"NDCG@{k} of the two-stage model followed by the policy pipeline minus that of the two-stage model",
+    }
+    return {"models": out, "price_of_compliance": price}
+
+
+def log_to_mlflow(result: dict, artifact: Path) -> str | None:
+    """One run in the "benchmarks" experiment: params, mean/std per model and metric, the JSON."""
+    import mlflow
+
+    from recsys.config import core_settings
+    from training.registry import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        location = (core_settings().mlflow_artifacts_dir / EXPERIMENT).resolve()
+        location.mkdir(parents=True, exist_ok=True)
+        experiment_id = mlflow.create_experiment(EXPERIMENT, artifact_location=location.as_uri())
+    else:
+        experiment_id = experiment.experiment_id
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"quality-{result['dataset']['name']}") as run:
+        mlflow.set_tags({"benchmark": "quality", "dataset": result["dataset"]["name"]})
+        mlflow.log_params({"dataset": result["dataset"]["name"], "seeds": ",".join(map(str, result["config"]["seeds"])),
+                           "k": result["config"]["k"], "surface": result["config"]["surface"]})
+        metrics = {}
+        for label, values in result["summary"]["models"].items():
+            slug = label.replace(" + ", "_plus_").replace("-", "_").replace(" ", "_").lower()
+            for name, stats in values.items():
+                if name == "users":
+                    continue
+                metrics[f"{slug}.{name}.mean"] = stats["mean"]
+                metrics[f"{slug}.{name}.std"] = stats["std"]
+        price = result["summary"]["price_of_compliance"]
+        metrics["price_of_compliance.ndcg_delta.mean"] = price["ndcg_delta"]["mean"]
+        metrics["price_of_compliance.ndcg_relative.mean"] = price["ndcg_relative"]["mean"]
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifact(str(artifact))
+        return run.info.run_id
+
+
+def run(config: QualityConfig, out_dir: Path, machine: dict | None = None, training_config=None) -> dict:
+    """Every seed, the aggregate and the MLflow run; writes out_dir/quality.json and returns it."""
+    from recsys.datasets import load
+    from recsys.schema import SchemaError
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    started = time.perf_counter()
+    try:
+        dataset = load(config.dataset)
+    except SchemaError as exc:
+        raise BenchmarkError(f"--dataset: {exc}") from None
+    per_seed = []
+    for seed in config.seeds:
+        say(f"quality: seed {seed} on {dataset.name}")
+        per_seed.append(evaluate_seed(dataset, seed, config, training_config))
+        ndcg = per_seed[-1]["metrics"]
+        say("quality: " + ", ".join(f"{m} {ndcg[m][f'ndcg_at_{config.k}']:.4f}" for m in MODELS))
+    result = {
+        "benchmark": "quality",
+        "started_at": started_at,
+        "config": asdict(config),
+        "training_config": (training_config.model_dump(mode="json") if training_config is not None else "defaults"),
+        "dataset": {"name": dataset.name, "interactions": dataset.interactions.height, "items": dataset.items.height,
+                    "users": dataset.users.height},
+        "protocol": "DESIGN.md: positives rating >= 4; per user the last ceil(0.2 n) positives by time to test; "
+                    "full ranking over all items with train items excluded; metrics over users with a test item",
+        "machine": machine,
+        "per_seed": per_seed,
+        "summary": aggregate(per_seed, config.k),
+    }
+    result["duration_s"] = round(time.perf_counter() - started, 1)
+    path = out_dir / "quality.json"
+    path.write_text(json.dumps(result, indent=2, default=str))
+    if config.mlflow:
+        result["mlflow_run_id"] = log_to_mlflow(result, path)
+        path.write_text(json.dumps(result, indent=2, default=str))
+    return result

@@ -1,0 +1,259 @@
+"""The model bundle: everything serving needs, as a directory of plain files, and its loader.
+
+Files (no pickled code): items.parquet and users.parquet (user_id, age: only for the minors
+rules, never a ranker input), item_ids.npy / user_ids.npy, item_factors.npy / user_factors.npy,
+user_items.npz (binary CSR) with history_*.npy (each user's positives in time order),
+popularity.npy, item_stats.npz (the ranker's per-item statistics), index/ (Faiss), ranker.pt
+(tensors + config) and manifest.json (provenance, config, feature names, metrics).
+`ModelBundle.load` returns numpy lookups ready for the request path.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from recsys.evaluation import Histories
+from recsys.ranking.features import FEATURE_NAMES, FeatureConfig, ItemStats, build_features, encode_categories
+from recsys.ranking.model import Ranker, load_ranker
+from recsys.ranking.train import Candidates, featurise, list_top_k, retrieve
+from recsys.retrieval.als import UserSolver
+from recsys.retrieval.index import ItemIndex
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+REQUIRED_FILES = (
+    MANIFEST, "items.parquet", "users.parquet", "item_ids.npy", "user_ids.npy", "item_factors.npy",
+    "user_factors.npy", "user_items.npz", "history_indptr.npy", "history_items.npy", "history_timestamps.npy",
+    "popularity.npy", "item_stats.npz", "ranker.pt", "index",
+)
+
+
+class BundleError(ValueError):
+    """A bundle directory is missing a file or holds an inconsistent one; the message names it."""
+
+
+@dataclass(frozen=True)
+class BundleParts:
+    """What training hands to `write_bundle`; arrays are in the bundle's item and user index order."""
+
+    items: pl.DataFrame  # the schema's items frame, row i = item index i
+    users: pl.DataFrame  # user_id, age of every known user (minors rules only)
+    user_ids: np.ndarray  # str, row u of user_factors / history
+    history: Histories  # positives of the training window, time order
+    item_factors: np.ndarray
+    user_factors: np.ndarray
+    stats: ItemStats
+    index: ItemIndex
+    ranker: Ranker
+    manifest: dict[str, Any]  # dataset, run_id, config, metrics...: completed with the rest here
+
+
+def write_bundle(directory: Path, parts: BundleParts) -> Path:
+    """Write `parts` as a bundle directory (replacing one that exists); return the directory."""
+    directory = Path(directory)
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    parts.items.write_parquet(directory / "items.parquet")
+    parts.users.select("user_id", "age").write_parquet(directory / "users.parquet")
+    np.save(directory / "item_ids.npy", parts.items.get_column("item_id").to_numpy().astype(str), allow_pickle=False)
+    np.save(directory / "user_ids.npy", np.asarray(parts.user_ids).astype(str), allow_pickle=False)
+    np.save(directory / "item_factors.npy", np.asarray(parts.item_factors, dtype=np.float32))
+    np.save(directory / "user_factors.npy", np.asarray(parts.user_factors, dtype=np.float32))
+    sp.save_npz(directory / "user_items.npz", parts.history.matrix())
+    np.save(directory / "history_indptr.npy", parts.history.indptr.astype(np.int64))
+    np.save(directory / "history_items.npy", parts.history.items.astype(np.int64))
+    np.save(directory / "history_timestamps.npy", parts.history.timestamps.astype(np.int64))
+    popularity = np.bincount(parts.history.items, minlength=parts.history.n_items).astype(np.float32)
+    np.save(directory / "popularity.npy", popularity)
+    parts.stats.save(directory / "item_stats.npz")
+    parts.index.save(directory / "index")
+    parts.ranker.save(directory / "ranker.pt")
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "index_build_id": parts.index.build_id,
+        "index": parts.index.params,
+        "feature_names": list(parts.ranker.feature_names),
+        "ranker_kind": parts.ranker.kind,
+        "n_items": int(len(parts.items)),
+        "n_users": int(len(parts.user_ids)),
+        **parts.manifest,
+    }
+    write_manifest(directory, manifest)
+    return directory
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    (Path(directory) / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+
+
+@dataclass
+class ModelBundle:
+    """A loaded bundle: per-item and per-user arrays, the index, the ranker and the feature builder."""
+
+    path: Path
+    manifest: dict[str, Any]
+    items: pl.DataFrame
+    users: pl.DataFrame
+    item_ids: np.ndarray  # str
+    user_ids: np.ndarray  # str
+    item_index: dict[str, int]
+    user_index: dict[str, int]  # users with a non-empty history only
+    item_category: np.ndarray  # int32 primary category code
+    category_names: list[str]
+    item_categories: sp.csr_matrix  # multi-hot (n_items, n_categories)
+    content_code: np.ndarray  # int64, equal codes = same content
+    minor_safe: np.ndarray
+    mainstream: np.ndarray
+    synthetic: np.ndarray
+    flagged: np.ndarray
+    popularity: np.ndarray  # float32 positives per item in the training window
+    item_factors: np.ndarray
+    user_factors: np.ndarray
+    history: Histories
+    stats: ItemStats
+    index: ItemIndex
+    ranker: Ranker
+    feature_config: FeatureConfig
+    n_candidates: int
+    _solver: UserSolver | None = field(default=None, repr=False)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.ranker.feature_names)
+
+    @property
+    def recency_log_days(self) -> np.ndarray:
+        return self.stats.recency_log_days
+
+    @classmethod
+    def load(cls, path: Path, serving: bool = True) -> ModelBundle:
+        """Load a bundle directory. `serving=True` pins torch to one thread (one request, one core)."""
+        path = Path(path)
+        missing = [name for name in REQUIRED_FILES if not (path / name).exists()]
+        if missing:
+            raise BundleError(f"{path}: not a model bundle, missing {', '.join(missing)}")
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{path / MANIFEST}: not valid JSON ({exc})") from None
+        if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+            raise BundleError(f"{path / MANIFEST}: format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}")
+        if serving:
+            # One request is small: a thread pool per worker would only contend for the cores.
+            import faiss
+            import torch
+
+            torch.set_num_threads(1)
+            faiss.omp_set_num_threads(1)
+        items = pl.read_parquet(path / "items.parquet")
+        item_ids = np.load(path / "item_ids.npy", allow_pickle=False)
+        user_ids = np.load(path / "user_ids.npy", allow_pickle=False)
+        item_factors = np.load(path / "item_factors.npy", allow_pickle=False)
+        user_factors = np.load(path / "user_factors.npy", allow_pickle=False)
+        indptr = np.load(path / "history_indptr.npy", allow_pickle=False)
+        history = Histories(
+            indptr,
+            np.load(path / "history_items.npy", allow_pickle=False),
+            np.load(path / "history_timestamps.npy", allow_pickle=False),
+            len(item_ids),
+        )
+        for name, rows, expected in (
+            ("items.parquet", len(items), len(item_ids)),
+            ("item_factors.npy", len(item_factors), len(item_ids)),
+            ("user_factors.npy", len(user_factors), len(user_ids)),
+            ("history_indptr.npy", len(indptr) - 1, len(user_ids)),
+        ):
+            if rows != expected:
+                raise BundleError(f"{path / name}: {rows} rows, expected {expected}")
+        categories = encode_categories(items.get_column("categories"))
+        content_keys = items.get_column("content_key").fill_null(items.get_column("item_id")).to_numpy().astype(str)
+        _, content_code = np.unique(content_keys, return_inverse=True)
+        ranker = load_ranker(path / "ranker.pt")
+        if ranker.feature_names != manifest.get("feature_names"):
+            raise BundleError(f"{path / 'ranker.pt'}: feature names differ from {MANIFEST}")
+        if ranker.feature_names != FEATURE_NAMES:
+            raise BundleError(f"{path / 'ranker.pt'}: trained on features {ranker.feature_names}, this code builds {FEATURE_NAMES}")
+        lengths = np.diff(indptr)
+        index = ItemIndex.load(path / "index")
+        if index.n_items != len(item_ids):
+            raise BundleError(f"{path / 'index'}: {index.n_items} items, expected {len(item_ids)}")
+
+        def labels(name: str) -> np.ndarray:
+            return items.get_column(name).fill_null(False).to_numpy().astype(bool)
+
+        return cls(
+            path=path,
+            manifest=manifest,
+            items=items,
+            users=pl.read_parquet(path / "users.parquet"),
+            item_ids=item_ids,
+            user_ids=user_ids,
+            item_index={str(item): i for i, item in enumerate(item_ids)},
+            user_index={str(user): u for u, user in enumerate(user_ids) if lengths[u] > 0},
+            item_category=categories.primary,
+            category_names=categories.names,
+            item_categories=categories.multi_hot,
+            content_code=content_code.astype(np.int64),
+            minor_safe=labels("minor_safe"),
+            mainstream=labels("mainstream"),
+            synthetic=labels("synthetic"),
+            flagged=labels("flagged"),
+            popularity=np.load(path / "popularity.npy", allow_pickle=False),
+            item_factors=item_factors,
+            user_factors=user_factors,
+            history=history,
+            stats=ItemStats.load(path / "item_stats.npz"),
+            index=index,
+            ranker=ranker,
+            feature_config=FeatureConfig(**manifest.get("feature_config", {})),
+            n_candidates=int(manifest.get("n_candidates", 200)),
+        )
+
+    # -- the request path -------------------------------------------------------------------
+    def user_history(self, user_idx: int) -> np.ndarray:
+        """The user's positives of the training window, oldest first."""
+        return self.history.of(int(user_idx))
+
+    def user_vector(self, history_idx: np.ndarray) -> np.ndarray:
+        """ALS vector recomputed in closed form from a (possibly filtered) history."""
+        if self._solver is None:
+            retrieval = self.manifest["retrieval"]
+            self._solver = UserSolver(self.item_factors, retrieval["regularization"], retrieval["alpha"])
+        return self._solver.solve(history_idx)
+
+    def features(self, user_vector: np.ndarray, history_idx: np.ndarray, cand_idx: np.ndarray,
+                 retrieval_scores: np.ndarray) -> np.ndarray:
+        """The ranker's feature matrix for one request (same code as training)."""
+        return build_features(self.stats, user_vector, history_idx, cand_idx, retrieval_scores, self.feature_config)
+
+    def recommend(self, user_idx: np.ndarray, k: int = 10, n_candidates: int | None = None) -> np.ndarray:
+        """Two-stage top-k for users of the bundle: Faiss top-N (history excluded), then the ranker.
+
+        Returns (len(user_idx), k) item indices, -1 where fewer than k items are left.
+        """
+        users = np.asarray(user_idx, dtype=np.int64)
+        n = max(int(n_candidates or self.n_candidates), k)
+        return self.rank(retrieve(self.index.search, self.user_factors, self.history, users, n), k)
+
+    def rank(self, candidates: Candidates, k: int) -> np.ndarray:
+        """Second stage for retrieved candidates of bundle users: features, ranker, top-k."""
+        features, mask = featurise(self.stats, self.user_factors, self.history, candidates, self.feature_config)
+        scores = np.full(mask.shape, -np.inf, dtype=np.float32)
+        if mask.any():
+            scores[mask] = self.ranker.score(features[mask])
+        return list_top_k(scores, candidates, k)
+
+    def popular(self, k: int) -> np.ndarray:
+        """The k most popular items (ties by index): the list for users without a history."""
+        return np.lexsort((np.arange(len(self.popularity)), -self.popularity))[:k]

@@ -1,0 +1,236 @@
+"""Rankers: score a request's candidates from their feature matrix; a registry of kinds by name.
+
+A ranker is trained on lists (one per user: candidates from the retrieval stage, their features
+and binary labels) and saved as plain tensors plus its config (`ranker.pt`, loadable with
+`weights_only=True`). Adding a ranker: one module with a `Ranker` subclass and one entry in
+`RANKERS` ("name" -> "module:Class").
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+RANKERS: dict[str, str] = {
+    "mlp": "recsys.ranking.model:MLPRanker",
+}
+
+
+class RankerError(ValueError):
+    """Bad ranker input, config or file; the message names it."""
+
+
+@dataclass(frozen=True)
+class RankingLists:
+    """Training lists of equal length: features (users, n, f), labels (users, n), mask of real rows."""
+
+    features: np.ndarray  # float32
+    labels: np.ndarray  # float32 in {0, 1}
+    mask: np.ndarray  # bool; False pads lists shorter than n
+
+    def __post_init__(self) -> None:
+        if self.features.ndim != 3 or self.features.shape[:2] != self.labels.shape or self.labels.shape != self.mask.shape:
+            raise RankerError(
+                f"RankingLists: features {self.features.shape}, labels {self.labels.shape}, mask {self.mask.shape} do not align"
+            )
+
+    def subset(self, rows: np.ndarray) -> RankingLists:
+        return RankingLists(self.features[rows], self.labels[rows], self.mask[rows])
+
+
+class Ranker(abc.ABC):
+    """Scores candidates from features; higher is better."""
+
+    kind: ClassVar[str]
+    config_type: ClassVar[type[BaseModel]]  # the typed parameters of this kind
+
+    def __init__(self, feature_names: list[str]):
+        self.feature_names = list(feature_names)
+
+    @abc.abstractmethod
+    def fit(self, train: RankingLists, valid: RankingLists | None = None) -> dict[str, float]:
+        """Learn from training lists; return a few training figures (loss, epochs)."""
+
+    @abc.abstractmethod
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """float32 scores for a (n_candidates, n_features) matrix."""
+
+    @abc.abstractmethod
+    def state(self) -> dict[str, Any]:
+        """Config and tensors only (no code objects), so the file loads with weights_only=True."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_state(cls, state: dict[str, Any], feature_names: list[str]) -> Ranker: ...
+
+    def save(self, path: Path) -> Path:
+        torch.save({"kind": self.kind, "feature_names": self.feature_names, **self.state()}, Path(path))
+        return Path(path)
+
+    def _check(self, features: np.ndarray) -> np.ndarray:
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim != 2 or features.shape[1] != len(self.feature_names):
+            raise RankerError(f"features: expected shape (n, {len(self.feature_names)}), got {features.shape}")
+        return features
+
+
+def ranker_class(kind: str) -> type[Ranker]:
+    if kind not in RANKERS:
+        raise RankerError(f"ranker kind: unknown {kind!r}; known: {', '.join(sorted(RANKERS))}")
+    module, name = RANKERS[kind].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def make_ranker(kind: str, feature_names: list[str], config: dict[str, Any] | None = None, seed: int = 0) -> Ranker:
+    return ranker_class(kind)(feature_names, config=config or {}, seed=seed)
+
+
+def load_ranker(path: Path) -> Ranker:
+    path = Path(path)
+    if not path.exists():
+        raise RankerError(f"{path}: no ranker file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise RankerError(f"{path}: not a ranker file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict) or "kind" not in state:
+        raise RankerError(f"{path}: not a ranker file (no 'kind')")
+    return ranker_class(state["kind"]).from_state(state, list(state["feature_names"]))
+
+
+# -- the MLP ranker ---------------------------------------------------------------------------
+
+
+class MLPConfig(BaseModel):
+    """A small MLP over standardised features, trained with a listwise softmax loss."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hidden: tuple[int, ...] = (64, 32)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    learning_rate: float = Field(default=3e-3, gt=0)
+    weight_decay: float = Field(default=1e-5, ge=0)
+    epochs: int = Field(default=40, ge=1)
+    batch_lists: int = Field(default=64, ge=1)  # user lists per optimisation step
+    patience: int = Field(default=6, ge=1)  # epochs without validation improvement before stopping
+
+
+class _Network(nn.Module):
+    def __init__(self, n_features: int, hidden: tuple[int, ...], dropout: float):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = n_features
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU()]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            width = size
+        layers.append(nn.Linear(width, 1))
+        self.body = nn.Sequential(*layers)
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("scale", torch.ones(n_features))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.body((features - self.mean) / self.scale).squeeze(-1)
+
+
+class MLPRanker(Ranker):
+    """Feed-forward scorer; the listwise loss is softmax cross-entropy against the list's positives."""
+
+    kind = "mlp"
+    config_type = MLPConfig
+
+    def __init__(self, feature_names: list[str], config: dict[str, Any] | MLPConfig | None = None, seed: int = 0):
+        super().__init__(feature_names)
+        self.config = config if isinstance(config, MLPConfig) else MLPConfig(**(config or {}))
+        self.seed = seed
+        torch.manual_seed(seed)
+        self.network = _Network(len(self.feature_names), self.config.hidden, self.config.dropout)
+        self.network.eval()
+
+    def fit(self, train: RankingLists, valid: RankingLists | None = None) -> dict[str, float]:
+        config = self.config
+        generator = torch.Generator().manual_seed(self.seed)
+        torch.manual_seed(self.seed)
+        rows = train.features[train.mask]
+        self.network.mean.copy_(torch.from_numpy(rows.mean(axis=0)))
+        self.network.scale.copy_(torch.from_numpy(np.maximum(rows.std(axis=0), 1e-6)))
+        features, labels, mask = (torch.from_numpy(a) for a in (train.features, train.labels, train.mask))
+        optimiser = torch.optim.Adam(self.network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        best, best_state, stale, epoch, loss_value = np.inf, None, 0, 0, float("nan")
+        for epoch in range(1, config.epochs + 1):
+            self.network.train()
+            order = torch.randperm(len(features), generator=generator)
+            total = 0.0
+            for start in range(0, len(order), config.batch_lists):
+                batch = order[start : start + config.batch_lists]
+                loss = _listwise_loss(self.network(features[batch]), labels[batch], mask[batch])
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                total += float(loss.detach()) * len(batch)
+            loss_value = total / len(order)
+            if valid is None:
+                continue
+            current = self.loss(valid)
+            if current < best - 1e-5:
+                best, stale = current, 0
+                best_state = {k: v.clone() for k, v in self.network.state_dict().items()}
+            else:
+                stale += 1
+                if stale >= config.patience:
+                    break
+        if best_state is not None:
+            self.network.load_state_dict(best_state)
+        self.network.eval()
+        return {"train_loss": loss_value, "valid_loss": float(best), "epochs": float(epoch)}
+
+    def loss(self, lists: RankingLists) -> float:
+        self.network.eval()
+        with torch.inference_mode():
+            tensors = (torch.from_numpy(a) for a in (lists.features, lists.labels, lists.mask))
+            features, labels, mask = tensors
+            return float(_listwise_loss(self.network(features), labels, mask))
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        features = self._check(features)
+        with torch.inference_mode():
+            return self.network(torch.from_numpy(features)).numpy()
+
+    def score_lists(self, features: np.ndarray) -> np.ndarray:
+        """Scores of a (users, n, f) batch of lists, for offline evaluation."""
+        with torch.inference_mode():
+            return self.network(torch.from_numpy(np.asarray(features, dtype=np.float32))).numpy()
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "config": self.config.model_dump(mode="json"),
+            "seed": self.seed,
+            "state_dict": {k: v.detach().clone() for k, v in self.network.state_dict().items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], feature_names: list[str]) -> MLPRanker:
+        ranker = cls(feature_names, config=state["config"], seed=int(state.get("seed", 0)))
+        try:
+            ranker.network.load_state_dict(state["state_dict"])
+        except (RuntimeError, KeyError) as exc:
+            raise RankerError(f"ranker.pt: weights do not match the config ({exc})") from None
+        ranker.network.eval()
+        return ranker
+
+
+def _listwise_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over lists of -sum_i y_i log softmax(s)_i / sum_i y_i (padded rows excluded)."""
+    scores = scores.masked_fill(~mask, -1e9)
+    log_probs = torch.log_softmax(scores, dim=-1)
+    positives = labels.sum(dim=-1).clamp_min(1.0)
+    return (-(labels * log_probs).sum(dim=-1) / positives).mean()

@@ -1,0 +1,112 @@
+"""Training data for the ranker: retrieval candidates of a validation split, labelled and featurised.
+
+The ranker learns on what it will see in serving: for each user, the retrieval stage's top-N
+candidates (the user's history excluded), labelled with the held-out positives of a validation
+split carved from train exactly like test, with features built by the serving code path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from recsys.evaluation import Histories, Split, candidate_recall, ranking_metrics
+from recsys.ranking.features import FEATURE_NAMES, FeatureConfig, ItemStats, build_features
+from recsys.ranking.model import Ranker, RankingLists
+
+Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+"""(queries (b, d) float32, k) -> (scores, item indices), best first; -1 pads (e.g. ItemIndex.search)."""
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Top-N retrieval candidates per user (history excluded); -1 pads, scores -inf there."""
+
+    users: np.ndarray
+    items: np.ndarray  # int64 (users, n)
+    scores: np.ndarray  # float32 (users, n)
+
+
+def retrieve(search: Search, user_vectors: np.ndarray, histories: Histories, users: np.ndarray, n: int,
+             batch_size: int = 2048) -> Candidates:
+    """The top-n items of each user by `search`, items of the user's history removed."""
+    users = np.asarray(users, dtype=np.int64)
+    lengths = histories.lengths[users] if len(users) else np.zeros(0, dtype=np.int64)
+    k = int(min(histories.n_items, n + (lengths.max() if len(lengths) else 0)))
+    items = np.full((len(users), n), -1, dtype=np.int64)
+    scores = np.full((len(users), n), -np.inf, dtype=np.float32)
+    for start in range(0, len(users), batch_size):
+        batch = users[start : start + batch_size]
+        found_scores, found = search(np.ascontiguousarray(user_vectors[batch], dtype=np.float32), k)
+        for row, user in enumerate(batch):
+            keep = (found[row] >= 0) & ~np.isin(found[row], histories.of(user))
+            chosen = found[row][keep][:n]
+            items[start + row, : len(chosen)] = chosen
+            scores[start + row, : len(chosen)] = found_scores[row][keep][:n]
+    return Candidates(users, items, scores)
+
+
+def featurise(stats: ItemStats, user_vectors: np.ndarray, histories: Histories, candidates: Candidates,
+              config: FeatureConfig, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(features (users, n, f), mask (users, n)) through the same `build_features` serving calls."""
+    n_users, n = candidates.items.shape
+    features = np.zeros((n_users, n, len(FEATURE_NAMES)), dtype=np.float32)
+    mask = candidates.items >= 0
+    rows = tqdm(range(n_users), desc="features", disable=not progress, leave=False)
+    for row in rows:
+        user = candidates.users[row]
+        real = mask[row]
+        features[row, real] = build_features(
+            stats, user_vectors[user], histories.of(user), candidates.items[row, real], candidates.scores[row, real], config
+        )
+    return features, mask
+
+
+def label(candidates: Candidates, held_out: Histories) -> np.ndarray:
+    """1.0 where a candidate is one of the user's held-out positives."""
+    labels = np.zeros(candidates.items.shape, dtype=np.float32)
+    for row, user in enumerate(candidates.users):
+        labels[row] = np.isin(candidates.items[row], held_out.of(user)) & (candidates.items[row] >= 0)
+    return labels
+
+
+def ranking_lists(stats: ItemStats, user_vectors: np.ndarray, split: Split, search: Search, n_candidates: int,
+                  config: FeatureConfig, progress: bool = False) -> tuple[RankingLists, Candidates]:
+    """Lists for every user with both a history and a held-out positive in `split`."""
+    users = np.flatnonzero((split.train.lengths > 0) & (split.test.lengths > 0))
+    candidates = retrieve(search, user_vectors, split.train, users, n_candidates)
+    features, mask = featurise(stats, user_vectors, split.train, candidates, config, progress)
+    return RankingLists(features, label(candidates, split.test), mask), candidates
+
+
+def list_top_k(scores: np.ndarray, candidates: Candidates, k: int) -> np.ndarray:
+    """Top-k candidate items per user by `scores` (users, n), ties by retrieval order."""
+    scores = np.where(candidates.items >= 0, scores, -np.inf)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(candidates.items, order, axis=1)
+    return np.where(np.take_along_axis(scores, order, axis=1) == -np.inf, -1, top)
+
+
+def list_metrics(ranker: Ranker, lists: RankingLists, candidates: Candidates, held_out: Histories, k: int = 10) -> dict[str, float]:
+    """NDCG/Recall@k of the ranker and of retrieval order on the same lists, plus candidate recall."""
+    n_users, n, f = lists.features.shape
+    ranked = ranker.score(lists.features.reshape(-1, f)).reshape(n_users, n)
+    out = {}
+    for name, scores in (("ranker", ranked), ("retrieval", candidates.scores)):
+        recall, ndcg = ranking_metrics(list_top_k(scores, candidates, k), candidates.users, held_out, k)
+        out[f"{name}_ndcg_at_{k}"] = float(np.nanmean(ndcg))
+        out[f"{name}_recall_at_{k}"] = float(np.nanmean(recall))
+    out[f"candidate_recall_at_{n}"] = candidate_recall(candidates.items, candidates.users, held_out)
+    return out
+
+
+def split_lists(lists: RankingLists, share: float, seed: int) -> tuple[RankingLists, RankingLists]:
+    """(train, early-stopping) lists: lists with a positive, a `share` of them held out at random."""
+    useful = np.flatnonzero(lists.labels.sum(axis=1) > 0)
+    rng = np.random.default_rng(seed)
+    rng.shuffle(useful)
+    held = max(1, int(round(share * len(useful)))) if len(useful) > 1 else 0
+    return lists.subset(np.sort(useful[held:])), lists.subset(np.sort(useful[:held]))

@@ -1,0 +1,62 @@
+"""The retrieval model interface: `fit` on a user x item matrix, `scores` for a batch of users.
+
+Borrowed from implicit: one narrow interface, plain numpy/scipy in and out, one module per
+algorithm. Adding a model is one class here-shaped plus one entry in `recsys.retrieval.MODELS`.
+`FactorModel` adds the embeddings the Faiss index and the ranker's features are built from.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import numpy as np
+from scipy.sparse import csr_matrix
+
+
+class RetrievalError(ValueError):
+    """Bad retrieval input or configuration; the message names the argument or field."""
+
+
+class Recommender(abc.ABC):
+    """A model that learns from binary positives and scores every item for a user."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def fit(self, user_items: csr_matrix) -> Recommender:
+        """Learn from a users x items matrix of positives (any value > 0 counts as one)."""
+
+    @abc.abstractmethod
+    def scores(self, user_idx: np.ndarray) -> np.ndarray:
+        """Dense float32 scores (len(user_idx), n_items); higher is better. Used for full ranking."""
+
+    @staticmethod
+    def _check_matrix(user_items: csr_matrix) -> csr_matrix:
+        if not isinstance(user_items, csr_matrix):
+            raise RetrievalError(f"user_items: expected a scipy csr_matrix, got {type(user_items).__name__}")
+        if user_items.shape[0] == 0 or user_items.shape[1] == 0:
+            raise RetrievalError(f"user_items: empty matrix of shape {user_items.shape}")
+        binary = user_items.copy().astype(np.float32)
+        binary.data[:] = 1.0
+        binary.eliminate_zeros()
+        return binary
+
+    def _check_fitted(self, attribute: str) -> None:
+        if getattr(self, attribute, None) is None:
+            raise RetrievalError(f"{type(self).__name__}: call fit() before scores()")
+
+
+class FactorModel(Recommender):
+    """A recommender whose score is an inner product of a user and an item vector."""
+
+    user_factors: np.ndarray | None = None  # float32 (n_users, d)
+    item_factors: np.ndarray | None = None  # float32 (n_items, d)
+
+    def scores(self, user_idx: np.ndarray) -> np.ndarray:
+        self._check_fitted("item_factors")
+        return self.user_factors[np.asarray(user_idx)] @ self.item_factors.T
+
+    @abc.abstractmethod
+    def user_vector(self, history_idx: np.ndarray) -> np.ndarray:
+        """A user's vector recomputed from a (possibly filtered) history of item indices."""

@@ -1,0 +1,29 @@
+"""Prometheus metrics of the service: requests, per-stage latency, modes, policy violations.
+
+With several uvicorn workers, `recsys serve` sets PROMETHEUS_MULTIPROC_DIR so /metrics
+aggregates every worker (prometheus_client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+REQUESTS = Counter("recsys_requests_total", "HTTP requests by route and status", ["route", "status"])
+RECOMMENDATIONS = Counter("recsys_recommendations_total", "Lists served by surface and mode", ["surface", "mode"])
+STAGE_SECONDS = Histogram("recsys_stage_seconds", "Time spent per request-path stage", ["stage"], buckets=STAGE_BUCKETS)
+VIOLATIONS = Counter("recsys_policy_violations_total", "Policy constraints that could not be met", ["rule"])
+REFUSALS = Counter("recsys_refusals_total", "Requests refused by minors mode or an unavailable log", ["code"])
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text for /metrics (all workers when in multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

@@ -1,0 +1,460 @@
+"""The request path: a declared list of small named stages, each seeing what earlier ones dropped.
+
+    query hydration ► candidate sources ► filters ► scorer ► policy engine ► explanations ► log
+
+Read `RecommendationPipeline.run` top to bottom to know the whole request. Stages hold numpy
+arrays; every filter reports what it removed and why (`Trace.dropped`), and the trace goes into
+the recommendation log and the response, so any list can be explained and reproduced.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+import numpy as np
+
+from compliance import explanations, minors, tags
+from compliance.feature_library import LibraryMatch
+from compliance.policy import PolicyConfig, build_rules, config_hash
+from recsys.pipeline.rerank import CandidateSet, SlateContext, Source, select
+from serving.catalog import Catalog
+from serving.state.store import ServedPage, StateStore, UserState
+
+log = logging.getLogger("recsys.serving")
+
+PERSONALIZED = "personalized"
+NON_PERSONALIZED = "non_personalized"
+SLOT_BY_SOURCE = {Source.RANKED: "personalized", Source.MAINSTREAM: "mainstream", Source.POPULAR: "popular", Source.PINNED: "pinned"}
+
+
+class AccessDenied(Exception):
+    """Minors mode refuses this request (curfew or daily budget); carries the decision."""
+
+    def __init__(self, decision: minors.AccessDecision):
+        super().__init__(decision.message)
+        self.decision = decision
+
+
+@dataclass(frozen=True)
+class RecommendationRequest:
+    user_id: str
+    surface: str
+    page: int
+    k: int
+    session_id: str | None = None
+
+
+@dataclass
+class Query:
+    """The hydrated request: who asks, in which mode, and what this session already showed."""
+
+    request: RecommendationRequest
+    request_id: str
+    now: datetime
+    user: UserState
+    minor: bool
+    mode: str
+    mode_reason: str
+    session_id: str
+    earlier_pages: list[ServedPage]
+    history: np.ndarray  # effective history (suppressed tag categories removed), personalized only
+    user_vector: np.ndarray | None
+    profile: tags.Profile | None
+    recent: np.ndarray  # items shown in the user's last N pages (personalized only)
+
+
+@dataclass
+class Trace:
+    """What each stage did: timings, candidate counts per source, drops per reason."""
+
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    candidates: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
+    blocked_by_feature: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ServedItem:
+    item_id: str
+    position: int
+    score: float
+    category: str
+    slot: str
+    labels: list[str]
+    reason: explanations.Reason
+
+
+@dataclass
+class Recommendation:
+    request_id: str
+    user_id: str
+    surface: str
+    page: int
+    session_id: str
+    mode: str
+    mode_reason: str
+    minor: bool
+    model_version: str
+    index_build_id: str
+    policy_hash: str
+    items: list[ServedItem]
+    violations: list[dict]
+    policies: list[str]
+    trace: Trace
+
+
+@dataclass
+class SharedState:
+    """Admin-edited state every worker keeps a copy of, reloaded when its version moves."""
+
+    interventions: list[dict]
+    blocked_items: np.ndarray  # bool mask: block interventions + feature-library matches + flagged
+    feature_match: LibraryMatch | None
+    versions: tuple[int, int]
+
+
+class RecommendationPipeline:
+    """Assembles one list for one request. Built once per worker from the loaded model."""
+
+    def __init__(self, catalog: Catalog, store: StateStore, policy: PolicyConfig, minors_config: minors.MinorsConfig,
+                 tag_policy: tags.TagPolicy, *, retrieval_candidates: int, popular_candidates: int,
+                 recent_pages_excluded: int, shared_state_loader, model_healthy: bool = True):
+        self.catalog = catalog
+        self.store = store
+        self.policy = policy
+        self.policy_hash = config_hash(policy)
+        self.minors_config = minors_config
+        self.tag_policy = tag_policy
+        self.retrieval_candidates = retrieval_candidates
+        self.popular_candidates = popular_candidates
+        self.recent_pages_excluded = recent_pages_excluded
+        self._load_shared = shared_state_loader
+        self.model_healthy = model_healthy
+        bundle = catalog.bundle
+        self.index_build_id = bundle.index.build_id
+        self._popular = catalog.popular_order[: popular_candidates]
+        self._popular_minor = catalog.popular_order[catalog.minor_safe[catalog.popular_order]][:popular_candidates]
+        self._mainstream_minor = catalog.mainstream_order[catalog.minor_safe[catalog.mainstream_order]]
+        self._category_code = {name: code for code, name in enumerate(catalog.category_names)}
+        self._item_category_sets = [frozenset(c) for c in catalog.item_categories]
+
+    # ------------------------------------------------------------------------------------------
+    def run(self, request: RecommendationRequest, now: datetime, request_id: str | None = None) -> Recommendation:
+        trace = Trace()
+        clock = time.perf_counter
+        started = clock()
+        shared = self._load_shared()
+        query = self.hydrate(request, now, request_id or new_request_id())
+        mark = clock()
+        trace.timings_ms["hydrate"] = (mark - started) * 1e3
+
+        try:
+            items, scores, sources = self._candidates_scored(query, shared, trace)
+        except Exception:
+            if query.mode != PERSONALIZED:
+                raise
+            # A failing model never fails the request: fall back to the non-personalized path.
+            log.exception("personalized path failed for request %s; serving non-personalized", query.request_id)
+            query = replace(query, mode=NON_PERSONALIZED, mode_reason="model_error", history=np.empty(0, dtype=np.int64),
+                            user_vector=None, profile=None, recent=np.empty(0, dtype=np.int64))
+            trace = Trace(timings_ms=trace.timings_ms)
+            items, scores, sources = self._candidates_scored(query, shared, trace)
+        mark = clock()
+
+        slate, rules = self.select(query, shared, items, scores, sources)
+        trace.timings_ms["policy"] = (clock() - mark) * 1e3
+        mark = clock()
+
+        served = self.explain(query, shared, items, slate)
+        trace.timings_ms["explain"] = (clock() - mark) * 1e3
+        for violation in slate.dropped:
+            trace.dropped["policy"][violation.reason] = trace.dropped["policy"].get(violation.reason, 0) + 1
+        return Recommendation(
+            request_id=query.request_id,
+            user_id=request.user_id,
+            surface=request.surface,
+            page=request.page,
+            session_id=query.session_id,
+            mode=query.mode,
+            mode_reason=query.mode_reason,
+            minor=query.minor,
+            model_version=self.catalog.model_version,
+            index_build_id=self.index_build_id,
+            policy_hash=self.policy_hash,
+            items=served,
+            violations=[
+                {"rule": v.rule, "position": None if v.position is None else v.position + 1, "reason": v.reason}
+                for v in slate.violations
+            ],
+            policies=[rule.name for rule in rules],
+            trace=trace,
+        )
+
+    def _candidates_scored(self, query: Query, shared: SharedState, trace: Trace):
+        clock = time.perf_counter
+        mark = clock()
+        items, scores, sources = self.candidate_sources(query, shared, trace)
+        trace.timings_ms["sources"] = (clock() - mark) * 1e3
+        mark = clock()
+        items, scores, sources = self.filter(query, shared, items, scores, sources, trace)
+        trace.timings_ms["filters"] = (clock() - mark) * 1e3
+        mark = clock()
+        scores = self.score(query, items, scores, sources)
+        trace.timings_ms["ranker"] = (clock() - mark) * 1e3
+        return items, scores, sources
+
+    def record(self, recommendation: Recommendation, now: datetime) -> None:
+        """Side effect: remember the page for session de-duplication and recent impressions."""
+        index = self.catalog.bundle.item_index
+        item_idx = [index[item.item_id] for item in recommendation.items]
+        self.store.record_page(
+            request_id=recommendation.request_id,
+            user_id=recommendation.user_id,
+            surface=recommendation.surface,
+            session_id=recommendation.session_id,
+            page=recommendation.page,
+            items=item_idx,
+            categories=[int(self.catalog.category[i]) for i in item_idx],
+            contents=[int(self.catalog.content[i]) for i in item_idx],
+            now=now,
+        )
+
+    # -- stage 1: query hydration ----------------------------------------------------------------
+    def hydrate(self, request: RecommendationRequest, now: datetime, request_id: str) -> Query:
+        user = self.store.load_user(request.user_id)
+        minor = minors.is_minor(user.age, user.minor_mode, self.minors_config)
+        if minor:
+            self._check_minor_access(user, now)
+        session_id = request.session_id
+        if session_id is None:
+            session_id = (self.store.latest_session(request.user_id, request.surface) if request.page > 0 else None) or uuid.uuid4().hex
+        earlier = self.store.session_pages(request.user_id, request.surface, session_id, request.page) if request.page > 0 else []
+
+        bundle = self.catalog.bundle
+        user_idx = bundle.user_index.get(request.user_id)
+        mode, reason = PERSONALIZED, "personalized"
+        if not user.personalization:
+            mode, reason = NON_PERSONALIZED, "personalization_off"
+        elif minor and not self.minors_config.personalized:
+            mode, reason = NON_PERSONALIZED, "minor_mode"
+        elif not self.model_healthy:
+            mode, reason = NON_PERSONALIZED, "model_unavailable"
+        elif user_idx is None:
+            mode, reason = NON_PERSONALIZED, "cold_user"
+
+        history = np.empty(0, dtype=np.int64)
+        vector, profile, recent = None, None, np.empty(0, dtype=np.int64)
+        if mode == PERSONALIZED:
+            history = np.asarray(bundle.user_history(user_idx), dtype=np.int64)
+            derived = tags.derive_tags([self.catalog.item_categories[i] for i in history], self.tag_policy)
+            states = user.tag_states
+            profile = tags.effective_profile(
+                derived,
+                deleted={t for t, s in states.items() if s == "deleted"},
+                added={t for t, s in states.items() if s == "added"},
+                not_interested={t for t, s in states.items() if s == "not_interested"},
+                policy=self.tag_policy,
+            )
+            if profile.suppressed_categories:
+                keep = np.fromiter(
+                    (not (self._item_category_sets[i] & profile.suppressed_categories) for i in history), dtype=bool, count=len(history)
+                )
+                history = history[keep]
+                vector = bundle.user_vector(history) if len(history) else None
+            else:
+                vector = bundle.user_factors[user_idx]
+            if vector is None:
+                mode, reason = NON_PERSONALIZED, "no_history_left"
+                history = np.empty(0, dtype=np.int64)
+            else:
+                recent = np.asarray(self.store.recent_items(request.user_id, self.recent_pages_excluded), dtype=np.int64)
+        return Query(request, request_id, now, user, minor, mode, reason, session_id, earlier, history, vector, profile, recent)
+
+    def _check_minor_access(self, user: UserState, now: datetime) -> None:
+        """Minors mode (Art. 16): curfew and daily budget, measured from this user's activity."""
+        day = minors.local_day(now, self.minors_config)
+        stored = self.store.get_usage(user.user_id, day)
+        state = minors.UsageState(day=day, last_activity=stored[0], seconds_used=stored[1]) if stored else None
+        decision = minors.check_access(now, user.age, user.minor_mode, state, self.minors_config)
+        if not decision.allowed:
+            raise AccessDenied(decision)
+        updated = minors.add_activity(state, now, self.minors_config)
+        self.store.put_usage(user.user_id, updated.day, updated.last_activity, updated.seconds_used)
+
+    # -- stage 2: candidate sources ------------------------------------------------------------------
+    def candidate_sources(self, query: Query, shared: SharedState, trace: Trace):
+        parts_items, parts_scores, parts_sources = [], [], []
+
+        def add(name: str, items: np.ndarray, scores: np.ndarray, source: Source) -> None:
+            trace.candidates[name] = int(len(items))
+            parts_items.append(items.astype(np.int64, copy=False))
+            parts_scores.append(scores.astype(np.float32, copy=False))
+            parts_sources.append(np.full(len(items), int(source), dtype=np.int8))
+
+        catalog = self.catalog
+        if query.mode == PERSONALIZED:
+            scores, idx = catalog.bundle.index.search(query.user_vector[None, :].astype(np.float32), self.retrieval_candidates)
+            found = idx[0] >= 0
+            add("retrieval", idx[0][found], scores[0][found], Source.RANKED)
+        popular = self._popular_minor if query.minor else self._popular
+        add("popular", popular, catalog.popularity_score[popular], Source.POPULAR)
+        mainstream = (self._mainstream_minor if query.minor else catalog.mainstream_order)[: self.popular_candidates]
+        add("mainstream", mainstream, catalog.popularity_score[mainstream], Source.MAINSTREAM)
+        pins = self._pins_for(query, shared)
+        if len(pins):
+            add("pinned", pins, catalog.popularity_score[pins], Source.PINNED)
+        items = np.concatenate(parts_items)
+        scores = np.concatenate(parts_scores)
+        sources = np.concatenate(parts_sources)
+        # One row per item: keep the first occurrence (retrieval before popular before mainstream).
+        _, first = np.unique(items, return_index=True)
+        first.sort()
+        return items[first], scores[first], sources[first]
+
+    def _pins_for(self, query: Query, shared: SharedState) -> np.ndarray:
+        index = self.catalog.bundle.item_index
+        pins = [
+            index[i["item_id"]]
+            for i in shared.interventions
+            if i["kind"] == "pin" and i["item_id"] in index and (i["surface"] in (None, query.request.surface))
+        ]
+        return np.asarray(pins, dtype=np.int64)
+
+    # -- stage 3: filters (each removes items for one named reason) -------------------------------
+    def filter(self, query: Query, shared: SharedState, items, scores, sources, trace: Trace):
+        catalog = self.catalog
+        checks: list[tuple[str, np.ndarray]] = [("blocked", shared.blocked_items[items])]
+        if query.minor:
+            checks.append(("minor_unsafe", ~catalog.minor_safe[items]))
+        if query.earlier_pages:
+            served_items = np.fromiter((i for p in query.earlier_pages for i in p.items), dtype=np.int64)
+            served_contents = np.fromiter((c for p in query.earlier_pages for c in p.contents), dtype=np.int64)
+            checks.append(("served_this_session", np.isin(items, served_items) | np.isin(catalog.content[items], served_contents)))
+        if query.mode == PERSONALIZED:
+            checks.append(("already_interacted", np.isin(items, query.history)))
+            if len(query.recent):
+                checks.append(("recently_shown", np.isin(items, query.recent) & (sources != int(Source.PINNED))))
+            excluded = query.profile.excluded_categories if query.profile else set()
+            if excluded:
+                mask = np.fromiter((bool(self._item_category_sets[i] & excluded) for i in items), dtype=bool, count=len(items))
+                checks.append(("not_interested", mask))
+        keep = np.ones(len(items), dtype=bool)
+        for reason, removed in checks:
+            removed = removed & keep
+            count = int(removed.sum())
+            if count:
+                trace.dropped["filters"][reason] = count
+                if reason == "blocked" and shared.feature_match is not None:
+                    for item in items[removed]:
+                        entry = shared.feature_match.entry_for_item.get(int(item))
+                        if entry:
+                            trace.blocked_by_feature[entry] = trace.blocked_by_feature.get(entry, 0) + 1
+            keep &= ~removed
+        return items[keep], scores[keep], sources[keep]
+
+    # -- stage 4: scorer ------------------------------------------------------------------------
+    def score(self, query: Query, items: np.ndarray, scores: np.ndarray, sources: np.ndarray) -> np.ndarray:
+        if query.mode != PERSONALIZED or not len(items):
+            return scores  # popularity: the same for everyone in the same situation
+        bundle = self.catalog.bundle
+        retrieval_scores = bundle.item_factors[items] @ query.user_vector
+        features = bundle.features(query.user_vector, query.history, items, retrieval_scores)
+        return np.asarray(bundle.ranker.score(features), dtype=np.float32)
+
+    # -- stage 5: the policy engine (Art. 11, 12, 13) ---------------------------------------------
+    def select(self, query: Query, shared: SharedState, items, scores, sources):
+        catalog = self.catalog
+        request = query.request
+        rules, relaxation = build_rules(
+            self.policy,
+            surface=request.surface,
+            page=request.page,
+            interventions=shared.interventions,
+            item_index=catalog.bundle.item_index,
+            category_index=self._category_code,
+            now=query.now,
+        )
+        candidates = CandidateSet(
+            item=items,
+            score=scores,
+            category=catalog.category[items],
+            content=catalog.content[items],
+            source=sources,
+            pools={"mainstream": catalog.mainstream[items]},
+        )
+        trailing = [c for p in query.earlier_pages for c in p.categories]
+        context = SlateContext(
+            served_items=np.fromiter((i for p in query.earlier_pages for i in p.items), dtype=np.int64),
+            served_contents=np.fromiter((c for p in query.earlier_pages for c in p.contents), dtype=np.int64),
+            trailing_categories=np.asarray(trailing[-self.policy.dispersal.window :], dtype=np.int32),
+            position_offset=sum(len(p.items) for p in query.earlier_pages),
+        )
+        slate = select(candidates, request.k, rules, context, relaxation)
+        return slate, rules
+
+    # -- stage 6: explanations (Art. 12, 15) --------------------------------------------------------
+    def explain(self, query: Query, shared: SharedState, items: np.ndarray, slate) -> list[ServedItem]:
+        catalog = self.catalog
+        chosen = items[slate.indices] if len(slate.indices) else np.empty(0, dtype=np.int64)
+        pins = {}
+        index = catalog.bundle.item_index
+        for intervention in shared.interventions:
+            if intervention["kind"] == "pin" and intervention["item_id"] in index:
+                pins[index[intervention["item_id"]]] = intervention
+        nearest = None
+        if query.mode == PERSONALIZED and len(query.history) and len(chosen):
+            nearest = explanations.nearest_liked(
+                catalog.bundle.item_factors[chosen], query.history, catalog.bundle.item_factors, top=2
+            )
+        interests = {t.name for t in query.profile.tags if t.source == "user"} if query.profile else set()
+        served = []
+        for position, (item, slot, score) in enumerate(zip(chosen, slate.slots, slate.scores)):
+            item = int(item)
+            category = catalog.category_of(item) or "uncategorised"
+            if slot == "pinned" and item in pins:
+                reason = explanations.pinned(pins[item]["reason"])
+            elif slot == "mainstream":
+                reason = explanations.editorial_front_screen()
+            elif query.mode == PERSONALIZED:
+                matched = interests & set(catalog.item_categories[item])
+                if matched:
+                    reason = explanations.interest_tag(sorted(matched)[0])
+                else:
+                    liked = [catalog.titles[j] for j in nearest[position] if j >= 0] if nearest is not None else []
+                    reason = explanations.because_liked(liked) if liked else explanations.popular_in_category(
+                        category, int(catalog.category_rank[item]) + 1
+                    )
+                slot = "personalized" if slot in ("ranked", "popular") else slot
+            else:
+                rank = int(catalog.popular_rank[item]) + 1
+                reason = explanations.popular(rank) if rank <= 100 else explanations.popular_in_category(
+                    category, int(catalog.category_rank[item]) + 1
+                )
+                slot = "popular" if slot == "ranked" else slot
+            labels = explanations.content_labels(
+                synthetic=bool(catalog.synthetic[item]), minor_safe=bool(catalog.minor_safe[item]),
+                mainstream=bool(catalog.mainstream[item]),
+            )
+            served.append(
+                ServedItem(
+                    item_id=str(catalog.bundle.item_ids[item]),
+                    position=position + 1,
+                    score=round(float(score), 6),
+                    category=category,
+                    slot=slot,
+                    labels=labels,
+                    reason=reason,
+                )
+            )
+        return served
+
+
+def new_request_id() -> str:
+    from compliance.logstore import new_request_id as _new
+
+    return _new()

@@ -1,0 +1,245 @@
+"""Events, the trending list, and the feature library (Art. 9, 11, 13, 16).
+
+- `POST /v1/events`: engagement in batches, idempotent by event id; minors' events count toward
+  their daily usage.
+- `GET /v1/trending`: the hot list from de-duplicated, fake-engagement-filtered events; manual
+  changes (pins on surface "trending", blocks) are marked; minors get the minor-safe version.
+- `/v1/admin/features`: entries of the feature library; matching items are blocked on every
+  surface from the next request.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta
+from typing import Annotated, Literal
+
+import numpy as np
+import polars as pl
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from compliance import explanations, minors
+from compliance.feature_library import FeatureEntry, FeatureLibrary, FeatureLibraryError, validate_entry
+from compliance.trending import compute_trending
+from serving.deps import AdminDep, RequestIdDep, ServicesDep
+from serving.routes.recommendations import ID_PATTERN
+from serving.services import Services
+
+router = APIRouter(tags=["content"])
+
+MAX_EVENTS_PER_BATCH = 1000
+MAX_EVENT_AGE = timedelta(days=30)
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+TRENDING_CACHE_SECONDS = 30.0
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str = Field(min_length=1, max_length=128, pattern=ID_PATTERN)
+    user_id: str = Field(min_length=1, max_length=128, pattern=ID_PATTERN)
+    item_id: str = Field(min_length=1, max_length=128)
+    type: Literal["impression", "click", "like", "share"]
+    ts: datetime
+
+    @field_validator("ts")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("ts must carry a time zone, e.g. 2026-03-02T10:00:00Z")
+        return value
+
+
+class EventBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS_PER_BATCH)
+
+
+@router.post("/v1/events")
+def post_events(batch: EventBatch, services: ServicesDep) -> dict:
+    """Store engagement events; a resent event_id is accepted but not counted twice."""
+    now = services.clock()
+    catalog = services.catalog
+    for position, event in enumerate(batch.events):
+        if catalog is not None and event.item_id not in catalog.bundle.item_index:
+            raise HTTPException(422, detail=f"events.{position}.item_id: unknown item {event.item_id!r}")
+        if event.ts > now + MAX_CLOCK_SKEW:
+            raise HTTPException(422, detail=f"events.{position}.ts: in the future ({event.ts.isoformat()})")
+        if event.ts < now - MAX_EVENT_AGE:
+            raise HTTPException(422, detail=f"events.{position}.ts: older than {MAX_EVENT_AGE.days} days")
+    rows = [{**e.model_dump(), "received_at": now} for e in batch.events]
+    accepted = services.store.add_events(rows)
+    _count_minor_usage(services, batch.events)
+    return {"accepted": accepted, "duplicates": len(rows) - accepted}
+
+
+def _count_minor_usage(services: Services, events: list[EventIn]) -> None:
+    """Minors' events are activity too (the usage rule in compliance/minors.py)."""
+    config = services.settings.minors
+    for user_id in {e.user_id for e in events}:
+        user = services.store.load_user(user_id)
+        if not minors.is_minor(user.age, user.minor_mode, config):
+            continue
+        for event in sorted((e for e in events if e.user_id == user_id), key=lambda e: e.ts):
+            day = minors.local_day(event.ts, config)
+            stored = services.store.get_usage(user_id, day)
+            state = minors.UsageState(day=day, last_activity=stored[0], seconds_used=stored[1]) if stored else None
+            updated = minors.add_activity(state, event.ts, config)
+            services.store.put_usage(user_id, updated.day, updated.last_activity, updated.seconds_used)
+
+
+class _TrendingCache:
+    """Trending is a periodic computation, not a per-request one: each worker keeps it briefly."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.entries: dict[tuple, tuple[float, list]] = {}
+
+    def get(self, key: tuple, compute) -> list:
+        now = time.monotonic()
+        with self.lock:
+            hit = self.entries.get(key)
+            if hit and now - hit[0] < TRENDING_CACHE_SECONDS:
+                return hit[1]
+        value = compute()
+        with self.lock:
+            self.entries[key] = (now, value)
+        return value
+
+
+_cache = _TrendingCache()
+
+
+@router.get("/v1/trending")
+def trending(
+    services: ServicesDep,
+    request_id: RequestIdDep,
+    user_id: Annotated[str, Query(min_length=1, max_length=128, pattern=ID_PATTERN)],
+    k: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> dict:
+    """The hot list (Art. 11, 13): distinct users, time decay, fake engagement discounted."""
+    catalog = services.catalog
+    if catalog is None:
+        raise HTTPException(503, detail=f"not ready: {services.model_error or 'model not loaded'}")
+    now = services.clock()
+    user = services.store.load_user(user_id)
+    minor = minors.is_minor(user.age, user.minor_mode, services.settings.minors)
+    shared = services.shared_state()
+    config = services.settings.trending
+
+    def compute() -> list:
+        since = now - timedelta(hours=config.window_hours)
+        rows = services.store.events_since(since)
+        if not rows:
+            return []
+        events = pl.DataFrame(rows).select("event_id", "user_id", "item_id", "type", "ts")
+        created = services.store.profiles_created(events["user_id"].unique().to_list())
+        result = compute_trending(
+            events, created, now, config, top_n=max(100, k),
+            catalog_item_ids=[str(i) for i in catalog.bundle.item_ids],
+            minor_safe=catalog.minor_safe if minor else None,
+            blocked=shared.blocked_items,
+        )
+        return list(result.items)
+
+    ranked = _cache.get((minor, shared.versions, int(now.timestamp() // TRENDING_CACHE_SECONDS)), compute)
+    index = catalog.bundle.item_index
+    pins = sorted(
+        (i for i in shared.interventions if i["kind"] == "pin" and i["surface"] == "trending" and i["item_id"] in index),
+        key=lambda i: i["position"],
+    )
+    items: list[dict] = []
+    organic = [t for t in ranked if t.item_id not in {p["item_id"] for p in pins}]
+    for position in range(1, k + 1):
+        pin = next((p for p in pins if p["position"] == position), None)
+        if pin is not None:
+            item = index[pin["item_id"]]
+            if shared.blocked_items[item] or (minor and not catalog.minor_safe[item]):
+                pin = None
+        if pin is not None:
+            entry = {"item_id": pin["item_id"], "slot": "pinned", "score": None, "distinct_users": None,
+                     "reason": explanations.pinned(pin["reason"])}
+        elif organic:
+            top = organic.pop(0)
+            entry = {"item_id": top.item_id, "slot": "trending", "score": round(top.score, 4),
+                     "distinct_users": top.counted_users,
+                     "reason": explanations.trending(top.counted_users, config.window_hours)}
+        else:
+            break
+        item = index[entry["item_id"]]
+        entry["position"] = position
+        entry["category"] = catalog.category_of(item)
+        entry["labels"] = explanations.content_labels(
+            synthetic=bool(catalog.synthetic[item]), minor_safe=bool(catalog.minor_safe[item]), mainstream=bool(catalog.mainstream[item]))
+        reason = entry["reason"]
+        entry["reason"] = {"code": reason.code, "text": reason.text}
+        items.append(entry)
+    body = {"request_id": request_id, "user_id": user_id, "minor_mode": minor, "as_of": now.isoformat(),
+            "window_hours": config.window_hours, "items": items,
+            "manual_changes": [{"id": p["id"], "item_id": p["item_id"], "position": p["position"], "operator": p["operator"],
+                                "reason": p["reason"]} for p in pins]}
+    services.logstore.append("trending", body)  # every list served is logged (Art. 23)
+    return body
+
+
+# -- feature library (Art. 9) ------------------------------------------------------------------------
+class FeatureIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["keyword", "regex", "exemplar"]
+    pattern: str | None = Field(None, max_length=512)
+    exemplar_item_id: str | None = Field(None, max_length=128)
+    threshold: float = Field(0.95, gt=0, le=1)
+    category: Literal["illegal", "harmful", "spam", "other"]
+    source: str = Field("manual", min_length=1, max_length=128)
+    note: str = Field("", max_length=2000)
+
+
+@router.post("/v1/admin/features", status_code=201)
+def add_feature(body: FeatureIn, services: ServicesDep, operator: AdminDep) -> dict:
+    """Add an entry; items it matches are blocked on every surface from the next request."""
+    now = services.clock()
+    try:
+        entry = FeatureEntry(**body.model_dump(), author=operator, created_at=now)
+        library = FeatureLibrary([FeatureEntry.model_validate(e) for e in services.store.feature_entries()])
+        catalog = services.catalog
+        item_ids = [str(i) for i in catalog.bundle.item_ids] if catalog is not None else None
+        entry = validate_entry(entry, library=library, item_ids=item_ids)
+    except (ValidationError, FeatureLibraryError, ValueError) as exc:
+        raise HTTPException(422, detail=_one_line(exc)) from None
+    record = entry.model_dump(mode="json")
+    services.logstore.append("feature_library", {"action": "add", "operator": operator, "entry": record})
+    services.store.add_feature_entry(entry.id, record, now)
+    matched = _matches(services, entry)
+    return {**record, "matched_items": matched}
+
+
+def _matches(services: Services, entry: FeatureEntry) -> int:
+    catalog = services.catalog
+    if catalog is None:
+        return 0
+    result = FeatureLibrary([entry]).match(catalog.titles.tolist(), catalog.bundle.item_factors, [str(i) for i in catalog.bundle.item_ids])
+    return int(np.count_nonzero(result.blocked))
+
+
+@router.get("/v1/admin/features")
+def list_features(services: ServicesDep, operator: AdminDep) -> list[dict]:
+    return services.store.feature_entries()
+
+
+@router.delete("/v1/admin/features/{entry_id}")
+def remove_feature(entry_id: str, services: ServicesDep, operator: AdminDep) -> dict:
+    if not any(e.get("id") == entry_id for e in services.store.feature_entries()):
+        raise HTTPException(404, detail=f"no feature-library entry {entry_id!r}")
+    services.logstore.append("feature_library", {"action": "remove", "operator": operator, "entry_id": entry_id})
+    services.store.remove_feature_entry(entry_id, operator, services.clock())
+    return {"id": entry_id, "removed": True}
+
+
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+    return " ".join(str(exc).split())

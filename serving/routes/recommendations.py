@@ -1,0 +1,179 @@
+"""POST /v1/recommendations and GET /v1/recommendations/{request_id} (Art. 11, 12, 15, 23)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from serving import metrics
+from serving.deps import PipelineDep, RequestIdDep, ServicesDep
+from serving.pipeline import AccessDenied, Recommendation, RecommendationRequest
+
+router = APIRouter(prefix="/v1", tags=["recommendations"])
+
+ID_PATTERN = r"^[A-Za-z0-9_.:@\-]+$"
+
+
+class RecommendationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=128, pattern=ID_PATTERN)
+    surface: str = Field("home", description="home | feed | related | trending (configurable)")
+    page: int = Field(0, ge=0, description="0 is the front screen of a surface")
+    k: int = Field(10, ge=1, description="list length, 1..max_k (100 by default)")
+    session_id: str | None = Field(None, max_length=64, pattern=ID_PATTERN,
+                                   description="returned by page 0; pass it for the next pages of the same session")
+
+
+class ReasonOut(BaseModel):
+    code: str
+    text: str
+
+
+class ItemOut(BaseModel):
+    item_id: str
+    position: int
+    score: float
+    category: str
+    slot: str = Field(description="personalized | mainstream | pinned | popular")
+    labels: list[str]
+    reason: ReasonOut
+
+
+class ViolationOut(BaseModel):
+    rule: str
+    position: int | None
+    reason: str
+
+
+class RecommendationOut(BaseModel):
+    request_id: str
+    user_id: str
+    surface: str
+    page: int
+    session_id: str
+    mode: str = Field(description="personalized | non_personalized")
+    mode_reason: str
+    minor_mode: bool
+    model_version: str
+    index_build_id: str
+    policy_hash: str
+    filing_number: str
+    items: list[ItemOut]
+    violations: list[ViolationOut]
+    policies: list[str]
+    served_at: datetime
+
+
+class RefusalOut(BaseModel):
+    detail: str
+    code: str
+    retry_after_seconds: int | None = None
+
+
+def _check_limits(body: RecommendationIn, services) -> None:
+    settings = services.settings
+    if body.surface not in settings.surfaces:
+        raise HTTPException(422, detail=f"surface: unknown {body.surface!r}; allowed: {', '.join(settings.surfaces)}")
+    if body.k > settings.max_k:
+        raise HTTPException(422, detail=f"k: must be in 1..{settings.max_k}, got {body.k}")
+    if body.page > settings.max_page:
+        raise HTTPException(422, detail=f"page: must be in 0..{settings.max_page}, got {body.page}")
+
+
+def log_record(rec: Recommendation, body: RecommendationIn, served_at: datetime) -> dict:
+    """The Art. 23 log record of one served list: enough to explain and reproduce it."""
+    return {
+        "request_id": rec.request_id,
+        "user_id": rec.user_id,
+        "surface": rec.surface,
+        "page": rec.page,
+        "session_id": rec.session_id,
+        "mode": rec.mode,
+        "mode_reason": rec.mode_reason,
+        "minor_mode": rec.minor,
+        "model_version": rec.model_version,
+        "index_build_id": rec.index_build_id,
+        "policy_hash": rec.policy_hash,
+        "served_at": served_at.isoformat(),
+        "candidates": rec.trace.candidates,
+        "dropped": {stage: dict(reasons) for stage, reasons in rec.trace.dropped.items()},
+        "feature_library_hits": rec.trace.blocked_by_feature,
+        "items": [
+            {"item_id": i.item_id, "position": i.position, "slot": i.slot, "score": i.score, "category": i.category,
+             "labels": i.labels, "reason": {"code": i.reason.code, "text": i.reason.text}}
+            for i in rec.items
+        ],
+        "policies": rec.policies,
+        "violations": rec.violations,
+        "request": body.model_dump(),
+    }
+
+
+@router.post("/recommendations", response_model=RecommendationOut, responses={403: {"model": RefusalOut}, 503: {}})
+def recommend(body: RecommendationIn, services: ServicesDep, pipeline: PipelineDep, request_id: RequestIdDep):
+    """A list for one user and surface, after the policy pipeline, with a reason per item; logged before it is sent."""
+    _check_limits(body, services)
+    now = services.clock()
+    request = RecommendationRequest(body.user_id, body.surface, body.page, body.k, body.session_id)
+    try:
+        rec = pipeline.run(request, now, request_id)
+    except AccessDenied as denied:
+        decision = denied.decision
+        services.logstore.append("recommendation_refused", {
+            "request_id": request_id, "user_id": body.user_id, "surface": body.surface, "page": body.page,
+            "code": decision.code, "reason": decision.message, "request": body.model_dump(),
+        })
+        metrics.REFUSALS.labels(decision.code).inc()
+        return JSONResponse(status_code=403, content={
+            "detail": decision.message, "code": decision.code, "retry_after_seconds": decision.retry_after_seconds,
+        })
+    started = time.perf_counter()
+    services.logstore.append("recommendation", log_record(rec, body, now))  # before the response (Art. 23)
+    pipeline.record(rec, now)
+    rec.trace.timings_ms["log"] = (time.perf_counter() - started) * 1e3
+    for stage, ms in rec.trace.timings_ms.items():
+        metrics.STAGE_SECONDS.labels(stage).observe(ms / 1e3)
+    metrics.RECOMMENDATIONS.labels(rec.surface, rec.mode).inc()
+    for violation in rec.violations:
+        metrics.VIOLATIONS.labels(violation["rule"]).inc()
+    return RecommendationOut(
+        request_id=rec.request_id,
+        user_id=rec.user_id,
+        surface=rec.surface,
+        page=rec.page,
+        session_id=rec.session_id,
+        mode=rec.mode,
+        mode_reason=rec.mode_reason,
+        minor_mode=rec.minor,
+        model_version=rec.model_version,
+        index_build_id=rec.index_build_id,
+        policy_hash=rec.policy_hash,
+        filing_number=services.settings.filing_number,
+        items=[ItemOut(item_id=i.item_id, position=i.position, score=i.score, category=i.category, slot=i.slot,
+                       labels=i.labels, reason=ReasonOut(code=i.reason.code, text=i.reason.text)) for i in rec.items],
+        violations=[ViolationOut(**v) for v in rec.violations],
+        policies=rec.policies,
+        served_at=now,
+    )
+
+
+@router.get("/recommendations/{request_id}")
+def served_list(
+    request_id: Annotated[str, Field(max_length=64)],
+    services: ServicesDep,
+    user_id: Annotated[str, Query(min_length=1, max_length=128, description="the user the list was served to")],
+):
+    """The logged list (same items, same order, same reasons) for the user it was served to (Art. 15)."""
+    record = services.logstore.lookup(request_id, user_id)
+    if record is None:
+        raise HTTPException(404, detail=f"no list {request_id!r} was served to user {user_id!r}")
+    return {key: record.get(key) for key in (
+        "request_id", "user_id", "surface", "page", "session_id", "mode", "mode_reason", "model_version",
+        "index_build_id", "policy_hash", "served_at", "items", "violations", "policies",
+    )}

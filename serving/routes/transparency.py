@@ -1,0 +1,72 @@
+"""Transparency (Art. 14, 22): what the algorithm does, why, how — from the deployed config and
+model card — with the filing number, as JSON for programs and as a page for people."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
+
+from compliance import transparency
+from compliance.policy import describe
+from serving.deps import ServicesDep
+from serving.services import Services
+
+router = APIRouter(tags=["transparency"])
+
+STAGES = [
+    "User state: settings (personalization switch, minors mode), interest tags, what this session already showed",
+    "Candidate retrieval: nearest items to the user's embedding in a Faiss index (personalized path only)",
+    "Candidate sources for everyone: overall popularity and the editors' mainstream pool",
+    "Filters: flagged and blocked items (feature library, manual blocks), items already seen, minor-unsafe items",
+    "Ranking: a neural ranker scores candidates from interaction signals only (personalized path only)",
+    "Policy pipeline: de-duplication, dispersal, front-screen mainstream slots, pins and boosts",
+    "An explanation for every item; the list is logged before it is sent",
+]
+SIGNALS = [
+    "items you rated or interacted with (history), and their similarity to other items",
+    "item popularity and recency",
+    "your interest tags (categories), which you can view, add, delete or mark not interested",
+    "never: age, gender, occupation, ethnicity, religion, health, sexual orientation or other sensitive attributes",
+]
+
+
+def document(services: Services) -> dict:
+    settings = services.settings
+    catalog = services.catalog
+    model_card = {
+        "model_uri": settings.model_uri,
+        "model_version": catalog.model_version if catalog else None,
+        "retrieval": "implicit ALS embeddings + Faiss nearest-neighbour index",
+        "ranker": "PyTorch MLP over interaction features",
+        "features": list(getattr(catalog.bundle, "feature_names", [])) if catalog else [],
+        "policy_hash": services.pipeline.policy_hash if services.pipeline else None,
+    }
+    return transparency.transparency_document(
+        service_name=settings.service_name,
+        provider=settings.provider_name,
+        filing_number=settings.filing_number,
+        model_card=model_card,
+        policy_descriptions=[f"{p.title} (Art. {', '.join(map(str, p.articles))}): {p.text}" for p in describe(settings.policy)],
+        signals_used=SIGNALS,
+        stages=STAGES,
+        switch_off_instructions=(
+            'Send PUT /v1/users/{user_id}/settings with {"personalization": false}: from your next request you get '
+            "the same non-personalized list as everyone in your situation (popularity and the editors' pool). "
+            'Send {"personalization": true} to turn it back on.'
+        ),
+        complaint_instructions=(
+            "Send POST /v1/complaints with kind complaint, report or appeal; you get an id, an acknowledgement "
+            "deadline and a resolution deadline, and can follow it at GET /v1/complaints/{id}."
+        ),
+        minors=settings.minors,
+    )
+
+
+@router.get("/v1/transparency")
+def transparency_json(services: ServicesDep) -> dict:
+    return document(services)
+
+
+@router.get("/transparency", response_class=HTMLResponse)
+def transparency_page(services: ServicesDep) -> HTMLResponse:
+    return HTMLResponse(transparency.render_html(document(services)))

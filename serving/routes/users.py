@@ -1,0 +1,166 @@
+"""User rights (Art. 10, 15, 16): the personalization switch, minors mode, and user tags.
+
+A change here is written to the database before the response, so the next request — on any
+worker — sees it; every change is also appended to the recommendation log.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Path
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from compliance import minors, tags
+from serving.deps import ServicesDep
+from serving.routes.recommendations import ID_PATTERN
+from serving.services import Services
+
+router = APIRouter(prefix="/v1/users", tags=["user rights"])
+
+UserId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]
+
+
+class SettingsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    personalization: bool | None = Field(None, description="false turns personalized recommendations off at once")
+    minor_mode: bool | None = Field(None, description="guardian setting: true puts the account in minors mode")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> SettingsIn:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of: personalization, minor_mode")
+        return self
+
+
+class SettingsOut(BaseModel):
+    user_id: str
+    personalization: bool
+    minor_mode: bool | None
+    minor: bool = Field(description="minors mode applies (profile age under 18 or guardian setting)")
+
+
+class TagIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tag: str = Field(min_length=1, max_length=64)
+    action: Literal["add", "not_interested"] = "add"
+
+
+class TagOut(BaseModel):
+    name: str
+    weight: float
+    source: str
+    detail: str
+
+
+class TagsOut(BaseModel):
+    user_id: str
+    tags: list[TagOut]
+    deleted: list[str]
+    not_interested: list[str]
+    note: str | None = None
+
+
+def _require_user(services: Services, user_id: str) -> None:
+    if not services.store.user_exists(user_id):
+        raise HTTPException(404, detail=f"user_id: unknown user {user_id!r}")
+
+
+def _settings_out(services: Services, user_id: str) -> SettingsOut:
+    user = services.store.load_user(user_id)
+    return SettingsOut(
+        user_id=user_id,
+        personalization=user.personalization,
+        minor_mode=user.minor_mode,
+        minor=minors.is_minor(user.age, user.minor_mode, services.settings.minors),
+    )
+
+
+@router.get("/{user_id}/settings", response_model=SettingsOut)
+def get_settings(user_id: UserId, services: ServicesDep) -> SettingsOut:
+    _require_user(services, user_id)
+    return _settings_out(services, user_id)
+
+
+@router.put("/{user_id}/settings", response_model=SettingsOut)
+def put_settings(user_id: UserId, body: SettingsIn, services: ServicesDep) -> SettingsOut:
+    """Switch personalization off (or on) and set minors mode; effective from the next request."""
+    _require_user(services, user_id)
+    now = services.clock()
+    clear_minor = "minor_mode" in body.model_fields_set and body.minor_mode is None
+    services.logstore.append("settings", {"user_id": user_id, "change": body.model_dump(exclude_unset=True), "at": now.isoformat()})
+    services.store.put_settings(user_id, now, body.personalization, body.minor_mode, clear_minor_mode=clear_minor)
+    return _settings_out(services, user_id)
+
+
+def _tags_view(services: Services, user_id: str) -> TagsOut:
+    user = services.store.load_user(user_id)
+    states = user.tag_states
+    deleted = sorted(t for t, s in states.items() if s == "deleted")
+    not_interested = sorted(t for t, s in states.items() if s == "not_interested")
+    if minors.is_minor(user.age, user.minor_mode, services.settings.minors) and not services.settings.minors.personalized:
+        return TagsOut(user_id=user_id, tags=[], deleted=deleted, not_interested=not_interested,
+                       note="minors mode: no interest profile is kept (Art. 16)")
+    profile = _profile(services, user_id, states)
+    return TagsOut(
+        user_id=user_id,
+        tags=[TagOut(name=t.name, weight=round(t.weight, 4), source=t.source, detail=t.detail) for t in profile.tags],
+        deleted=deleted,
+        not_interested=not_interested,
+    )
+
+
+def _profile(services: Services, user_id: str, states: dict[str, str]) -> tags.Profile:
+    catalog = services.catalog
+    derived: list[tags.Tag] = []
+    if catalog is not None and user_id in catalog.bundle.user_index:
+        history = catalog.bundle.user_history(catalog.bundle.user_index[user_id])
+        derived = tags.derive_tags([catalog.item_categories[i] for i in history], services.settings.tags)
+    return tags.effective_profile(
+        derived,
+        deleted={t for t, s in states.items() if s == "deleted"},
+        added={t for t, s in states.items() if s == "added"},
+        not_interested={t for t, s in states.items() if s == "not_interested"},
+        policy=services.settings.tags,
+    )
+
+
+@router.get("/{user_id}/tags", response_model=TagsOut)
+def get_tags(user_id: UserId, services: ServicesDep) -> TagsOut:
+    """The interest tags the user model holds, with weights and where they came from."""
+    _require_user(services, user_id)
+    return _tags_view(services, user_id)
+
+
+@router.post("/{user_id}/tags", response_model=TagsOut)
+def add_tag(user_id: UserId, body: TagIn, services: ServicesDep) -> TagsOut:
+    """Add an interest, or mark a category "not interested" (its items leave personalized lists)."""
+    _require_user(services, user_id)
+    banned = tags.is_banned(body.tag, services.settings.tags)
+    if banned:
+        raise HTTPException(422, detail=f"tag: {body.tag!r} cannot be a tag (sensitive or prohibited term {banned!r}, Art. 10)")
+    catalog = services.catalog
+    if catalog is not None and body.tag not in catalog.category_names:
+        raise HTTPException(422, detail=f"tag: unknown {body.tag!r}; tags are categories: {', '.join(catalog.category_names[:40])}")
+    state = "added" if body.action == "add" else "not_interested"
+    services.logstore.append("tags", {"user_id": user_id, "tag": body.tag, "action": body.action})
+    services.store.set_tag_state(user_id, body.tag, state, services.clock())
+    return _tags_view(services, user_id)
+
+
+@router.delete("/{user_id}/tags/{tag}", response_model=TagsOut)
+def delete_tag(user_id: UserId, tag: Annotated[str, Path(min_length=1, max_length=64)], services: ServicesDep) -> TagsOut:
+    """Delete a tag: it stops influencing retrieval, ranking and explanations from the next request."""
+    _require_user(services, user_id)
+    user = services.store.load_user(user_id)
+    current = {t.name for t in _profile(services, user_id, user.tag_states).tags}
+    if tag not in current and user.tag_states.get(tag) != "not_interested":
+        raise HTTPException(404, detail=f"tag: user {user_id!r} has no tag {tag!r}")
+    services.logstore.append("tags", {"user_id": user_id, "tag": tag, "action": "delete"})
+    if user.tag_states.get(tag) == "not_interested":
+        services.store.set_tag_state(user_id, tag, None, services.clock())
+    else:
+        services.store.set_tag_state(user_id, tag, "deleted", services.clock())
+    return _tags_view(services, user_id)

@@ -1,0 +1,324 @@
+"""Reads and writes of the state database, one method per question the service asks.
+
+SQLAlchemy Core, not the ORM: the request path makes three or four small queries per request
+and holds plain tuples, not mapped objects.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from serving.state import db
+
+TAG_STATES = ("deleted", "added", "not_interested")
+
+
+@dataclass(frozen=True)
+class UserState:
+    """What the request path knows of a user before it recommends anything."""
+
+    user_id: str
+    known: bool  # has a profile or settings row
+    age: int | None
+    personalization: bool
+    minor_mode: bool | None
+    tag_states: dict[str, str] = field(default_factory=dict)  # tag -> deleted | added | not_interested
+
+
+@dataclass(frozen=True)
+class ServedPage:
+    page: int
+    session_id: str
+    items: list[int]
+    categories: list[int]
+    contents: list[int]
+
+
+class StateStore:
+    """The service's state, shared by every worker through the database."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._upsert = _upsert_for(engine.dialect.name)
+
+    # -- users -------------------------------------------------------------------------------
+    def load_user(self, user_id: str) -> UserState:
+        with self.engine.connect() as conn:
+            profile = conn.execute(select(db.user_profiles.c.age).where(db.user_profiles.c.user_id == user_id)).first()
+            settings = conn.execute(
+                select(db.user_settings.c.personalization, db.user_settings.c.minor_mode).where(
+                    db.user_settings.c.user_id == user_id
+                )
+            ).first()
+            tags = conn.execute(
+                select(db.user_tags.c.tag, db.user_tags.c.state).where(db.user_tags.c.user_id == user_id)
+            ).all()
+        return UserState(
+            user_id=user_id,
+            known=profile is not None or settings is not None,
+            age=profile.age if profile else None,
+            personalization=settings.personalization if settings else True,
+            minor_mode=settings.minor_mode if settings else None,
+            tag_states={row.tag: row.state for row in tags},
+        )
+
+    def seed_profiles(self, rows: list[dict]) -> int:
+        """Insert user profiles (user_id, age) that are not there yet; returns how many were added."""
+        if not rows:
+            return 0
+        with self.engine.begin() as conn:
+            existing = conn.execute(select(func.count()).select_from(db.user_profiles)).scalar_one()
+            if existing:
+                return 0
+            conn.execute(self._insert_ignore(db.user_profiles), rows)  # two workers may seed at once
+        return len(rows)
+
+    def user_exists(self, user_id: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(db.user_profiles.c.user_id).where(db.user_profiles.c.user_id == user_id)
+            ).first() is not None or conn.execute(
+                select(db.user_settings.c.user_id).where(db.user_settings.c.user_id == user_id)
+            ).first() is not None
+
+    def put_settings(self, user_id: str, now: datetime, personalization: bool | None, minor_mode: bool | None,
+                     clear_minor_mode: bool = False) -> UserState:
+        with self.engine.begin() as conn:
+            current = conn.execute(
+                select(db.user_settings.c.personalization, db.user_settings.c.minor_mode).where(
+                    db.user_settings.c.user_id == user_id
+                )
+            ).first()
+            values = {
+                "personalization": personalization if personalization is not None else (current.personalization if current else True),
+                "minor_mode": None if clear_minor_mode else (minor_mode if minor_mode is not None else (current.minor_mode if current else None)),
+                "updated_at": now,
+            }
+            conn.execute(self._upsert(db.user_settings, {"user_id": user_id, **values}, ["user_id"], values))
+        return self.load_user(user_id)
+
+    def set_tag_state(self, user_id: str, tag: str, state: str | None, now: datetime) -> None:
+        """Record the user's decision about a tag; state None forgets the decision."""
+        with self.engine.begin() as conn:
+            if state is None:
+                conn.execute(delete(db.user_tags).where(and_(db.user_tags.c.user_id == user_id, db.user_tags.c.tag == tag)))
+                return
+            values = {"state": state, "updated_at": now}
+            conn.execute(self._upsert(db.user_tags, {"user_id": user_id, "tag": tag, **values}, ["user_id", "tag"], values))
+
+    # -- served pages (session de-duplication, dispersal across pages, recent impressions) -------
+    def session_pages(self, user_id: str, surface: str, session_id: str, before_page: int) -> list[ServedPage]:
+        t = db.served_pages
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.c.page, t.c.session_id, t.c["items"], t.c.categories, t.c.contents)
+                .where(and_(t.c.user_id == user_id, t.c.surface == surface, t.c.session_id == session_id, t.c.page < before_page))
+                .order_by(t.c.page, t.c.id)
+            ).all()
+        return [ServedPage(r.page, r.session_id, r.items, r.categories, r.contents) for r in rows]
+
+    def latest_session(self, user_id: str, surface: str) -> str | None:
+        t = db.served_pages
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.c.session_id).where(and_(t.c.user_id == user_id, t.c.surface == surface)).order_by(t.c.id.desc()).limit(1)
+            ).first()
+        return row.session_id if row else None
+
+    def recent_items(self, user_id: str, pages: int) -> list[int]:
+        """Items shown to the user in their last `pages` served pages, any surface or session."""
+        if pages <= 0:
+            return []
+        t = db.served_pages
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.c["items"]).where(t.c.user_id == user_id).order_by(t.c.id.desc()).limit(pages)).all()
+        return [item for row in rows for item in row.items]
+
+    def record_page(self, *, request_id: str, user_id: str, surface: str, session_id: str, page: int,
+                    items: list[int], categories: list[int], contents: list[int], now: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(db.served_pages).values(
+                    request_id=request_id, user_id=user_id, surface=surface, session_id=session_id, page=page,
+                    items=items, categories=categories, contents=contents, created_at=now,
+                )
+            )
+
+    # -- versions of shared, admin-edited state -----------------------------------------------------
+    def version(self, name: str) -> int:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(db.state_versions.c.version).where(db.state_versions.c.name == name)).first()
+        return row.version if row else 0
+
+    def _bump(self, conn: Connection, name: str) -> None:
+        updated = conn.execute(
+            update(db.state_versions).where(db.state_versions.c.name == name).values(version=db.state_versions.c.version + 1)
+        ).rowcount
+        if not updated:
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(db.state_versions).values(name=name, version=1))
+            except IntegrityError:
+                conn.execute(
+                    update(db.state_versions).where(db.state_versions.c.name == name).values(version=db.state_versions.c.version + 1)
+                )
+
+    # -- interventions (Art. 11, 13) ------------------------------------------------------------------
+    def add_intervention(self, values: dict) -> dict:
+        with self.engine.begin() as conn:
+            new_id = conn.execute(insert(db.interventions).values(**values)).inserted_primary_key[0]
+            self._bump(conn, "interventions")
+        return self.get_intervention(new_id)
+
+    def get_intervention(self, intervention_id: int) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(db.interventions).where(db.interventions.c.id == intervention_id)).first()
+        return dict(row._mapping) if row else None
+
+    def list_interventions(self, now: datetime | None = None, include_inactive: bool = False) -> list[dict]:
+        t = db.interventions
+        query = select(t).order_by(t.c.id)
+        if not include_inactive:
+            query = query.where(t.c.revoked_at.is_(None))
+            if now is not None:
+                query = query.where(or_(t.c.expires_at.is_(None), t.c.expires_at > now))
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query).all()]
+
+    def revoke_intervention(self, intervention_id: int, operator: str, now: datetime) -> dict | None:
+        t = db.interventions
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(t).where(and_(t.c.id == intervention_id, t.c.revoked_at.is_(None))).values(revoked_at=now, revoked_by=operator)
+            ).rowcount
+            if changed:
+                self._bump(conn, "interventions")
+        return self.get_intervention(intervention_id)
+
+    # -- complaints (Art. 26) -----------------------------------------------------------------------
+    def add_complaint(self, values: dict) -> dict:
+        values = {"id": uuid.uuid4().hex, **values}
+        with self.engine.begin() as conn:
+            conn.execute(insert(db.complaints).values(**values))
+        return self.get_complaint(values["id"])
+
+    def get_complaint(self, complaint_id: str) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(db.complaints).where(db.complaints.c.id == complaint_id)).first()
+        return dict(row._mapping) if row else None
+
+    def list_complaints(self, status: str | None = None, limit: int = 100) -> list[dict]:
+        query = select(db.complaints).order_by(db.complaints.c.created_at.desc()).limit(limit)
+        if status:
+            query = query.where(db.complaints.c.status == status)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query).all()]
+
+    def update_complaint(self, complaint_id: str, expected_status: str, values: dict) -> dict | None:
+        """Change a complaint only if it is still in `expected_status` (no lost concurrent update)."""
+        t = db.complaints
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(t).where(and_(t.c.id == complaint_id, t.c.status == expected_status)).values(**values)
+            ).rowcount
+        return self.get_complaint(complaint_id) if changed else None
+
+    # -- events and usage (Art. 13, 16) ------------------------------------------------------------
+    def add_events(self, rows: list[dict]) -> int:
+        """Insert events whose event_id is new; returns how many were new (retries are idempotent)."""
+        if not rows:
+            return 0
+        with self.engine.begin() as conn:
+            ids = [r["event_id"] for r in rows]
+            seen = {r.event_id for r in conn.execute(select(db.events.c.event_id).where(db.events.c.event_id.in_(ids)))}
+            fresh, batch_ids = [], set()
+            for row in rows:
+                if row["event_id"] not in seen and row["event_id"] not in batch_ids:
+                    fresh.append(row)
+                    batch_ids.add(row["event_id"])
+            if fresh:
+                conn.execute(self._insert_ignore(db.events), fresh)
+        return len(fresh)
+
+    def events_since(self, since: datetime) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(db.events).where(db.events.c.ts >= since))]
+
+    def profiles_created(self, user_ids: list[str]) -> dict[str, datetime | None]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(db.user_profiles.c.user_id, db.user_profiles.c.created_at).where(db.user_profiles.c.user_id.in_(user_ids))
+            ).all()
+        return {r.user_id: r.created_at for r in rows}
+
+    def get_usage(self, user_id: str, day: str) -> tuple[datetime, float] | None:
+        t = db.usage
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.c.last_activity, t.c.seconds_used).where(and_(t.c.user_id == user_id, t.c.day == day))).first()
+        if row is None:
+            return None
+        last = row.last_activity if row.last_activity.tzinfo else row.last_activity.replace(tzinfo=UTC)
+        return (last, row.seconds_used)
+
+    def put_usage(self, user_id: str, day: str, last_activity: datetime, seconds_used: float) -> None:
+        values = {"last_activity": last_activity, "seconds_used": seconds_used}
+        with self.engine.begin() as conn:
+            conn.execute(self._upsert(db.usage, {"user_id": user_id, "day": day, **values}, ["user_id", "day"], values))
+
+    # -- feature library (Art. 9) -------------------------------------------------------------------
+    def add_feature_entry(self, entry_id: str, entry: dict, now: datetime) -> bool:
+        with self.engine.begin() as conn:
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(db.feature_entries).values(id=entry_id, entry=entry, created_at=now))
+            except IntegrityError:
+                return False
+            self._bump(conn, "features")
+        return True
+
+    def remove_feature_entry(self, entry_id: str, operator: str, now: datetime) -> bool:
+        t = db.feature_entries
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(t).where(and_(t.c.id == entry_id, t.c.removed_at.is_(None))).values(removed_at=now, removed_by=operator)
+            ).rowcount
+            if changed:
+                self._bump(conn, "features")
+        return bool(changed)
+
+    def feature_entries(self) -> list[dict]:
+        t = db.feature_entries
+        with self.engine.connect() as conn:
+            return [r.entry for r in conn.execute(select(t.c.entry).where(t.c.removed_at.is_(None)).order_by(t.c.created_at))]
+
+    def _insert_ignore(self, table):
+        if self.engine.dialect.name in ("sqlite", "postgresql"):
+            dialect_insert = _dialect_insert(self.engine.dialect.name)
+            return dialect_insert(table).on_conflict_do_nothing()
+        return insert(table)
+
+
+def _dialect_insert(name: str):
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
+
+
+def _upsert_for(dialect: str):
+    """An INSERT ... ON CONFLICT DO UPDATE builder for SQLite and PostgreSQL."""
+
+    def upsert(table, values: dict, keys: list[str], update_values: dict):
+        statement = _dialect_insert(dialect)(table).values(**values)
+        return statement.on_conflict_do_update(index_elements=keys, set_=update_values)
+
+    return upsert

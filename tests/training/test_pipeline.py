@@ -1,0 +1,201 @@
+"""End to end: train both stages on a small synthetic dataset into a temporary MLflow store, register,
+alias, load the bundle back through the registry and rank; reuse; the CLI; the config file."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from compliance.tags import TagPolicy, banned_features
+from recsys.config import core_settings
+from recsys.datasets.synthetic import SyntheticConfig, generate
+from recsys.evaluation import protocol_split
+from training.cli import evaluate_command, train_command
+from training.config import ConfigError, TrainingConfig, load_config
+from training.pipeline import run_offline, train
+from training.registry import RegistryError, client, load_bundle
+
+SMALL = {
+    "als": {"factors": 16, "regularization": 1.0, "iterations": 8},
+    "n_candidates": 60,
+    "ranker": {"params": {"hidden": [16], "epochs": 12}},
+}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A temporary MLflow store and var dir, set through the environment as a user would."""
+    root = tmp_path_factory.mktemp("mlflow")
+    env = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "RECSYS_MLFLOW_ARTIFACTS_DIR": str(root / "artifacts"),
+        "RECSYS_VAR_DIR": str(root / "var"),
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        core_settings.cache_clear()
+        yield root
+    core_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synthetic")
+    generate(SyntheticConfig(n_users=250, n_items=600, interactions_per_user=30, seed=11)).save(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(store, dataset_dir):
+    config = TrainingConfig.model_validate(SMALL)
+    return train(str(dataset_dir), config, progress=False), config
+
+
+def test_train_registers_an_aliased_version_and_the_bundle_ranks(trained, dataset_dir):
+    result, config = trained
+    settings = core_settings()
+    assert result.model_version == "1" and result.alias_set and not result.reused
+    version = client().get_model_version_by_alias(settings.model_name, settings.model_alias)
+    assert str(version.version) == "1" and version.run_id == result.run_id
+    assert version.tags["config_hash"] == config.config_hash() and version.tags["dataset_fingerprint"]
+
+    bundle, label = load_bundle()
+    assert label == "1"
+    assert bundle.manifest["run_id"] == result.run_id
+    assert bundle.manifest["index_build_id"] == bundle.index.build_id == version.tags["index_build_id"]
+    assert bundle.manifest["dataset"]["source"] == str(dataset_dir)
+    assert bundle.feature_names and banned_features(bundle.feature_names, TagPolicy()) == []
+
+    # Serving-ready arrays.
+    n_items = len(bundle.item_ids)
+    assert bundle.item_ids.dtype.kind == "U" and bundle.item_index[str(bundle.item_ids[7])] == 7
+    assert bundle.item_category.dtype == np.int32 and bundle.item_category.max() < len(bundle.category_names)
+    assert bundle.item_categories.shape == (n_items, len(bundle.category_names))
+    assert bundle.content_code.dtype == np.int64
+    for name in ("minor_safe", "mainstream", "synthetic", "flagged"):
+        assert getattr(bundle, name).dtype == bool and len(getattr(bundle, name)) == n_items
+    assert bundle.popularity.dtype == np.float32 and bundle.item_factors.dtype == np.float32
+    assert set(bundle.users.columns) == {"user_id", "age"}
+
+    # A known user: top-k excludes the history and returns valid ids.
+    user_id = next(iter(bundle.user_index))
+    user = bundle.user_index[user_id]
+    history = bundle.user_history(user)
+    top = bundle.recommend(np.array([user]), k=10)[0]
+    assert len(top) == 10 and len(set(top)) == 10 and (top >= 0).all()
+    assert not set(top) & set(history)
+    assert all(str(bundle.item_ids[i]) in bundle.item_index for i in top)
+
+    # The serving path: a filtered history gives a recomputed vector and features of the right shape.
+    filtered = history[bundle.item_category[history] != bundle.item_category[history[0]]]
+    vector = bundle.user_vector(filtered)
+    scores, found = bundle.index.search(vector[None], 50)
+    features = bundle.features(vector, filtered, found[0], bundle.item_factors[found[0]] @ vector)
+    assert features.shape == (50, len(bundle.feature_names))
+    assert bundle.ranker.score(features).shape == (50,)
+
+
+def test_the_run_holds_params_metrics_and_documents(trained):
+    result, _ = trained
+    run = client().get_run(result.run_id)
+    assert run.data.params["als.factors"] == "16" and run.data.params["n_candidates"] == "60"
+    metrics = run.data.metrics
+    for key in ("two_stage/ndcg_at_10", "als/recall_at_10", "popular/ndcg_at_10", "ndcg_at_10", "catalog_coverage",
+                "retrieval/candidate_recall_at_60", "validation/ranker_ndcg_at_10", "time/ranker_s", "time/total_s"):
+        assert key in metrics, key
+    artifacts = {a.path for a in client().list_artifacts(result.run_id)}
+    assert {"model_card.md", "evaluation.md", "evaluation.json", "training_config.json"} <= artifacts
+    assert result.metrics["two-stage"]["ndcg_at_10"] > result.metrics["MostPopular"]["ndcg_at_10"]
+
+
+def test_reuse_returns_the_aliased_version_and_no_alias_keeps_it(trained, dataset_dir):
+    result, config = trained
+    again = train(str(dataset_dir), config, reuse=True, progress=False)
+    assert again.reused and again.model_version == result.model_version and again.run_id == result.run_id
+    other = train(str(dataset_dir), config.model_copy(update={"seed": 1}), reuse=True, set_alias=False, progress=False)
+    assert not other.reused and other.model_version == "2" and not other.alias_set
+    assert load_bundle()[1] == "1"  # the alias did not move
+    assert load_bundle(f"models:/{core_settings().model_name}/2")[1] == "2"
+    bundle, label = load_bundle(f"runs:/{other.run_id}")
+    assert label == "2" and bundle.manifest["run_id"] == other.run_id
+
+
+def test_the_pyfunc_model_returns_top_k_ids(trained):
+    model = mlflow.pyfunc.load_model(f"models:/{core_settings().model_name}@{core_settings().model_alias}")
+    bundle, _ = load_bundle()
+    known = next(iter(bundle.user_index))
+    out = model.predict(pd.DataFrame({"user_id": [known, "nobody"]}), params={"k": 5})
+    assert list(out.columns) == ["user_id", "rank", "item_id"]
+    mine = out[out.user_id == known]
+    assert mine["rank"].tolist() == [1, 2, 3, 4, 5]
+    history_ids = {str(bundle.item_ids[i]) for i in bundle.user_history(bundle.user_index[known])}
+    assert not set(mine.item_id) & history_ids
+    assert len(out[out.user_id == "nobody"]) == 5  # the non-personalised list
+
+
+def test_concurrent_loads_share_one_cached_copy(trained, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(3) as pool:
+        loaded = list(pool.map(lambda _: load_bundle(cache_dir=tmp_path), range(3)))
+    assert {label for _, label in loaded} == {"1"}
+    assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".download-")]
+
+
+def test_registry_errors_name_the_uri(store):
+    with pytest.raises(RegistryError, match="models:/nope@champion"):
+        load_bundle("models:/nope@champion")
+    with pytest.raises(RegistryError, match="expected models:/NAME@ALIAS"):
+        load_bundle("s3://bucket/model")
+
+
+def test_cli_evaluate_prints_the_table_and_errors_name_the_flag(trained, dataset_dir):
+    app = typer.Typer()
+    app.command("train")(train_command)
+    app.command("evaluate")(evaluate_command)
+    runner = CliRunner()
+    out = runner.invoke(app, ["evaluate", "--no-log"])
+    assert out.exit_code == 0, out.output
+    assert "two-stage" in out.output and "MostPopular" in out.output and "ALS" in out.output
+    bad = runner.invoke(app, ["train", "--dataset", str(dataset_dir / "missing")])
+    assert bad.exit_code == 2 and "--dataset" in bad.output and "Traceback" not in bad.output
+    bad = runner.invoke(app, ["evaluate", "--model-uri", "models:/nope/1"])
+    assert bad.exit_code == 2 and "--model-uri" in bad.output
+
+
+def test_full_refits_retrieval_on_every_positive(tmp_path, dataset_dir):
+    from recsys.datasets import load
+
+    data = load(str(dataset_dir))
+    config = TrainingConfig.model_validate(SMALL)
+    result = run_offline(data, config, tmp_path, full=True)
+    manifest = json.loads((result.bundle_dir / "manifest.json").read_text())
+    assert manifest["full"] is True and manifest["trained_on"] == "all positives"
+    split = protocol_split(data)
+    from recsys.bundle import ModelBundle
+
+    bundle = ModelBundle.load(result.bundle_dir, serving=False)
+    assert len(bundle.history.items) == len(split.train.items) + len(split.test.items)
+    assert "two-stage" in manifest["metrics"]["test"]
+
+
+def test_config_file_and_errors(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('n_candidates = 150\n[als]\nfactors = 64\n')
+    config = load_config(path, seed=3)
+    assert config.n_candidates == 150 and config.als.factors == 64 and config.effective().als.seed == 3
+    assert config.config_hash() != load_config(path, seed=4).config_hash()
+    path.write_text('{"ranker": {"kind": "gbdt"}}')
+    with pytest.raises(ConfigError, match="ranker.kind"):
+        load_config(path.rename(tmp_path / "c.json"))
+    (tmp_path / "d.json").write_text('{"ranker": {"params": {"hiden": [3]}}}')
+    with pytest.raises(ConfigError, match="--config"):
+        load_config(tmp_path / "d.json")

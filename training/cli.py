@@ -1,0 +1,123 @@
+"""`recsys train` and `recsys evaluate`: plain typer-compatible functions the root CLI mounts.
+
+Errors are one line naming the flag (or environment variable) at fault, never a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+DEFAULT_DATASET = "movielens-100k"
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:400]
+
+
+def train_command(
+    dataset: Annotated[str, typer.Option(help="Dataset name (movielens-100k) or a dataset folder (the schema's Parquet files).")] = DEFAULT_DATASET,
+    full: Annotated[bool, typer.Option(help="Serve a model refitted on all positives (metrics stay those of the train-split model).")] = False,
+    force: Annotated[bool, typer.Option(help="Train even when --reuse would find a matching registered model.")] = False,
+    reuse: Annotated[bool, typer.Option(help="Return the aliased model when it was trained on the same data with the same config.")] = False,
+    seed: Annotated[int | None, typer.Option(help="Seed of ALS, the index and the ranker (overrides the config file).")] = None,
+    config: Annotated[Path | None, typer.Option(help="Training config file (JSON or TOML); unset fields keep their defaults.")] = None,
+    alias: Annotated[bool, typer.Option(help="Point the serving alias at the new version (--no-alias: register only).")] = True,
+    progress: Annotated[bool, typer.Option(help="Show stage progress and timings.")] = True,
+) -> None:
+    """Train retrieval (ALS + Faiss) and the ranker, evaluate them, log one MLflow run and register a model version."""
+    from recsys.schema import SchemaError
+    from training.config import ConfigError, load_config
+
+    try:
+        training_config = load_config(config, seed=seed)
+    except ConfigError as exc:
+        _fail(str(exc))
+    from recsys.datasets import load
+
+    try:
+        data = load(dataset)
+    except SchemaError as exc:
+        _fail(f"--dataset: {_one_line(exc)}")
+    import mlflow
+
+    from training.pipeline import train
+
+    try:
+        result = train(data, training_config, full=full, set_alias=alias, reuse=reuse and not force, progress=progress,
+                       source=dataset)
+    except mlflow.exceptions.MlflowException as exc:
+        _fail(f"MLFLOW_TRACKING_URI: {_one_line(getattr(exc, 'message', exc))}")
+    except ValueError as exc:
+        _fail(_one_line(exc))
+    from rich.console import Console
+
+    console = Console()
+    if result.reused:
+        console.print(f"reused registered model version {result.model_version} (same data and config; --force retrains)")
+    console.print(f"MLflow run: {result.run_id}")
+    console.print(f"registered model version: {result.model_version}" + (" (alias set)" if result.alias_set else " (alias not set)"))
+    console.print(metrics_table(result.metrics, f"{data.name}: test split"))
+    if result.timings_s:
+        console.print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings_s.items()))
+
+
+def evaluate_command(
+    model_uri: Annotated[str | None, typer.Option(help="MLflow model URI (default: models:/<name>@<alias>).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset name or folder (default: the one the model was trained on).")] = None,
+    log: Annotated[bool, typer.Option(help="Log the table as an MLflow run.")] = True,
+) -> None:
+    """Evaluate MostPopular, ALS alone and the two-stage model on the dataset's test split (the offline protocol)."""
+    from recsys.bundle import BundleError
+    from recsys.schema import SchemaError
+    from training.registry import RegistryError, load_bundle
+
+    try:
+        bundle, version = load_bundle(model_uri)
+    except (RegistryError, BundleError) as exc:
+        _fail(f"--model-uri: {_one_line(exc)}")
+    manifest_dataset = bundle.manifest.get("dataset", {})
+    source = dataset or manifest_dataset.get("source")
+    if not source:
+        _fail("--dataset: the model does not record where its data came from; name the dataset or folder")
+    from recsys.datasets import load
+
+    try:
+        data = load(source)
+    except SchemaError as exc:
+        _fail(f"--dataset: {_one_line(exc)}")
+    from training.pipeline import EvaluationMismatch, evaluate_registered
+
+    try:
+        table = evaluate_registered(bundle, data)
+    except EvaluationMismatch as exc:
+        _fail(str(exc))
+    from rich.console import Console
+
+    console = Console()
+    console.print(metrics_table(table, f"model version {version} on {data.name}: test split"))
+    if log:
+        from training.pipeline import log_evaluation
+
+        run_id = log_evaluation(table, model_uri or "", str(version), data.name)
+        console.print(f"MLflow run: {run_id}")
+
+
+def metrics_table(table: dict[str, dict[str, float]], title: str):
+    from rich.table import Table
+
+    columns = ["ndcg_at_10", "recall_at_10", "catalog_coverage_at_10", "genres_at_10"]
+    out = Table(title=title)
+    out.add_column("model")
+    for column in columns:
+        out.add_column(column.replace("_at_", "@"), justify="right")
+    for label, row in table.items():
+        out.add_row(label, *(f"{row[c]:.4f}" if c in row else "-" for c in columns))
+    return out
