@@ -40,7 +40,10 @@ def serve_command(
         metrics_dir.mkdir(parents=True, exist_ok=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     typer.echo(f"serving {settings.model_uri} on http://{host}:{port} ({workers} worker(s)); docs at /docs")
-    uvicorn.run("serving.asgi:app", host=host, port=port, workers=workers, log_level=log_level, access_log=False)
+    from serving.protocol import NoDelayH11Protocol
+
+    uvicorn.run("serving.asgi:app", host=host, port=port, workers=workers, log_level=log_level, access_log=False,
+                http=NoDelayH11Protocol)
 
 
 def _check_log_dir(directory: Path) -> None:
