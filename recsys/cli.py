@@ -85,6 +85,9 @@ def _mount_package_commands() -> None:
 
     app.command("train")(train_command)
     app.command("evaluate")(evaluate_command)
+    from training.filing_cli import filing_command
+
+    app.command("filing")(filing_command)
     app.add_typer(bench_app, name="bench", help="Latency, quality and compliance benchmarks.")
     from serving.admin_cli import app as features_app
 

@@ -1,0 +1,83 @@
+"""`recsys filing --out DIR [--since PREVIOUS] [--audit AUDIT.json]`: the Art. 19-20 filing draft,
+generated from the registered model, its MLflow run, the policy config and the latest audit."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def filing_command(
+    out: Annotated[Path, typer.Option(help="Folder for filing.json, filing.md, filing.html (and change-record.json).")],
+    since: Annotated[Path | None, typer.Option(help="A previous filing folder or filing.json: write a change record with its 5-working-day deadline.")] = None,
+    audit: Annotated[Path | None, typer.Option(help="JSON report of `recsys audit --out` to include in the self-assessment.")] = None,
+    model_uri: Annotated[str | None, typer.Option(help="Model to file (default: the registered model's serving alias).")] = None,
+) -> None:
+    """Generate the algorithm filing draft (provider, service form, field, algorithm type, self-assessment, public text)."""
+    from compliance.filing import FilingError, FilingInfo, build_filing, read_filing, write_filing
+    from compliance.policy import config_hash, describe
+    from recsys.config import core_settings
+    from serving.config import Settings
+    from training.registry import load_bundle
+
+    settings = Settings()
+    uri = model_uri or f"models:/{core_settings().model_name}@{core_settings().model_alias}"
+    try:
+        bundle, version = load_bundle(uri)
+    except Exception as exc:
+        _fail(f"--model-uri: cannot load {uri}: {' '.join(str(exc).split())[:200]}")
+    previous = None
+    if since is not None:
+        path = since / "filing.json" if since.is_dir() else since
+        try:
+            previous = read_filing(path)
+        except FilingError as exc:
+            _fail(f"--since: {exc}")
+    audit_report = None
+    if audit is not None:
+        try:
+            audit_report = json.loads(audit.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            _fail(f"--audit: cannot read {audit}: {exc}")
+    manifest = bundle.manifest
+    model = {
+        "registered_name": core_settings().model_name,
+        "version": str(version),
+        "run_id": manifest.get("run_id"),
+        "metrics": _flat_numbers(manifest.get("metrics", {})),
+        "params": manifest.get("config", {}),
+        "feature_names": list(bundle.feature_names),
+        "data": f"dataset {manifest.get('dataset')}: user-item interactions (ratings) and item metadata; no demographic attributes in ranking",
+    }
+    policy = {"config": settings.policy.model_dump(mode="json"), "hash": config_hash(settings.policy),
+              "descriptions": {p.name: p.text for p in describe(settings.policy)}}
+    provider = FilingInfo(provider_name=settings.provider_name, service_name=settings.service_name,
+                          filing_number=None if settings.filing_number.startswith("DEV-") else settings.filing_number)
+    try:
+        filing = build_filing(provider, model, policy, audit_report, date.today())
+        written = write_filing(out, filing, previous=previous)
+    except FilingError as exc:
+        _fail(str(exc))
+    for kind, path in written.items():
+        typer.echo(f"{kind}: {path}")
+
+
+def _flat_numbers(metrics: dict, prefix: str = "") -> dict[str, float]:
+    """Nested metric tables (split -> model -> metric) as flat `split.model.metric` numbers."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flat_numbers(value, f"{name}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            flat[name] = float(value)
+    return flat
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
