@@ -140,8 +140,7 @@ def test_scoring_500_candidates_is_fast():
         ranker.score(build_features(stats, np.ones(64), history, cand, scores, CONFIG))
         timings.append(time.perf_counter() - started)
     median_ms = float(np.median(timings)) * 1e3
-    print(f"features + MLP for 500 candidates: {median_ms:.3f} ms (median)")
-    assert median_ms < 2.0  # ~0.2 ms measured; the bound leaves room for a loaded shared machine
+    print(f"features + MLP for 500 candidates: {median_ms:.3f} ms (median)")  # speed: benchmarks/, not asserted
 
 
 def test_ranker_registry_and_errors(tmp_path):
