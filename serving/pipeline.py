@@ -14,6 +14,7 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from datetime import datetime
 
 import numpy as np
@@ -66,6 +67,16 @@ class Query:
     user_vector: np.ndarray | None
     profile: tags.Profile | None
     recent: np.ndarray  # items shown in the user's last N pages (personalized only)
+
+
+    @cached_property
+    def served_items(self) -> np.ndarray:
+        """Items of the earlier pages of this session (never shown again in it)."""
+        return np.fromiter((i for p in self.earlier_pages for i in p.items), dtype=np.int64)
+
+    @cached_property
+    def served_contents(self) -> np.ndarray:
+        return np.fromiter((c for p in self.earlier_pages for c in p.contents), dtype=np.int64)
 
 
 @dataclass
@@ -332,9 +343,9 @@ class RecommendationPipeline:
         if query.minor:
             checks.append(("minor_unsafe", ~catalog.minor_safe[items]))
         if query.earlier_pages:
-            served_items = np.fromiter((i for p in query.earlier_pages for i in p.items), dtype=np.int64)
-            served_contents = np.fromiter((c for p in query.earlier_pages for c in p.contents), dtype=np.int64)
-            checks.append(("served_this_session", np.isin(items, served_items) | np.isin(catalog.content[items], served_contents)))
+            checks.append(
+                ("served_this_session", np.isin(items, query.served_items) | np.isin(catalog.content[items], query.served_contents))
+            )
         if query.mode == PERSONALIZED:
             checks.append(("already_interacted", np.isin(items, query.history)))
             if len(query.recent):
@@ -389,8 +400,8 @@ class RecommendationPipeline:
         )
         trailing = [c for p in query.earlier_pages for c in p.categories]
         context = SlateContext(
-            served_items=np.fromiter((i for p in query.earlier_pages for i in p.items), dtype=np.int64),
-            served_contents=np.fromiter((c for p in query.earlier_pages for c in p.contents), dtype=np.int64),
+            served_items=query.served_items,
+            served_contents=query.served_contents,
             trailing_categories=np.asarray(trailing[-self.policy.dispersal.window :], dtype=np.int32),
             position_offset=sum(len(p.items) for p in query.earlier_pages),
         )
