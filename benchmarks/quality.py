@@ -46,84 +46,14 @@ class QualityConfig:
             raise BenchmarkError(f"k: must be in 1..100, got {self.k}")
 
 
-# ---------------------------------------------------------------------------------------------------
-# Lists of every model for the evaluated users
-# ---------------------------------------------------------------------------------------------------
-class _FactorScorer:
-    """ALS alone: user vector . item vectors over the whole catalog (the factors of the bundle)."""
-
-    def __init__(self, user_factors: np.ndarray, item_factors: np.ndarray):
-        self.user_factors, self.item_factors = user_factors, item_factors
-
-    def scores(self, user_idx: np.ndarray) -> np.ndarray:
-        return self.user_factors[np.asarray(user_idx)] @ self.item_factors.T
-
-
-def policy_lists(bundle, split, users: np.ndarray, k: int, surface: str, policy=None) -> np.ndarray:
-    """Top-k per user after the serving policy engine: retrieval candidates plus the mainstream pool
-    (history removed), every candidate scored by the ranker as serving does, then `select` with the
-    rules of page 0 of `surface` (`build_rules(PolicyConfig(), ...)`)."""
-    from compliance.policy import PolicyConfig, build_rules
-    from recsys.pipeline.rerank import CandidateSet, SlateContext, Source, select
-    from recsys.ranking.train import retrieve
-
-    policy = policy or PolicyConfig()
-    rules, relaxation = build_rules(policy, surface=surface, page=0, category_index={}, now=datetime(2026, 1, 1, tzinfo=UTC))
-    candidates = retrieve(bundle.index.search, bundle.user_factors, split.train, users, bundle.n_candidates)
-    pool = np.flatnonzero(bundle.mainstream)
-    out = np.full((len(users), k), -1, dtype=np.int64)
-    for row, user in enumerate(users):
-        history = split.train.of(user)
-        retrieved = candidates.items[row][candidates.items[row] >= 0]
-        extra = pool[~np.isin(pool, history) & ~np.isin(pool, retrieved)]
-        items = np.concatenate([retrieved, extra])
-        if not len(items):
-            continue
-        vector = bundle.user_factors[user]
-        retrieval_scores = bundle.item_factors[items] @ vector
-        scores = np.asarray(bundle.ranker.score(bundle.features(vector, history, items, retrieval_scores)), dtype=np.float32)
-        sources = np.concatenate([np.full(len(retrieved), int(Source.RANKED)), np.full(len(extra), int(Source.MAINSTREAM))])
-        slate = select(
-            CandidateSet(item=items, score=scores, category=bundle.item_category[items],
-                         content=bundle.content_code[items], source=sources.astype(np.int8),
-                         pools={"mainstream": bundle.mainstream[items]}),
-            k, rules, SlateContext(), relaxation,
-        )
-        chosen = items[slate.indices]
-        out[row, : len(chosen)] = chosen
-    return out
-
-
-def list_violations(top: np.ndarray, category: np.ndarray, content: np.ndarray, window: int, max_per_window: int) -> dict:
-    """Dispersal violations (positions where a category exceeds `max_per_window` in the `window`
-    ending there, as the audit reads it) and content duplicates, per list and in total."""
-    from compliance.audit import dispersal_violations
-
-    dispersal = duplicates = lists_dispersal = lists_duplicates = 0
-    for row in top:
-        row = row[row >= 0]
-        found = len(dispersal_violations(category[row].tolist(), window, max_per_window))
-        repeated = len(row) - len(np.unique(content[row]))
-        dispersal += found
-        duplicates += repeated
-        lists_dispersal += found > 0
-        lists_duplicates += repeated > 0
-    n = max(1, len(top))
-    return {
-        "dispersal_violations_per_list": dispersal / n,
-        "lists_with_dispersal_violation": lists_dispersal / n,
-        "content_duplicates_per_list": duplicates / n,
-        "lists_with_content_duplicate": lists_duplicates / n,
-    }
-
-
 def evaluate_seed(dataset, seed: int, config: QualityConfig, training_config=None) -> dict:
     """Train with `seed` through the real pipeline, then score every model's lists with the protocol."""
     from compliance.policy import PolicyConfig
     from recsys.bundle import ModelBundle
     from recsys.evaluation import scorer_top_k, summarize
     from training.config import TrainingConfig
-    from training.pipeline import baseline_models, run_offline
+    from training.pipeline import FactorScores, baseline_models, run_offline
+    from training.review import OfflineServing, list_violations, one_thread
 
     base = training_config or TrainingConfig()
     cfg = base.model_copy(update={"seed": seed}).effective()
@@ -144,15 +74,17 @@ def evaluate_seed(dataset, seed: int, config: QualityConfig, training_config=Non
             model = baseline_models((key,), cfg)[key].fit(train_matrix)
             lists[label] = scorer_top_k(model, train_matrix)(users, config.k)
             timings[f"{key}_s"] = round(time.perf_counter() - started, 2)
-        lists["ALS"] = scorer_top_k(_FactorScorer(bundle.user_factors, bundle.item_factors), train_matrix)(users, config.k)
+        lists["ALS"] = scorer_top_k(FactorScores(bundle.user_factors, bundle.item_factors), train_matrix)(users, config.k)
         lists["two-stage"] = bundle.recommend(users, config.k)
         started = time.perf_counter()
-        lists["two-stage + policy"] = policy_lists(bundle, split, users, config.k, config.surface, policy)
+        with one_thread():  # per-list work, as serving runs it
+            path = OfflineServing(bundle, policy, surface=config.surface)
+            lists["two-stage + policy"] = path.lists([split.train.of(int(u)) for u in users], config.k)
         timings["policy_pipeline_s"] = round(time.perf_counter() - started, 2)
         table = {}
         for label in MODELS:
             row = summarize(lists[label], users, split, bundle.item_category, config.k)
-            row.update(list_violations(lists[label], bundle.item_category, bundle.content_code,
+            row.update(list_violations(lists[label], bundle.item_category, bundle.content_code, bundle.flagged,
                                        policy.dispersal.window, policy.dispersal.max_per_window))
             table[label] = row
         reference = offline.metrics.get("two-stage", {})

@@ -2,8 +2,10 @@
 models, data and results; no models that induce users to indulge or addiction).
 
 `addiction_risk` simulates sessions with any recommender (numpy arrays in, numbers out): each
-session the user consumes the top item, and we measure how far the share of the user's initially
-dominant category grows — a recommender that narrows users into one category shows amplification
+session the user consumes one item of the list — by default drawn with the position bias of
+NDCG's discount, 1/log2(rank + 1), so a first slot the editor fills does not decide everything;
+`consumption="top"` takes the first item — and we measure how far the share of the user's
+initially dominant category grows — a recommender that narrows users into one category shows amplification
 well above 1. `review` checks these and the audit's metrics against `ReviewConfig` thresholds;
 training runs it on every model and records the result.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 # (metric name in the metrics dict, ReviewConfig field holding its threshold, which side passes)
 CHECKS: tuple[tuple[str, str, str], ...] = (
     ("dominant_category_amplification", "max_dominant_category_amplification", "max"),
+    ("model/dominant_category_amplification", "max_model_dominant_category_amplification", "max"),
     ("category_diversity", "min_category_diversity", "min"),
     ("dispersal_violation_rate", "max_dispersal_violation_rate", "max"),
     ("dedup_violation_rate", "max_dedup_violation_rate", "max"),
@@ -42,7 +45,10 @@ class ReviewConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Unprefixed metrics are those of the lists users are served (policy pipeline applied);
+    # `model/` ones those of the ranker's own lists, before any policy.
     max_dominant_category_amplification: float | None = Field(default=1.5, gt=0)
+    max_model_dominant_category_amplification: float | None = Field(default=2.0, gt=0)
     min_category_diversity: float | None = Field(default=3.0, ge=0)  # distinct categories in a final top-k
     max_dispersal_violation_rate: float | None = Field(default=0.0, ge=0, le=1)
     max_dedup_violation_rate: float | None = Field(default=0.0, ge=0, le=1)
@@ -53,9 +59,10 @@ class ReviewConfig(BaseModel):
     missing_metric_fails: bool = True  # a configured check whose metric is absent fails
 
     simulation_sessions: int = Field(default=20, ge=1, le=1000)
+    consumption: Literal["position_bias", "top"] = "position_bias"  # which list item a simulated user consumes
     simulation_k: int = Field(default=10, ge=1)
     simulation_window: int = Field(default=20, ge=1)  # recent items the category shares are measured over
-    simulation_users: int | None = Field(default=200, ge=1)  # None: every user with a history
+    simulation_users: int | None = Field(default=100, ge=1)  # None: every user with a history
     seed: int = 0
 
 
@@ -122,7 +129,7 @@ def addiction_risk(
     config: ReviewConfig | None = None,
 ) -> AddictionRisk:
     """Simulate sessions: each session `recommend` ranks items for every sampled user, the user
-    consumes the top one. Shares are measured over the last `simulation_window` consumed items.
+    consumes one of the top `simulation_k` (`config.consumption`). Shares are measured over the last `simulation_window` consumed items.
 
     `histories[u]`: item indices user u consumed, oldest first; `item_categories[i]`: the primary
     category (int) of item i. Users with an empty history are not simulated.
@@ -160,7 +167,13 @@ def addiction_risk(
             raise ReviewError(f"recommend: must return integer item indices in 0..{n_items - 1}")
         slate = ranked[:, : config.simulation_k]
         slate_share[session] = np.mean(categories[slate] == dominant[:, None])
-        history = [np.append(h, top) for h, top in zip(history, ranked[:, 0], strict=True)]
+        if config.consumption == "top":
+            consumed = slate[:, 0]
+        else:
+            weights = 1.0 / np.log2(np.arange(slate.shape[1]) + 2.0)
+            picks = rng.choice(slate.shape[1], size=slate.shape[0], p=weights / weights.sum())
+            consumed = slate[np.arange(slate.shape[0]), picks]
+        history = [np.append(h, item) for h, item in zip(history, consumed, strict=True)]
 
     final = _shares([h[-window:] for h in history], categories, dominant)
     ratio = final / initial

@@ -30,9 +30,12 @@ def train_command(
     seed: Annotated[int | None, typer.Option(help="Seed of ALS, the index and the ranker (overrides the config file).")] = None,
     config: Annotated[Path | None, typer.Option(help="Training config file (JSON or TOML); unset fields keep their defaults.")] = None,
     alias: Annotated[bool, typer.Option(help="Point the serving alias at the new version (--no-alias: register only).")] = True,
+    policy: Annotated[Path | None, typer.Option(help="List policy file (JSON or TOML, as served) the periodic review applies; default: the built-in policy.")] = None,
     progress: Annotated[bool, typer.Option(help="Show stage progress and timings.")] = True,
 ) -> None:
-    """Train retrieval (ALS + Faiss) and the ranker, evaluate them, log one MLflow run and register a model version."""
+    """Train retrieval (ALS + Faiss) and the ranker, evaluate and review them (Art. 8), log one MLflow run and
+    register a model version; the serving alias moves to it only when the review passes (else exit code 3)."""
+    from compliance.policy import PolicyConfig
     from recsys.schema import SchemaError
     from training.config import ConfigError, load_config
 
@@ -40,6 +43,12 @@ def train_command(
         training_config = load_config(config, seed=seed)
     except ConfigError as exc:
         _fail(str(exc))
+    policy_config = None
+    if policy is not None:
+        try:
+            policy_config = PolicyConfig.from_file(policy)
+        except ValueError as exc:
+            _fail(f"--policy: {_one_line(exc)}")
     from recsys.datasets import load
 
     try:
@@ -52,7 +61,7 @@ def train_command(
 
     try:
         result = train(data, training_config, full=full, set_alias=alias, reuse=reuse and not force, progress=progress,
-                       source=dataset)
+                       source=dataset, policy=policy_config)
     except mlflow.exceptions.MlflowException as exc:
         _fail(f"MLFLOW_TRACKING_URI: {_one_line(getattr(exc, 'message', exc))}")
     except ValueError as exc:
@@ -65,8 +74,14 @@ def train_command(
     console.print(f"MLflow run: {result.run_id}")
     console.print(f"registered model version: {result.model_version}" + (" (alias set)" if result.alias_set else " (alias not set)"))
     console.print(metrics_table(result.metrics, f"{data.name}: test split"))
+    if result.review is not None:
+        console.print(review_table(result.review))
     if result.timings_s:
         console.print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings_s.items()))
+    if result.review is not None and not result.review["passed"]:
+        failed = ", ".join(c["name"] for c in result.review["checks"] if not c["passed"])
+        _fail(f"periodic review (Art. 8) failed on {failed}: version {result.model_version} is registered without the "
+              f"serving alias (thresholds: the review section of --config)", code=3)
 
 
 def evaluate_command(
@@ -108,6 +123,18 @@ def evaluate_command(
 
         run_id = log_evaluation(table, model_uri or "", str(version), data.name)
         console.print(f"MLflow run: {run_id}")
+
+
+def review_table(review: dict):
+    from rich.table import Table
+
+    out = Table(title=f"periodic review (Art. 8): {'passed' if review['passed'] else 'FAILED'}")
+    for column, justify in (("check", "left"), ("value", "right"), ("threshold", "right"), ("result", "left")):
+        out.add_column(column, justify=justify)
+    for check in review["checks"]:
+        value = "missing" if check["value"] is None else f"{check['value']:.4f}"
+        out.add_row(check["name"], value, f"{check['threshold']:g}", "pass" if check["passed"] else "FAIL")
+    return out
 
 
 def metrics_table(table: dict[str, dict[str, float]], title: str):

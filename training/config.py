@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from compliance.review import ReviewConfig
 from recsys.ranking.features import FeatureConfig
 from recsys.ranking.model import RANKERS, MLPConfig, ranker_class
 from recsys.retrieval import MODELS
@@ -75,6 +76,7 @@ class TrainingConfig(BaseModel):
     baselines: tuple[str, ...] = ("popular", "als")  # evaluated next to the two-stage model
     itemknn: ItemKNNConfig = ItemKNNConfig()
     ease: EASEConfig = EASEConfig()
+    review: ReviewConfig = ReviewConfig()  # the periodic review's thresholds (Art. 8); see training.review
     seed: int = 0  # seeds ALS, the index's k-means and the ranker
     seeds: tuple[int, ...] = (0, 1, 2)  # the benchmark's repetitions
 

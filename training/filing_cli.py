@@ -14,7 +14,7 @@ import typer
 def filing_command(
     out: Annotated[Path, typer.Option(help="Folder for filing.json, filing.md, filing.html (and change-record.json).")],
     since: Annotated[Path | None, typer.Option(help="A previous filing folder or filing.json: write a change record with its 5-working-day deadline.")] = None,
-    audit: Annotated[Path | None, typer.Option(help="JSON report of `recsys audit --out` to include in the self-assessment.")] = None,
+    audit: Annotated[Path | None, typer.Option(help="JSON report of `recsys audit --out` for the self-assessment (default: the model's periodic review from training).")] = None,
     model_uri: Annotated[str | None, typer.Option(help="Model to file (default: the registered model's serving alias).")] = None,
 ) -> None:
     """Generate the algorithm filing draft (provider, service form, field, algorithm type, self-assessment, public text)."""
@@ -44,6 +44,8 @@ def filing_command(
         except (OSError, json.JSONDecodeError) as exc:
             _fail(f"--audit: cannot read {audit}: {exc}")
     manifest = bundle.manifest
+    if audit_report is None:
+        audit_report = manifest.get("review")  # the Art. 8 review every training run performs
     model = {
         "registered_name": core_settings().model_name,
         "version": str(version),

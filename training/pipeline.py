@@ -1,5 +1,6 @@
 """The training pipeline: split ► ranker on a validation split ► retrieval ► index ► bundle ►
-evaluate ► one MLflow run with a registered model version.
+evaluate ► periodic review (Art. 8) ► one MLflow run with a registered model version, given the
+serving alias only when the review passed.
 
 The ranker is trained on retrieval candidates of a validation split carved from train exactly
 like test (ALS fitted on the inner part, candidates labelled with the held-out positives); the
@@ -29,6 +30,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from compliance.policy import PolicyConfig
+from compliance.policy import config_hash as policy_hash
 from recsys.bundle import BundleParts, ModelBundle, write_bundle, write_manifest
 from recsys.config import core_settings
 from recsys.datasets import load as load_dataset
@@ -42,7 +45,12 @@ from recsys.evaluation import (
     summarize,
     validation_split,
 )
-from recsys.ranking.features import FEATURE_NAMES, ItemStats, encode_categories, item_stats
+from recsys.ranking.features import (
+    FEATURE_NAMES,
+    ItemStats,
+    encode_categories,
+    item_stats,
+)
 from recsys.ranking.model import Ranker, make_ranker
 from recsys.ranking.train import list_metrics, ranking_lists, retrieve, split_lists
 from recsys.retrieval import Recommender, model_class
@@ -51,6 +59,7 @@ from recsys.retrieval.baselines import MostPopular
 from recsys.retrieval.index import build_index
 from recsys.schema import Dataset
 from training.config import TrainingConfig
+from training.review import ReviewReport, run_review
 
 MODEL_LABELS = {"popular": "MostPopular", "itemknn": "ItemKNN", "ease": "EASE", "als": "ALS", "two_stage": "two-stage"}
 PIP_PACKAGES = ("mlflow", "torch", "faiss-cpu", "implicit", "numpy", "scipy", "pandas", "polars", "pyarrow", "pydantic")
@@ -73,6 +82,7 @@ class TrainResult:
     dataset: str = ""
     config_hash: str = ""
     alias_set: bool = False
+    review: dict[str, Any] | None = None  # the periodic review (`ReviewReport.to_dict()`); None when reused
 
 
 class Stages:
@@ -228,12 +238,18 @@ class OfflineResult:
     candidate_recall: float
     dataset: Dataset
     split: Split
+    review: ReviewReport | None = None
 
 
 def run_offline(dataset: Dataset, config: TrainingConfig, workdir: Path, *, full: bool = False,
                 stages: Stages | None = None, manifest: dict[str, Any] | None = None,
-                baselines: tuple[str, ...] | None = None, progress: bool = False) -> OfflineResult:
-    """Both stages, the bundle and the evaluation, without MLflow (the benchmark calls this)."""
+                baselines: tuple[str, ...] | None = None, progress: bool = False,
+                review: bool = False, policy: PolicyConfig | None = None) -> OfflineResult:
+    """Both stages, the bundle and the evaluation, without MLflow (the benchmark calls this).
+
+    `review=True` also runs the periodic review (`training.review`) of the evaluated bundle with
+    `config.review` thresholds and the serving `policy`.
+    """
     config = config.effective()
     stages = stages or Stages(progress=False)
     manifest = dict(manifest or {})
@@ -254,6 +270,10 @@ def run_offline(dataset: Dataset, config: TrainingConfig, workdir: Path, *, full
         table = evaluate_baselines(baselines if baselines is not None else config.baselines, split,
                                    bundle.item_category, config, retrieval)
         table[MODEL_LABELS["two_stage"]] = two_stage
+    report = None
+    if review:
+        with stages.stage("review (Art. 8)"):
+            report = run_review(bundle, split, config.review, policy, config.protocol.k)
     final_dir = honest_dir
     if full:
         with stages.stage("refit on all"):
@@ -263,8 +283,10 @@ def run_offline(dataset: Dataset, config: TrainingConfig, workdir: Path, *, full
                                  {**manifest, "trained_on": "all positives", "full": True})
     final_manifest = json.loads((final_dir / "manifest.json").read_text())
     final_manifest["metrics"] = {"test": table, "validation": validation, f"candidate_recall_at_{config.n_candidates}": recall_n}
+    if report is not None:
+        final_manifest["review"] = report.to_dict()
     write_manifest(final_dir, final_manifest)
-    return OfflineResult(final_dir, table, validation, recall_n, dataset, split)
+    return OfflineResult(final_dir, table, validation, recall_n, dataset, split, report)
 
 
 # -- evaluating a registered model ------------------------------------------------------------------
@@ -346,13 +368,15 @@ def dataset_fingerprint(dataset: Dataset) -> str:
 
 def train(dataset: str | Path | Dataset, config: TrainingConfig | None = None, *, full: bool = False,
           set_alias: bool = True, reuse: bool = False, register: bool = True, progress: bool = True,
-          source: str | None = None) -> TrainResult:
+          source: str | None = None, policy: PolicyConfig | None = None) -> TrainResult:
     """Train both stages on `dataset` in one MLflow run and register a model version.
 
-    `set_alias=False` registers the version without pointing the serving alias at it (a later gate
-    may call `training.registry.promote`). `reuse=True` returns the aliased version instead of
-    training when it was trained on the same data with the same config. `source` (a dataset name
-    or folder) is recorded so `recsys evaluate` can find the data again.
+    Every run performs the periodic review (Art. 8) against `config.review` with the serving list
+    `policy` (default: `PolicyConfig()`); a version that fails it is registered but never given
+    the serving alias. `set_alias=False` withholds the alias in any case (a later gate may call
+    `training.registry.promote`). `reuse=True` returns the aliased version instead of training
+    when it was trained on the same data with the same config and policy. `source` (a dataset
+    name or folder) is recorded so `recsys evaluate` can find the data again.
     """
     import mlflow
 
@@ -366,10 +390,11 @@ def train(dataset: str | Path | Dataset, config: TrainingConfig | None = None, *
         data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
         fingerprint = dataset_fingerprint(data)
     config_hash = config.config_hash(full)
+    policy = policy or PolicyConfig()
     _quiet_mlflow_logs()
     mlflow.set_tracking_uri(registry.tracking_uri())
     if reuse:
-        found = _reusable(fingerprint, config_hash)
+        found = _reusable(fingerprint, config_hash, policy_hash(policy))
         if found is not None:
             return found
     experiment_id = _experiment(settings.experiment_name, settings.mlflow_artifacts_dir)
@@ -377,7 +402,8 @@ def train(dataset: str | Path | Dataset, config: TrainingConfig | None = None, *
         run_id = run.info.run_id
         stages.sink = lambda name, seconds, step: mlflow.log_metric(f"time/{_slug(name)}_s", seconds, step=step)
         mlflow.log_params(config.flat_params() | {"dataset": data.name, "full": str(full)})
-        mlflow.set_tags({"dataset": data.name, "dataset_fingerprint": fingerprint, "config_hash": config_hash})
+        mlflow.set_tags({"dataset": data.name, "dataset_fingerprint": fingerprint, "config_hash": config_hash,
+                         "policy_hash": policy_hash(policy)})
         workdir = Path(tempfile.mkdtemp(prefix="train-", dir=_ensure(settings.var_dir / "training")))
         try:
             if source is None and not isinstance(dataset, Dataset):
@@ -386,8 +412,11 @@ def train(dataset: str | Path | Dataset, config: TrainingConfig | None = None, *
                                     "interactions": data.interactions.height,
                                     "items": data.items.height, "users": data.users.height},
                         "run_id": run_id, "config_hash": config_hash}
-            offline = run_offline(data, config, workdir, full=full, stages=stages, manifest=manifest)
+            offline = run_offline(data, config, workdir, full=full, stages=stages, manifest=manifest,
+                                  review=True, policy=policy)
             _log_metrics(offline, config)
+            review = offline.review
+            mlflow.set_tag("review", "passed" if review.passed else "failed")
             with stages.stage("log + register"):
                 bundle_manifest = json.loads((offline.bundle_dir / "manifest.json").read_text())
                 _log_documents(workdir / "documents", offline, config, bundle_manifest, full)
@@ -403,7 +432,8 @@ def train(dataset: str | Path | Dataset, config: TrainingConfig | None = None, *
                         registered_model_name=settings.model_name if register else None,
                     )
                 version = _register(model_info, settings.model_name, fingerprint, config_hash, full, data.name,
-                                    bundle_manifest["index_build_id"], set_alias and register)
+                                    bundle_manifest["index_build_id"], set_alias and register and review.passed,
+                                    {"policy_hash": review.policy_hash, "review": "passed" if review.passed else "failed"})
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         total = time.perf_counter() - started
@@ -418,7 +448,8 @@ def train(dataset: str | Path | Dataset, config: TrainingConfig | None = None, *
         timings_s=timings,
         dataset=data.name,
         config_hash=config_hash,
-        alias_set=bool(version) and set_alias,
+        alias_set=bool(version) and set_alias and review.passed,
+        review=review.to_dict(),
     )
 
 
@@ -447,6 +478,9 @@ def _log_metrics(offline: OfflineResult, config: TrainingConfig) -> None:
                     "catalog_coverage": two_stage[f"catalog_coverage_at_{k}"],
                     f"retrieval/candidate_recall_at_{config.n_candidates}": offline.candidate_recall})
     metrics.update({f"validation/{name}": value for name, value in offline.validation.items() if np.isfinite(value)})
+    if offline.review is not None:
+        metrics.update({f"review/{name}": value for name, value in offline.review.metrics.items() if np.isfinite(value)})
+        metrics["review/passed"] = float(offline.review.passed)
     mlflow.log_metrics(metrics)
 
 
@@ -458,6 +492,9 @@ def _log_documents(directory: Path, offline: OfflineResult, config: TrainingConf
     (directory / "evaluation.md").write_text(evaluation_markdown(offline.metrics, config.protocol.k))
     (directory / "evaluation.json").write_text(json.dumps(offline.metrics, indent=2))
     (directory / "model_card.md").write_text(model_card(offline, config, manifest, full))
+    if offline.review is not None:
+        (directory / "review.md").write_text(offline.review.markdown())
+        (directory / "review.json").write_text(json.dumps(offline.review.to_dict(), indent=2))
     mlflow.log_artifacts(str(directory))
 
 
@@ -499,7 +536,7 @@ popular items; users without a history receive the non-personalised list.
 
 
 def _register(model_info, name: str, fingerprint: str, config_hash: str, full: bool, dataset: str,
-              build_id: str, set_alias: bool) -> str | None:
+              build_id: str, set_alias: bool, extra_tags: dict[str, str] | None = None) -> str | None:
     from training import registry
 
     version = getattr(model_info, "registered_model_version", None)
@@ -507,21 +544,22 @@ def _register(model_info, name: str, fingerprint: str, config_hash: str, full: b
         return None
     client = registry.client()
     for key, value in {"dataset": dataset, "dataset_fingerprint": fingerprint, "config_hash": config_hash,
-                       "full": str(full), "index_build_id": build_id}.items():
+                       "full": str(full), "index_build_id": build_id, **(extra_tags or {})}.items():
         client.set_model_version_tag(name, str(version), key, value)
     if set_alias:
         registry.promote(version, name=name)
     return str(version)
 
 
-def _reusable(fingerprint: str, config_hash: str) -> TrainResult | None:
+def _reusable(fingerprint: str, config_hash: str, policy: str) -> TrainResult | None:
     from training import registry
 
     version = registry.aliased_version()
     if version is None:
         return None
     tags = version.tags or {}
-    if tags.get("dataset_fingerprint") != fingerprint or tags.get("config_hash") != config_hash:
+    if (tags.get("dataset_fingerprint") != fingerprint or tags.get("config_hash") != config_hash
+            or tags.get("policy_hash") != policy or tags.get("review") != "passed"):
         return None
     run = registry.client().get_run(version.run_id)
     table: dict[str, dict[str, float]] = {}

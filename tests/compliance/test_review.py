@@ -55,23 +55,49 @@ def diverse(user: int, history: np.ndarray) -> np.ndarray:
     return np.array(picks + [unseen(order[0], history, 3)[-1], unseen(order[1], history, 3)[-1]])
 
 
+def served_metrics(risk) -> dict[str, float]:
+    """The review's inputs when `risk`'s recommender is both the model and the served path, lists clean."""
+    return risk.as_metrics() | {"model/dominant_category_amplification": risk.amplification,
+                                "dispersal_violation_rate": 0.0, "dedup_violation_rate": 0.0, "flagged_served_rate": 0.0}
+
+
 def test_echo_chamber_recommender_amplifies_the_dominant_category_and_fails_review():
     risk = addiction_risk(echo_chamber, user_histories(), CATEGORIES)
     assert risk.final_share == pytest.approx(1.0)
     assert risk.amplification > 1.5 and risk.category_diversity == 1.0
     assert risk.slate_share_by_session.shape == (20,) and risk.slate_share_by_session.min() == pytest.approx(1.0)
-    result = review(risk.as_metrics() | {"dispersal_violation_rate": 0.0, "dedup_violation_rate": 0.0,
-                                        "flagged_served_rate": 0.0})
+    result = review(served_metrics(risk))
     assert not result.passed
-    assert {c.name for c in result.failures} == {"dominant_category_amplification", "category_diversity"}
+    assert {c.name for c in result.failures} == {"dominant_category_amplification", "category_diversity",
+                                                 "model/dominant_category_amplification"}
+
+
+@pytest.mark.parametrize("consumption", ["top", "position_bias"])
+def test_a_list_led_by_other_categories_dilutes_the_dominant_one_under_either_consumption(consumption):
+    """The dominant category only at the list's tail: consuming the top item never picks it, the
+    position-biased user sometimes does; either way the share falls."""
+
+    def tail_only(users, histories):
+        out = []
+        for history in histories:
+            favourite = np.bincount(CATEGORIES[history], minlength=N_CATEGORIES).argmax()
+            others = [unseen(c, history, 1)[0] for c in range(N_CATEGORIES) if c != favourite]
+            out.append(np.array(others + list(unseen(favourite, history, K - len(others)))))
+        return np.stack(out)
+
+    config = ReviewConfig(consumption=consumption, simulation_sessions=10)
+    risk = addiction_risk(tail_only, user_histories(), CATEGORIES, config)
+    assert risk.final_share < risk.initial_share
+    if consumption == "top":
+        assert risk.amplification < addiction_risk(tail_only, user_histories(), CATEGORIES,
+                                                   config.model_copy(update={"consumption": "position_bias"})).amplification
 
 
 def test_diverse_recommender_does_not_amplify_and_passes_review():
     risk = addiction_risk(one_at_a_time(diverse), user_histories(), CATEGORIES)
     assert risk.amplification < 1.0 and risk.final_share < risk.initial_share
     assert risk.category_diversity == N_CATEGORIES
-    result = review(risk.as_metrics() | {"dispersal_violation_rate": 0.0, "dedup_violation_rate": 0.0,
-                                        "flagged_served_rate": 0.0})
+    result = review(served_metrics(risk))
     assert result.passed, result.failures
 
 
@@ -125,6 +151,7 @@ def test_review_rejects_non_numeric_metrics():
 @given(value=st.floats(0, 10, allow_nan=False), threshold=st.floats(0.01, 10))
 def test_property_max_checks_pass_exactly_up_to_their_threshold(value, threshold):
     config = ReviewConfig(max_dominant_category_amplification=threshold, min_category_diversity=None,
+                          max_model_dominant_category_amplification=None,
                           max_dispersal_violation_rate=None, max_dedup_violation_rate=None, max_flagged_served_rate=None)
     result = review({"dominant_category_amplification": value}, config)
     assert result.passed == (value <= threshold)

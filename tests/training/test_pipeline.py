@@ -199,3 +199,52 @@ def test_config_file_and_errors(tmp_path):
     (tmp_path / "d.json").write_text('{"ranker": {"params": {"hiden": [3]}}}')
     with pytest.raises(ConfigError, match="--config"):
         load_config(tmp_path / "d.json")
+
+
+def test_every_run_is_reviewed_and_the_review_is_logged(trained):
+    result, _ = trained
+    assert result.review["article"] == "Art. 8" and result.review["passed"] and result.alias_set
+    run = client().get_run(result.run_id)
+    assert run.data.tags["review"] == "passed" and run.data.tags["policy_hash"] == result.review["policy_hash"]
+    metrics = run.data.metrics
+    assert metrics["review/passed"] == 1.0
+    for key in ("dispersal_violation_rate", "dedup_violation_rate", "flagged_served_rate", "dominant_category_amplification",
+                "model/dominant_category_amplification", "served/ndcg_at_10", "model/lists_with_dispersal_violation"):
+        assert f"review/{key}" in metrics, key
+    # The policy pipeline removes the dispersal violations the ranker's own lists have.
+    assert metrics["review/dispersal_violation_rate"] == 0.0 < metrics["review/model/lists_with_dispersal_violation"]
+    artifacts = {a.path for a in client().list_artifacts(result.run_id)}
+    assert {"review.md", "review.json"} <= artifacts
+    version = client().get_model_version(core_settings().model_name, result.model_version)
+    assert version.tags["review"] == "passed"
+
+
+def test_a_run_that_fails_the_review_is_registered_without_the_alias(trained, dataset_dir, tmp_path):
+    result, _ = trained
+    name = core_settings().model_name
+    before = client().get_model_version_by_alias(name, core_settings().model_alias).version
+    config = tmp_path / "strict.json"
+    config.write_text(json.dumps({**SMALL, "seed": 5, "review": {"min_category_diversity": 11.0}}))
+    outcome = CliRunner().invoke(typer_app(train_command), ["--dataset", str(dataset_dir), "--config", str(config),
+                                                            "--no-progress"])
+    assert outcome.exit_code == 3, outcome.output
+    assert "periodic review (Art. 8) failed on category_diversity" in outcome.output
+    versions = client().search_model_versions(f"name='{name}'")
+    newest = max(versions, key=lambda v: int(v.version))
+    assert newest.tags["review"] == "failed" and int(newest.version) > int(before)
+    assert client().get_model_version_by_alias(name, core_settings().model_alias).version == before
+    failed_run = client().get_run(newest.run_id)
+    assert failed_run.data.tags["review"] == "failed" and failed_run.data.metrics["review/passed"] == 0.0
+
+
+def test_a_bad_policy_file_names_the_flag(dataset_dir, tmp_path):
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[dispersal]\nwindow = 0\n")
+    outcome = CliRunner().invoke(typer_app(train_command), ["--dataset", str(dataset_dir), "--policy", str(policy)])
+    assert outcome.exit_code == 2 and "--policy:" in outcome.output and "dispersal.window" in outcome.output
+
+
+def typer_app(command) -> typer.Typer:
+    app = typer.Typer()
+    app.command()(command)
+    return app

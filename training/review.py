@@ -1,0 +1,234 @@
+"""The periodic review every training run performs (Art. 8), on the bundle it just wrote.
+
+Art. 8 asks the provider to regularly review, evaluate and verify the algorithm's mechanism, models,
+data and results, and forbids models that induce users into addiction. Here "regularly" means
+"every model version, before it can serve":
+
+1. `OfflineServing` replays the serving path for one user history without a server: the user
+   vector recomputed from the history, Faiss top-N with the history removed, flagged items
+   removed, the mainstream pool added, every candidate scored by the ranker, then the one
+   constraint engine with the declared policy (page 0 of the home surface).
+2. Over the test users of the protocol split it measures what the lists served would show:
+   dispersal and de-duplication violation rates, the share of flagged items, and the protocol
+   metrics of the served lists next to those of the model alone.
+3. `compliance.review.addiction_risk` simulates sessions with the served path and with the model
+   alone (each session the user consumes the top item): how far the share of the user's dominant
+   category grows.
+4. `compliance.review.review` checks the numbers against `TrainingConfig.review`; training logs
+   every figure to MLflow and withholds the serving alias from a version that fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+
+from compliance.audit import dispersal_violations
+from compliance.policy import PolicyConfig, build_rules, config_hash
+from compliance.review import AddictionRisk, ReviewConfig, ReviewResult, addiction_risk, review
+from recsys.bundle import ModelBundle
+from recsys.evaluation import Split, summarize
+from recsys.pipeline.rerank import CandidateSet, SlateContext, Source, select
+
+REVIEW_NOW = datetime(2026, 1, 1, tzinfo=UTC)  # no interventions offline; the date only gates their validity
+
+
+class OfflineServing:
+    """The serving path for one user history, without server, state or log (see the module doc).
+
+    `model_list` is what the two-stage model alone ranks first; `served_list` is what the policy
+    pipeline would put on the first page of `surface`.
+    """
+
+    def __init__(self, bundle: ModelBundle, policy: PolicyConfig | None = None, surface: str = "home",
+                 n_candidates: int | None = None):
+        self.bundle = bundle
+        self.policy = policy or PolicyConfig()
+        self.n_candidates = int(n_candidates or bundle.n_candidates)
+        self.rules, self.relaxation = build_rules(self.policy, surface=surface, page=0, category_index={}, now=REVIEW_NOW)
+        self.blocked = np.asarray(bundle.flagged, dtype=bool)
+        self.pool = np.flatnonzero(np.asarray(bundle.mainstream, dtype=bool) & ~self.blocked)
+
+    def _retrieve(self, history: np.ndarray, vector: np.ndarray) -> np.ndarray:
+        n_items = len(self.bundle.item_ids)
+        depth = min(n_items, self.n_candidates + len(history))
+        _, found = self.bundle.index.search(vector[None, :], depth)
+        found = found[0]
+        return found[(found >= 0) & ~np.isin(found, history)][: self.n_candidates]
+
+    def _score(self, history: np.ndarray, vector: np.ndarray, items: np.ndarray) -> np.ndarray:
+        retrieval_scores = self.bundle.item_factors[items] @ vector
+        features = self.bundle.features(vector, history, items, retrieval_scores)
+        return np.asarray(self.bundle.ranker.score(features), dtype=np.float32)
+
+    def model_list(self, history: np.ndarray, k: int) -> np.ndarray:
+        """Top-k of the two-stage model alone (no filter, no policy); empty for an empty history."""
+        history = np.asarray(history, dtype=np.int64)
+        if not len(history):
+            return np.empty(0, dtype=np.int64)
+        vector = self.bundle.user_vector(history)
+        items = self._retrieve(history, vector)
+        if not len(items):
+            return items
+        scores = self._score(history, vector, items)
+        return items[np.argsort(-scores, kind="stable")[:k]]
+
+    def served_list(self, history: np.ndarray, k: int) -> np.ndarray:
+        """The first page the policy pipeline would serve for this history."""
+        history = np.asarray(history, dtype=np.int64)
+        if not len(history):
+            return np.empty(0, dtype=np.int64)
+        vector = self.bundle.user_vector(history)
+        retrieved = self._retrieve(history, vector)
+        retrieved = retrieved[~self.blocked[retrieved]]
+        extra = self.pool[~np.isin(self.pool, history) & ~np.isin(self.pool, retrieved)]
+        items = np.concatenate([retrieved, extra])
+        if not len(items):
+            return items
+        sources = np.concatenate([np.full(len(retrieved), int(Source.RANKED)), np.full(len(extra), int(Source.MAINSTREAM))])
+        candidates = CandidateSet(item=items, score=self._score(history, vector, items),
+                                  category=self.bundle.item_category[items], content=self.bundle.content_code[items],
+                                  source=sources.astype(np.int8), pools={"mainstream": self.bundle.mainstream[items]})
+        slate = select(candidates, k, self.rules, SlateContext(), self.relaxation)
+        return items[slate.indices]
+
+    def lists(self, histories: list[np.ndarray], k: int, served: bool = True) -> np.ndarray:
+        """(len(histories), k) item indices, -1 where a list is shorter than k."""
+        out = np.full((len(histories), k), -1, dtype=np.int64)
+        make = self.served_list if served else self.model_list
+        for row, history in enumerate(histories):
+            chosen = make(history, k)
+            out[row, : len(chosen)] = chosen
+        return out
+
+    def recommender(self, k: int, served: bool = True):
+        """The batch form `compliance.review.addiction_risk` drives. A list shorter than k is padded
+        with its own first item (the consumed one), so shares are measured over real items only."""
+
+        def recommend(users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+            top = self.lists(histories, k, served)
+            empty = top[:, 0] < 0
+            if empty.any():
+                raise ValueError(f"review: no item left to recommend to {int(empty.sum())} simulated user(s); "
+                                 "the catalog is too small for the simulation's sessions")
+            return np.where(top >= 0, top, top[:, :1])
+
+        return recommend
+
+
+def list_violations(top: np.ndarray, category: np.ndarray, content: np.ndarray, flagged: np.ndarray,
+                    window: int, max_per_window: int) -> dict[str, float]:
+    """Dispersal violations (positions where a category exceeds `max_per_window` in the `window`
+    ending there, as the audit reads it), content duplicates and flagged items, per list and as
+    the share of lists (or items) affected."""
+    dispersal = duplicates = lists_dispersal = lists_duplicates = flagged_items = shown = 0
+    for row in np.asarray(top):
+        row = row[row >= 0]
+        found = len(dispersal_violations(category[row].tolist(), window, max_per_window))
+        repeated = len(row) - len(np.unique(content[row]))
+        dispersal += found
+        duplicates += repeated
+        lists_dispersal += found > 0
+        lists_duplicates += repeated > 0
+        flagged_items += int(np.count_nonzero(flagged[row]))
+        shown += len(row)
+    n = max(1, len(top))
+    return {
+        "dispersal_violations_per_list": dispersal / n,
+        "lists_with_dispersal_violation": lists_dispersal / n,
+        "content_duplicates_per_list": duplicates / n,
+        "lists_with_content_duplicate": lists_duplicates / n,
+        "flagged_item_share": flagged_items / max(1, shown),
+    }
+
+
+@dataclass(frozen=True)
+class ReviewReport:
+    """Every figure of one review, the checks, and the two simulations."""
+
+    metrics: dict[str, float]  # the names `compliance.review.CHECKS` reads, plus model/* and served/*
+    result: ReviewResult
+    served_risk: AddictionRisk
+    model_risk: AddictionRisk
+    policy_hash: str
+
+    @property
+    def passed(self) -> bool:
+        return self.result.passed
+
+    def to_dict(self) -> dict:
+        return {**self.result.to_dict(), "policy_hash": self.policy_hash, "metrics": self.metrics,
+                "simulation": {"served_slate_share_by_session": self.served_risk.slate_share_by_session.round(4).tolist(),
+                               "model_slate_share_by_session": self.model_risk.slate_share_by_session.round(4).tolist(),
+                               "users": self.served_risk.users}}
+
+    def markdown(self) -> str:
+        lines = [f"# Periodic review (Art. 8): {'PASSED' if self.passed else 'FAILED'}", "",
+                 f"Policy config hash `{self.policy_hash}`; {self.served_risk.users} users simulated.", "",
+                 "| check | value | threshold | result |", "| --- | ---: | ---: | --- |"]
+        for check in self.result.checks:
+            value = "missing" if check.value is None else f"{check.value:.4f}"
+            lines.append(f"| {check.name} | {value} | {check.threshold:g} | {'pass' if check.passed else 'FAIL'} |")
+        lines += ["", "| figure | value |", "| --- | ---: |"]
+        lines += [f"| {name} | {value:.4f} |" for name, value in sorted(self.metrics.items())]
+        return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Per-request work as serving does it: one torch, Faiss and BLAS thread. With their default
+    pools these small calls spend most of their time waking threads (20x slower measured here)."""
+    import faiss
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch_threads, faiss_threads = torch.get_num_threads(), faiss.omp_get_max_threads()
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(torch_threads)
+        faiss.omp_set_num_threads(faiss_threads)
+
+
+def run_review(bundle: ModelBundle, split: Split, config: ReviewConfig | None = None,
+               policy: PolicyConfig | None = None, k: int = 10) -> ReviewReport:
+    """Review `bundle` (trained on `split.train`) on the test users of `split` (see the module doc)."""
+    with one_thread():
+        return _review(bundle, split, config or ReviewConfig(), policy or PolicyConfig(), k)
+
+
+def _review(bundle: ModelBundle, split: Split, config: ReviewConfig, policy: PolicyConfig, k: int) -> ReviewReport:
+    path = OfflineServing(bundle, policy)
+    users = split.test_users()
+    histories = [split.train.of(int(u)) for u in users]
+    metrics: dict[str, float] = {}
+    window, limit = policy.dispersal.window, policy.dispersal.max_per_window
+    for prefix, served in (("model", False), ("served", True)):
+        top = path.lists(histories, k, served)
+        row = summarize(top, users, split, bundle.item_category, k)
+        row.pop("users")
+        row.update(list_violations(top, bundle.item_category, bundle.content_code, bundle.flagged, window, limit))
+        metrics.update({f"{prefix}/{name}": float(value) for name, value in row.items() if np.isfinite(value)})
+    every = [split.train.of(u) for u in range(split.n_users)]
+    risks = {}
+    for prefix, served in (("model", False), ("served", True)):
+        risks[prefix] = addiction_risk(path.recommender(config.simulation_k, served), every, bundle.item_category, config)
+        metrics.update({f"{prefix}/{name}": value for name, value in risks[prefix].as_metrics().items()})
+    # The unprefixed names `compliance.review.CHECKS` reads: what users would be served.
+    metrics.update({
+        "dispersal_violation_rate": metrics["served/lists_with_dispersal_violation"],
+        "dedup_violation_rate": metrics["served/lists_with_content_duplicate"],
+        "flagged_served_rate": metrics["served/flagged_item_share"],
+        "recall_at_10": metrics[f"served/recall_at_{k}"],
+        "ndcg_at_10": metrics[f"served/ndcg_at_{k}"],
+        "catalog_coverage": metrics[f"served/catalog_coverage_at_{k}"],
+        **risks["served"].as_metrics(),
+    })
+    return ReviewReport(metrics, review(metrics, config), risks["served"], risks["model"], config_hash(policy))
