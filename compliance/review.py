@@ -63,6 +63,7 @@ class ReviewConfig(BaseModel):
     simulation_k: int = Field(default=10, ge=1)
     simulation_window: int = Field(default=20, ge=1)  # recent items the category shares are measured over
     simulation_users: int | None = Field(default=100, ge=1)  # None: every user with a history
+    list_users: int | None = Field(default=2000, ge=1)  # test users whose served lists are checked; None: all
     seed: int = 0
 
 

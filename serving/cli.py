@@ -39,11 +39,22 @@ def serve_command(
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True, exist_ok=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    typer.echo(f"serving {settings.model_uri} on http://{host}:{port} ({workers} worker(s)); docs at /docs")
     from serving.protocol import NoDelayH11Protocol
 
-    uvicorn.run("serving.asgi:app", host=host, port=port, workers=workers, log_level=log_level, access_log=False,
-                http=NoDelayH11Protocol)
+    options = {"log_level": log_level, "access_log": False, "http": NoDelayH11Protocol}
+    if workers == 1:
+        typer.echo(f"serving {settings.model_uri} on http://{host}:{port} (1 worker); docs at /docs")
+        uvicorn.run("serving.asgi:app", host=host, port=port, **options)
+        return
+    from serving.workers import PortInUse, Supervisor, check_port_free
+
+    try:
+        check_port_free(host, port)
+    except PortInUse as exc:
+        _fail(str(exc))
+    typer.echo(f"serving {settings.model_uri} on http://{host}:{port} ({workers} workers, one SO_REUSEPORT socket each); "
+               "docs at /docs")
+    raise typer.Exit(Supervisor("serving.asgi:app", host, port, workers, options).run())
 
 
 def _check_log_dir(directory: Path) -> None:

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     popular_candidates: int = 300  # size of the non-personalized popularity source
     recent_pages_excluded: int = 5  # personalized lists skip items shown in the user's last N pages
     state_refresh_seconds: float = 0.0  # 0: interventions and feature library re-read when their version changes
+    # Requests one worker computes at once. 1 (default): a worker's requests queue for the pipeline
+    # instead of sharing one core (and the GIL) through the thread pool; scale with --workers.
+    compute_threads: int = Field(default=1, ge=1, le=64)
 
     policy: PolicyConfig = PolicyConfig()
     logs: LogConfig = Field(default_factory=lambda: _default_log_config())

@@ -1,4 +1,8 @@
-"""FastAPI dependencies: the worker's services, the admin operator, the ready pipeline."""
+"""FastAPI dependencies: the worker's services, the admin operator, the ready pipeline.
+
+All are `async def`: they only read the request, and FastAPI runs a plain `def` dependency in
+its thread pool, one thread hop per dependency per request.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,14 @@ from serving.pipeline import RecommendationPipeline
 from serving.services import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_pipeline(services: ServicesDep) -> RecommendationPipeline:
+async def get_pipeline(services: ServicesDep) -> RecommendationPipeline:
     if services.pipeline is None:
         raise HTTPException(503, detail=f"not ready: {services.model_error or 'model not loaded'}")
     return services.pipeline
@@ -27,7 +31,7 @@ def get_pipeline(services: ServicesDep) -> RecommendationPipeline:
 PipelineDep = Annotated[RecommendationPipeline, Depends(get_pipeline)]
 
 
-def require_admin(
+async def require_admin(
     services: ServicesDep,
     authorization: Annotated[str | None, Header(description="Bearer token of an operator")] = None,
     x_operator: Annotated[str | None, Header(description="Name of the operator acting")] = None,
@@ -44,7 +48,7 @@ def require_admin(
 AdminDep = Annotated[str, Depends(require_admin)]
 
 
-def request_id(request: Request) -> str:
+async def request_id(request: Request) -> str:
     return request.scope["state"]["request_id"]
 
 

@@ -14,8 +14,8 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from datetime import datetime
+from functools import cached_property
 
 import numpy as np
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import anyio
 import numpy as np
 
 from compliance.feature_library import FeatureEntry, FeatureLibrary
@@ -39,8 +40,13 @@ class Services:
     catalog: Catalog | None = None
     pipeline: RecommendationPipeline | None = None
     model_error: str | None = None
+    compute: anyio.CapacityLimiter | None = field(default=None, repr=False)  # see Settings.compute_threads
     _shared: SharedState | None = field(default=None, repr=False)
     _shared_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.compute is None:
+            self.compute = anyio.CapacityLimiter(self.settings.compute_threads)
 
     @property
     def ready(self) -> bool:
@@ -48,7 +54,7 @@ class Services:
 
     def shared_state(self) -> SharedState:
         """Interventions and blocked items, reloaded when another worker changed them."""
-        versions = (self.store.version("interventions"), self.store.version("features"))
+        versions = self.store.versions("interventions", "features")
         shared = self._shared
         if shared is None or shared.versions != versions:
             with self._shared_lock:

@@ -93,8 +93,10 @@ class TrainingConfig(BaseModel):
                                        "index": self.index.model_copy(update={"seed": seed})})
 
     def effective(self) -> TrainingConfig:
-        """The config with `seed` pushed into the components it seeds."""
-        return self.with_seed(self.seed)
+        """The config with `seed` pushed into the components it seeds, and the index's recall
+        calibrated at the depth the ranker consumes (`n_candidates`), the depth serving retrieves."""
+        seeded = self.with_seed(self.seed)
+        return seeded.model_copy(update={"index": seeded.index.model_copy(update={"recall_k": self.n_candidates})})
 
     def config_hash(self, full: bool = False) -> str:
         """Short hash of everything that changes the trained model (not progress display)."""

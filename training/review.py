@@ -8,7 +8,7 @@ data and results, and forbids models that induce users into addiction. Here "reg
    vector recomputed from the history, Faiss top-N with the history removed, flagged items
    removed, the mainstream pool added, every candidate scored by the ranker, then the one
    constraint engine with the declared policy (page 0 of the home surface).
-2. Over the test users of the protocol split it measures what the lists served would show:
+2. Over the test users of the protocol split (a seeded sample of `list_users` on big data) it measures what the lists served would show:
    dispersal and de-duplication violation rates, the share of flagged items, and the protocol
    metrics of the served lists next to those of the model alone.
 3. `compliance.review.addiction_risk` simulates sessions with the served path and with the model
@@ -207,6 +207,8 @@ def run_review(bundle: ModelBundle, split: Split, config: ReviewConfig | None = 
 def _review(bundle: ModelBundle, split: Split, config: ReviewConfig, policy: PolicyConfig, k: int) -> ReviewReport:
     path = OfflineServing(bundle, policy)
     users = split.test_users()
+    if config.list_users is not None and len(users) > config.list_users:
+        users = np.sort(np.random.default_rng(config.seed).choice(users, config.list_users, replace=False))
     histories = [split.train.of(int(u)) for u in users]
     metrics: dict[str, float] = {}
     window, limit = policy.dispersal.window, policy.dispersal.max_per_window

@@ -1,8 +1,9 @@
 """Faiss inner-product index over item vectors: exact below a size threshold, approximate above.
 
 `build_index(kind="auto")` picks an exact IndexFlatIP below `flat_max_items` items and an IVF
-index above it, whose `nprobe` is raised until recall against exact search reaches the target on
-sample queries; the measured recall is recorded in the params. HNSW is available by name. Every
+index above it, whose `nprobe` is raised until recall@`recall_k` against exact search reaches the
+target on sample queries; the measured recall is recorded in the params. HNSW is available by name,
+its `efSearch` calibrated the same way (starting from `hnsw_ef_search`). Every
 index carries a `build_id` (short hash of its bytes and params) that serving puts in each log line.
 """
 
@@ -36,13 +37,13 @@ class IndexConfig(BaseModel):
     kind: IndexKind = "auto"
     flat_max_items: int = Field(default=100_000, ge=1)  # auto: exact search up to this many items
     target_recall: float = Field(default=0.95, gt=0.0, le=1.0)  # IVF: nprobe is raised until reached
-    recall_k: int = Field(default=100, ge=1)  # IVF: the k at which recall is measured
+    recall_k: int = Field(default=100, ge=1)  # the k recall is calibrated at (training: its n_candidates)
     sample_queries: int = Field(default=500, ge=1)
     nlist: int | None = Field(default=None, ge=1)  # IVF cells; None: about 4 sqrt(n)
     kmeans_iterations: int = Field(default=10, ge=1)  # IVF quantizer training; recall is calibrated anyway
     hnsw_m: int = Field(default=32, ge=4)
     hnsw_ef_construction: int = Field(default=200, ge=8)
-    hnsw_ef_search: int = Field(default=128, ge=1)
+    hnsw_ef_search: int = Field(default=128, ge=1)  # the starting efSearch; raised until target_recall
     seed: int = 0
 
 
@@ -116,9 +117,19 @@ def build_index(
         index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = config.hnsw_ef_construction
         index.add(vectors)
-        params.update(hnsw_m=config.hnsw_m, ef_construction=config.hnsw_ef_construction, ef_search=config.hnsw_ef_search)
-        _apply_search_params(index, params)
-        params["recall"] = _recall(index, vectors, _queries(vectors, sample_queries, config), config.recall_k)
+        queries = _queries(vectors, sample_queries, config)
+        k = min(config.recall_k, n)
+        exact_scores, _ = _exact(vectors, queries, k)
+
+        def recall_at(ef: int) -> float:
+            index.hnsw.efSearch = ef
+            return _recall_by_score(index.search(queries, k)[0], exact_scores)
+
+        # efSearch below k cannot return k results; the ceiling keeps a hopeless target bounded.
+        ef, recall = _calibrate(recall_at, max(config.hnsw_ef_search, k), max(4096, k), config.target_recall)
+        index.hnsw.efSearch = ef
+        params.update(hnsw_m=config.hnsw_m, ef_construction=config.hnsw_ef_construction, ef_search=ef, recall=recall,
+                      recall_k=k, target_recall=config.target_recall, calibration_queries=len(queries))
     elif chosen == "ivf":
         index, params = _build_ivf(vectors, config, _queries(vectors, sample_queries, config), params)
     else:
@@ -148,26 +159,32 @@ def _build_ivf(vectors: np.ndarray, config: IndexConfig, queries: np.ndarray, pa
         index.nprobe = nprobe
         return _recall_by_score(index.search(queries, k)[0], exact_scores)
 
-    # Double nprobe until the target is met, then bisect down to the smallest power-of-two-ish
-    # step that still meets it (a few rounds: each is one batched search of the sample queries).
-    nprobe, recall = 1, recall_at(1)
-    while recall < config.target_recall and nprobe < nlist:
-        nprobe = min(nlist, nprobe * 2)
-        recall = recall_at(nprobe)
-    low = nprobe // 2
-    for _ in range(BISECTION_ROUNDS):
-        if nprobe - low <= 1 or recall < config.target_recall:
-            break
-        middle = (low + nprobe) // 2
-        middle_recall = recall_at(middle)
-        if middle_recall >= config.target_recall:
-            nprobe, recall = middle, middle_recall
-        else:
-            low = middle
+    nprobe, recall = _calibrate(recall_at, 1, nlist, config.target_recall)
     index.nprobe = nprobe
     params.update(nlist=nlist, nprobe=nprobe, recall=recall, recall_k=k, target_recall=config.target_recall,
                   calibration_queries=len(queries))
     return index, params
+
+
+def _calibrate(recall_at, start: int, ceiling: int, target: float) -> tuple[int, float]:
+    """The smallest search breadth (nprobe, efSearch) from `start` whose recall meets `target`:
+    double until it is met (or `ceiling` is reached), then bisect down a few rounds. Each probe is
+    one batched search of the sample queries."""
+    value, recall = start, recall_at(start)
+    while recall < target and value < ceiling:
+        value = min(ceiling, value * 2)
+        recall = recall_at(value)
+    low = max(start, value // 2) if value > start else start
+    for _ in range(BISECTION_ROUNDS):
+        if value - low <= 1 or recall < target:
+            break
+        middle = (low + value) // 2
+        middle_recall = recall_at(middle)
+        if middle_recall >= target:
+            value, recall = middle, middle_recall
+        else:
+            low = middle
+    return value, recall
 
 
 def _queries(vectors: np.ndarray, sample: np.ndarray | None, config: IndexConfig) -> np.ndarray:

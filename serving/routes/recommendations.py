@@ -6,10 +6,12 @@ import time
 from datetime import datetime
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from recsys.bundle import single_thread_inference
 from serving import metrics
 from serving.deps import PipelineDep, RequestIdDep, ServicesDep
 from serving.pipeline import AccessDenied, Recommendation, RecommendationRequest
@@ -116,9 +118,16 @@ def log_record(rec: Recommendation, body: RecommendationIn, served_at: datetime)
 
 
 @router.post("/recommendations", response_model=RecommendationOut, responses={403: {"model": RefusalOut}, 503: {}})
-def recommend(body: RecommendationIn, services: ServicesDep, pipeline: PipelineDep, request_id: RequestIdDep):
+async def recommend(body: RecommendationIn, services: ServicesDep, pipeline: PipelineDep, request_id: RequestIdDep):
     """A list for one user and surface, after the policy pipeline, with a reason per item; logged before it is sent."""
     _check_limits(body, services)
+    # The work runs in a thread, at most `compute_threads` requests of this worker at a time.
+    return await anyio.to_thread.run_sync(serve_list, body, services, pipeline, request_id, limiter=services.compute)
+
+
+def serve_list(body: RecommendationIn, services, pipeline, request_id: str) -> RecommendationOut | JSONResponse:
+    """Run the pipeline, append the log record, record the page; the blocking part of the route."""
+    single_thread_inference()
     now = services.clock()
     request = RecommendationRequest(body.user_id, body.surface, body.page, body.k, body.session_id)
     try:

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from collections import Counter
 
 import httpx
@@ -149,3 +150,62 @@ def test_transparency_page_renders_in_headless_chromium(server_factory, tmp_path
         capture_output=True, timeout=90,
     )
     assert screenshot.exists() and screenshot.stat().st_size > 10_000
+
+
+def worker_pids(server) -> set[int]:
+    """The supervisor's worker processes (multiprocessing spawn children running uvicorn)."""
+    children = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(server.process.pid)], capture_output=True,
+                              text=True).stdout.splitlines()
+    return {int(line.split()[0]) for line in children if "spawn_main" in line}
+
+
+def alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting for its parent)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_share_the_port_and_a_killed_worker_is_replaced(server_factory, users):
+    server = server_factory(workers=2)
+    before = worker_pids(server)
+    assert len(before) == 2
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    while alive(victim):
+        time.sleep(0.05)  # connections queued on the dying worker's socket are reset, as with any crash
+    # The surviving worker keeps answering on the same port while the supervisor starts a new one.
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for user in users["adults"][:20]:
+            assert client.post("/v1/recommendations", json={"user_id": user}, headers={"Connection": "close"}).status_code == 200
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (len(worker_pids(server)) != 2 or victim in worker_pids(server)):
+        time.sleep(0.5)
+    after = worker_pids(server)
+    assert len(after) == 2 and victim not in after
+    # New connections reach both workers: each answers /readyz only once its model is loaded.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and httpx.get(f"{server.url}/readyz", timeout=5).status_code != 200:
+        time.sleep(0.5)
+    statuses = Counter(httpx.get(f"{server.url}/readyz", headers={"Connection": "close"}, timeout=30).status_code
+                       for _ in range(40))
+    assert statuses == Counter({200: 40})
+
+
+def test_serve_refuses_a_port_in_use(model_env, tmp_path):
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    env = {**model_env, "RECSYS_LOG_DIR": str(tmp_path / "logs"), "RECSYS_DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}"}
+    try:
+        result = subprocess.run([RECSYS, "serve", "--port", str(port), "--workers", "2"], env=env, capture_output=True,
+                                text=True, timeout=120)
+    finally:
+        holder.close()
+    assert result.returncode == 2
+    assert f"--port: cannot listen on 127.0.0.1:{port}" in result.stderr

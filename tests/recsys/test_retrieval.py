@@ -155,11 +155,22 @@ def test_auto_picks_ivf_above_the_threshold_and_reaches_the_recall_target(tmp_pa
     assert build_index(vectors[:900], config=config).params["kind"] == "flat"
 
 
-def test_hnsw_by_config_records_its_recall():
+def test_hnsw_by_config_calibrates_ef_search_to_the_recall_target(tmp_path):
     rng = np.random.default_rng(4)
-    vectors = rng.normal(size=(2000, 16)).astype(np.float32)
-    index = build_index(vectors, "hnsw", IndexConfig(hnsw_m=16, hnsw_ef_search=64, recall_k=10))
-    assert index.params["kind"] == "hnsw" and index.params["recall"] > 0.8
+    vectors = rng.normal(size=(3000, 32)).astype(np.float32)
+    queries = rng.normal(size=(200, 32)).astype(np.float32)
+    low = build_index(vectors, "hnsw", IndexConfig(hnsw_m=8, hnsw_ef_search=10, recall_k=50, target_recall=0.5),
+                      sample_queries=queries)
+    high = build_index(vectors, "hnsw", IndexConfig(hnsw_m=8, hnsw_ef_search=10, recall_k=50, target_recall=0.99),
+                       sample_queries=queries)
+    assert low.params["kind"] == "hnsw" and low.params["ef_search"] >= 50  # never below k
+    assert high.params["recall"] >= 0.99 and high.params["ef_search"] > low.params["ef_search"]
+    # The recorded recall is what the loaded index delivers on the same queries.
+    loaded = ItemIndex.load(high.save(tmp_path / "hnsw"))
+    exact = build_index(vectors, "flat")
+    found, truth = loaded.search(queries, 50)[1], exact.search(queries, 50)[1]
+    measured = np.mean([len(np.intersect1d(f, t)) / 50 for f, t in zip(found, truth)])
+    assert measured == pytest.approx(high.params["recall"], abs=0.01)
 
 
 def test_build_id_changes_with_content():
