@@ -375,7 +375,7 @@ def bench_indexes(bundle, config: LatencyConfig, k: int, cache_dir: Path) -> lis
         else:
             say(f"{n:,} items: building a {kind} index")
             started = time.perf_counter()
-            index = build_index(vectors, kind, IndexConfig(seed=config.seed), sample_queries=bundle.user_factors[active])
+            index = build_index(vectors, kind, IndexConfig(seed=config.seed, recall_k=k), sample_queries=bundle.user_factors[active])
             build_seconds = round(time.perf_counter() - started, 2)
             if kind != "flat":  # exact search builds in a moment; only the slow builds are cached
                 index.save(built_at)

@@ -263,14 +263,8 @@ class RecommendationPipeline:
         if mode == PERSONALIZED:
             history = np.asarray(bundle.user_history(user_idx), dtype=np.int64)
             derived = tags.derive_tags([self.catalog.item_categories[i] for i in history], self.tag_policy)
-            states = user.tag_states
-            profile = tags.effective_profile(
-                derived,
-                deleted={t for t, s in states.items() if s == "deleted"},
-                added={t for t, s in states.items() if s == "added"},
-                not_interested={t for t, s in states.items() if s == "not_interested"},
-                policy=self.tag_policy,
-            )
+            profile = tags.effective_profile(derived, deleted=user.tags_in("deleted"), added=user.tags_in("added"),
+                                             not_interested=user.tags_in("not_interested"), policy=self.tag_policy)
             if profile.suppressed_categories:
                 keep = np.fromiter(
                     (not (self._item_category_sets[i] & profile.suppressed_categories) for i in history), dtype=bool, count=len(history)

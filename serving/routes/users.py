@@ -15,6 +15,7 @@ from compliance import minors, tags
 from serving.deps import ServicesDep
 from serving.routes.recommendations import ID_PATTERN
 from serving.services import Services
+from serving.state.store import UserState
 
 router = APIRouter(prefix="/v1/users", tags=["user rights"])
 
@@ -97,13 +98,11 @@ def put_settings(user_id: UserId, body: SettingsIn, services: ServicesDep) -> Se
 
 def _tags_view(services: Services, user_id: str) -> TagsOut:
     user = services.store.load_user(user_id)
-    states = user.tag_states
-    deleted = sorted(t for t, s in states.items() if s == "deleted")
-    not_interested = sorted(t for t, s in states.items() if s == "not_interested")
+    deleted, not_interested = sorted(user.tags_in("deleted")), sorted(user.tags_in("not_interested"))
     if minors.is_minor(user.age, user.minor_mode, services.settings.minors) and not services.settings.minors.personalized:
         return TagsOut(user_id=user_id, tags=[], deleted=deleted, not_interested=not_interested,
                        note="minors mode: no interest profile is kept (Art. 16)")
-    profile = _profile(services, user_id, states)
+    profile = _profile(services, user)
     return TagsOut(
         user_id=user_id,
         tags=[TagOut(name=t.name, weight=round(t.weight, 4), source=t.source, detail=t.detail) for t in profile.tags],
@@ -112,19 +111,14 @@ def _tags_view(services: Services, user_id: str) -> TagsOut:
     )
 
 
-def _profile(services: Services, user_id: str, states: dict[str, str]) -> tags.Profile:
+def _profile(services: Services, user: UserState) -> tags.Profile:
     catalog = services.catalog
     derived: list[tags.Tag] = []
-    if catalog is not None and user_id in catalog.bundle.user_index:
-        history = catalog.bundle.user_history(catalog.bundle.user_index[user_id])
+    if catalog is not None and user.user_id in catalog.bundle.user_index:
+        history = catalog.bundle.user_history(catalog.bundle.user_index[user.user_id])
         derived = tags.derive_tags([catalog.item_categories[i] for i in history], services.settings.tags)
-    return tags.effective_profile(
-        derived,
-        deleted={t for t, s in states.items() if s == "deleted"},
-        added={t for t, s in states.items() if s == "added"},
-        not_interested={t for t, s in states.items() if s == "not_interested"},
-        policy=services.settings.tags,
-    )
+    return tags.effective_profile(derived, deleted=user.tags_in("deleted"), added=user.tags_in("added"),
+                                  not_interested=user.tags_in("not_interested"), policy=services.settings.tags)
 
 
 @router.get("/{user_id}/tags", response_model=TagsOut)
@@ -155,7 +149,7 @@ def delete_tag(user_id: UserId, tag: Annotated[str, Path(min_length=1, max_lengt
     """Delete a tag: it stops influencing retrieval, ranking and explanations from the next request."""
     _require_user(services, user_id)
     user = services.store.load_user(user_id)
-    current = {t.name for t in _profile(services, user_id, user.tag_states).tags}
+    current = {t.name for t in _profile(services, user).tags}
     if tag not in current and user.tag_states.get(tag) != "not_interested":
         raise HTTPException(404, detail=f"tag: user {user_id!r} has no tag {tag!r}")
     services.logstore.append("tags", {"user_id": user_id, "tag": tag, "action": "delete"})

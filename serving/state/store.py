@@ -54,6 +54,10 @@ class UserState:
     minor_mode: bool | None
     tag_states: dict[str, str] = field(default_factory=dict)  # tag -> deleted | added | not_interested
 
+    def tags_in(self, state: str) -> set[str]:
+        """The tags the user put in `state` (one of TAG_STATES)."""
+        return {tag for tag, s in self.tag_states.items() if s == state}
+
 
 @dataclass(frozen=True)
 class ServedPage:
