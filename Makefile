@@ -37,5 +37,9 @@ test: install
 bench: train
 	$(BIN)/recsys bench all
 
+# Audits the server `make serve` runs (start it first, in another shell); exit 1 on any failed article.
+audit: install
+	$(BIN)/recsys audit --url http://$(HOST):$(PORT) --out var/audit.json
+
 clean:
 	rm -rf var mlflow.db mlartifacts data/processed data/raw data/synthetic

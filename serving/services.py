@@ -125,8 +125,10 @@ def attach_model(services: Services, bundle, version: str) -> None:
     users = getattr(bundle, "users", None)
     if users is not None and users.height:
         created = datetime(2020, 1, 1, tzinfo=UTC)  # dataset users predate the service
+        source = (getattr(bundle, "manifest", None) or {}).get("dataset", {}).get("fingerprint") or f"model-{version}"
         services.store.seed_profiles(
-            [{"user_id": u, "age": a, "created_at": created} for u, a in zip(users["user_id"].to_list(), users["age"].to_list())]
+            [{"user_id": u, "age": a, "created_at": created} for u, a in zip(users["user_id"].to_list(), users["age"].to_list())],
+            source,
         )
     services.catalog = catalog
     services._shared = None

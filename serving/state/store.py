@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import Integer, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Integer, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -91,15 +91,18 @@ class StateStore:
             tag_states={row.tag: row.state for row in tags},
         )
 
-    def seed_profiles(self, rows: list[dict]) -> int:
-        """Insert user profiles (user_id, age) that are not there yet; returns how many were added."""
-        if not rows:
+    def seed_profiles(self, rows: list[dict], source: str) -> int:
+        """Insert the profiles (user_id, age, created_at) of a model's users that are not there
+        yet, once per `source` (the model's dataset fingerprint): a model trained on other data
+        brings its users, a restart with the same data does not insert again. Profiles already
+        there (and users' settings) are kept. Returns how many rows were offered."""
+        marker = f"profiles:{source}"
+        if not rows or self.versions(marker)[0]:
             return 0
         with self.engine.begin() as conn:
-            existing = conn.execute(select(func.count()).select_from(db.user_profiles)).scalar_one()
-            if existing:
-                return 0
-            conn.execute(self._insert_ignore(db.user_profiles), rows)  # two workers may seed at once
+            for start in range(0, len(rows), 10_000):  # two workers may seed at once: conflicts are ignored
+                conn.execute(self._insert_ignore(db.user_profiles), rows[start : start + 10_000])
+            self._bump(conn, marker)
         return len(rows)
 
     def user_exists(self, user_id: str) -> bool:

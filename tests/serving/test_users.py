@@ -144,3 +144,23 @@ def test_transparency_json_and_page(client):
     page = client.get("/transparency")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "TEST-FILING-0001" in page.text and "PUT /v1/users/" in page.text
+
+
+def test_a_model_on_other_data_brings_its_users_into_a_used_state_database(client_factory, make_settings, adult):
+    """The state database outlives models: one seeded by a model on other data (and holding a user's
+    settings) still learns the users of the model served now, and keeps what it had."""
+    from serving.state.db import make_engine
+    from serving.state.store import StateStore
+
+    store = StateStore(make_engine(make_settings().database_url))
+    earlier = datetime(2024, 1, 1, tzinfo=UTC)
+    assert store.seed_profiles([{"user_id": "other-1", "age": 30, "created_at": earlier}], "other-dataset") == 1
+    store.put_settings("other-1", earlier, personalization=False, minor_mode=None)
+    assert store.seed_profiles([{"user_id": "other-2", "age": 30, "created_at": earlier}], "other-dataset") == 0  # once per source
+    store.engine.dispose()
+
+    client = client_factory()
+    assert client.get(f"/v1/users/{adult}/settings").status_code == 200
+    kept = client.get("/v1/users/other-1/settings")
+    assert kept.status_code == 200 and kept.json()["personalization"] is False
+    assert client.get("/v1/users/other-2/settings").status_code == 404
