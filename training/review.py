@@ -53,12 +53,23 @@ class OfflineServing:
         self.blocked = np.asarray(bundle.flagged, dtype=bool)
         self.pool = np.flatnonzero(np.asarray(bundle.mainstream, dtype=bool) & ~self.blocked)
 
-    def _retrieve(self, history: np.ndarray, vector: np.ndarray) -> np.ndarray:
-        n_items = len(self.bundle.item_ids)
-        depth = min(n_items, self.n_candidates + len(history))
-        _, found = self.bundle.index.search(vector[None, :], depth)
-        found = found[0]
-        return found[(found >= 0) & ~np.isin(found, history)][: self.n_candidates]
+    def _candidates(self, history: np.ndarray, served: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(history, user vector, candidate items, their sources): Faiss top-N with the history removed;
+        for the served path also flagged items removed and the mainstream pool added."""
+        history = np.asarray(history, dtype=np.int64)
+        if not len(history):
+            empty = np.empty(0, dtype=np.int64)
+            return history, np.zeros(0, dtype=np.float32), empty, empty
+        vector = self.bundle.user_vector(history)
+        depth = min(len(self.bundle.item_ids), self.n_candidates + len(history))
+        found = self.bundle.index.search(vector[None, :], depth)[1][0]
+        retrieved = found[(found >= 0) & ~np.isin(found, history)][: self.n_candidates]
+        extra = np.empty(0, dtype=np.int64)
+        if served:
+            retrieved = retrieved[~self.blocked[retrieved]]
+            extra = self.pool[~np.isin(self.pool, history) & ~np.isin(self.pool, retrieved)]
+        sources = np.concatenate([np.full(len(retrieved), int(Source.RANKED)), np.full(len(extra), int(Source.MAINSTREAM))])
+        return history, vector, np.concatenate([retrieved, extra]), sources.astype(np.int8)
 
     def _score(self, history: np.ndarray, vector: np.ndarray, items: np.ndarray) -> np.ndarray:
         retrieval_scores = self.bundle.item_factors[items] @ vector
@@ -67,32 +78,19 @@ class OfflineServing:
 
     def model_list(self, history: np.ndarray, k: int) -> np.ndarray:
         """Top-k of the two-stage model alone (no filter, no policy); empty for an empty history."""
-        history = np.asarray(history, dtype=np.int64)
-        if not len(history):
-            return np.empty(0, dtype=np.int64)
-        vector = self.bundle.user_vector(history)
-        items = self._retrieve(history, vector)
+        history, vector, items, _ = self._candidates(history, served=False)
         if not len(items):
             return items
-        scores = self._score(history, vector, items)
-        return items[np.argsort(-scores, kind="stable")[:k]]
+        return items[np.argsort(-self._score(history, vector, items), kind="stable")[:k]]
 
     def served_list(self, history: np.ndarray, k: int) -> np.ndarray:
         """The first page the policy pipeline would serve for this history."""
-        history = np.asarray(history, dtype=np.int64)
-        if not len(history):
-            return np.empty(0, dtype=np.int64)
-        vector = self.bundle.user_vector(history)
-        retrieved = self._retrieve(history, vector)
-        retrieved = retrieved[~self.blocked[retrieved]]
-        extra = self.pool[~np.isin(self.pool, history) & ~np.isin(self.pool, retrieved)]
-        items = np.concatenate([retrieved, extra])
+        history, vector, items, sources = self._candidates(history, served=True)
         if not len(items):
             return items
-        sources = np.concatenate([np.full(len(retrieved), int(Source.RANKED)), np.full(len(extra), int(Source.MAINSTREAM))])
         candidates = CandidateSet(item=items, score=self._score(history, vector, items),
                                   category=self.bundle.item_category[items], content=self.bundle.content_code[items],
-                                  source=sources.astype(np.int8), pools={"mainstream": self.bundle.mainstream[items]})
+                                  source=sources, pools={"mainstream": self.bundle.mainstream[items]})
         slate = select(candidates, k, self.rules, SlateContext(), self.relaxation)
         return items[slate.indices]
 

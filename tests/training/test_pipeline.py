@@ -248,3 +248,25 @@ def typer_app(command) -> typer.Typer:
     app = typer.Typer()
     app.command()(command)
     return app
+
+
+def test_offline_serving_replays_the_policy_pipeline(trained, dataset_dir):
+    from compliance.audit import dispersal_violations
+    from recsys.datasets import load
+    from training.review import OfflineServing
+
+    bundle, _ = load_bundle()
+    split = protocol_split(load(str(dataset_dir)))
+    path = OfflineServing(bundle)
+    histories = [split.train.of(int(u)) for u in split.test_users()[:40]]
+    served, model = path.lists(histories, 10), path.lists(histories, 10, served=False)
+    assert (served >= 0).all() and (model >= 0).all()
+    for row, history in zip(served, histories):
+        assert not np.isin(row, history).any() and len(set(row.tolist())) == 10
+        assert not bundle.flagged[row].any()
+        unseen_pool = np.setdiff1d(np.flatnonzero(bundle.mainstream & ~bundle.flagged), history)
+        assert bundle.mainstream[row[0]] == bool(len(unseen_pool))  # the first front-screen slot
+        assert dispersal_violations(bundle.item_category[row].tolist(), 5, 2) == []
+    # The model's own list is the ranker's order of its candidates, policy-free.
+    assert not all(bundle.mainstream[row[0]] for row in model)
+    assert len(path.served_list(np.empty(0, dtype=np.int64), 10)) == 0
