@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -173,27 +172,9 @@ def train_argv() -> list[str]:
     return [sys.executable, "-c", "import typer; from training.cli import train_command; typer.run(train_command)"]
 
 
-@contextlib.contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables (and reset the cached core settings) for the duration."""
-    from recsys.config import core_settings
-
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    core_settings.cache_clear()
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        core_settings.cache_clear()
-
-
 def load_model(model: CachedModel):
     """(bundle, version) of the cached model, loaded the way the server loads it."""
+    from recsys.config import environment
     from training.registry import load_bundle
 
     with environment(model.env):

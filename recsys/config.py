@@ -6,6 +6,9 @@ so `make serve` on a fresh clone needs no configuration at all.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
 
@@ -39,3 +42,21 @@ class CoreSettings(BaseSettings):
 @lru_cache(maxsize=1)
 def core_settings() -> CoreSettings:
     return CoreSettings()
+
+
+@contextlib.contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration (e.g. another MLflow store), with the cached
+    core settings re-read on the way in and out; variables are restored as they were."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    core_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        core_settings.cache_clear()

@@ -53,23 +53,12 @@ def model_env(tmp_path_factory, synthetic_dir) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def trained(model_env):
     """(bundle, version) loaded from the registry by alias, as the server loads it."""
-    from recsys.config import core_settings
+    from recsys.config import core_settings, environment
     from training.registry import load_bundle
 
-    saved = {k: os.environ.get(k) for k in model_env}
-    os.environ.update({k: v for k, v in model_env.items() if k.startswith(("MLFLOW_", "RECSYS_"))})
-    core_settings.cache_clear()
-    try:
+    with environment({k: v for k, v in model_env.items() if k.startswith(("MLFLOW_", "RECSYS_"))}):
         settings = core_settings()
-        bundle, version = load_bundle(f"models:/{settings.model_name}@{settings.model_alias}")
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        core_settings.cache_clear()
-    return bundle, version
+        return load_bundle(f"models:/{settings.model_name}@{settings.model_alias}")
 
 
 class MovableClock:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import numpy as np
 import polars as pl
@@ -45,20 +44,12 @@ def bench_dirs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mlflow_env(tmp_path_factory):
     """Quality logs to MLflow: point it at a temporary store for this module."""
-    from recsys.config import core_settings
+    from recsys.config import environment
 
     root = tmp_path_factory.mktemp("mlflow")
     values = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "RECSYS_MLFLOW_ARTIFACTS_DIR": str(root / "artifacts")}
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    core_settings.cache_clear()
-    yield values
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    core_settings.cache_clear()
+    with environment(values):
+        yield values
 
 
 @pytest.fixture(scope="module")

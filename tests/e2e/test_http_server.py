@@ -16,7 +16,7 @@ import pytest
 
 from compliance.logstore import LogConfig, lookup, verify
 from recsys.schema import Dataset
-from tests.conftest import ADMIN, RECSYS
+from tests.conftest import RECSYS
 
 pytestmark = pytest.mark.e2e
 
