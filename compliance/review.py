@@ -2,11 +2,11 @@
 models, data and results; no models that induce users to indulge or addiction).
 
 `addiction_risk` simulates sessions with any recommender (numpy arrays in, numbers out): each
-session the user consumes one item of the list — by default drawn with the position bias of
-NDCG's discount, 1/log2(rank + 1), so a first slot the editor fills does not decide everything;
-`consumption="top"` takes the first item — and we measure how far the share of the user's
-initially dominant category grows — a recommender that narrows users into one category shows amplification
-well above 1. `review` checks these and the audit's metrics against `ReviewConfig` thresholds;
+session the user consumes one item of the list and we measure how far the share of the user's
+initially dominant category grows; a recommender that narrows users into one category shows
+amplification well above 1. The consumed item is drawn with the position bias of NDCG's discount,
+1/log2(rank + 1), so a first slot the editor fills does not decide everything
+(`consumption="top"` takes the first item). `review` checks these and the audit's metrics against `ReviewConfig` thresholds;
 training runs it on every model and records the result.
 """
 
@@ -130,7 +130,8 @@ def addiction_risk(
     config: ReviewConfig | None = None,
 ) -> AddictionRisk:
     """Simulate sessions: each session `recommend` ranks items for every sampled user, the user
-    consumes one of the top `simulation_k` (`config.consumption`). Shares are measured over the last `simulation_window` consumed items.
+    consumes one of the top `simulation_k` (`config.consumption`). Shares are measured over the
+    last `simulation_window` consumed items.
 
     `histories[u]`: item indices user u consumed, oldest first; `item_categories[i]`: the primary
     category (int) of item i. Users with an empty history are not simulated.

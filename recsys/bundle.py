@@ -23,13 +23,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from recsys.evaluation import Histories
-from recsys.ranking.features import (
-    FEATURE_NAMES,
-    FeatureConfig,
-    ItemStats,
-    build_features,
-    encode_categories,
-)
+from recsys.ranking.features import FEATURE_NAMES, FeatureConfig, ItemStats, build_features, encode_categories
 from recsys.ranking.model import Ranker, load_ranker
 from recsys.ranking.train import Candidates, featurise, list_top_k, retrieve
 from recsys.retrieval.als import UserSolver

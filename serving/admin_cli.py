@@ -45,12 +45,7 @@ def add(
     """Add an entry; items it matches are blocked on every surface from the next request."""
     from pydantic import ValidationError
 
-    from compliance.feature_library import (
-        FeatureEntry,
-        FeatureLibrary,
-        FeatureLibraryError,
-        validate_entry,
-    )
+    from compliance.feature_library import FeatureEntry, FeatureLibrary, FeatureLibraryError, validate_entry
 
     store, logstore = _services()
     try:

@@ -30,8 +30,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from compliance.policy import PolicyConfig
-from compliance.policy import config_hash as policy_hash
+from compliance.policy import PolicyConfig, config_hash as policy_hash
 from recsys.bundle import BundleParts, ModelBundle, write_bundle, write_manifest
 from recsys.config import core_settings
 from recsys.datasets import load as load_dataset
@@ -45,12 +44,7 @@ from recsys.evaluation import (
     summarize,
     validation_split,
 )
-from recsys.ranking.features import (
-    FEATURE_NAMES,
-    ItemStats,
-    encode_categories,
-    item_stats,
-)
+from recsys.ranking.features import FEATURE_NAMES, ItemStats, encode_categories, item_stats
 from recsys.ranking.model import Ranker, make_ranker
 from recsys.ranking.train import list_metrics, ranking_lists, retrieve, split_lists
 from recsys.retrieval import Recommender, model_class

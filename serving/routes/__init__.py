@@ -1,14 +1,6 @@
 """Routes grouped by resource; `ROUTERS` is the list the app includes, in order."""
 
-from serving.routes import (
-    admin,
-    complaints,
-    content,
-    health,
-    recommendations,
-    transparency,
-    users,
-)
+from serving.routes import admin, complaints, content, health, recommendations, transparency, users
 
 ROUTERS = [
     recommendations.router,

@@ -21,12 +21,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from compliance import explanations, minors
-from compliance.feature_library import (
-    FeatureEntry,
-    FeatureLibrary,
-    FeatureLibraryError,
-    validate_entry,
-)
+from compliance.feature_library import FeatureEntry, FeatureLibrary, FeatureLibraryError, validate_entry
 from compliance.trending import compute_trending
 from serving.deps import AdminDep, RequestIdDep, ServicesDep
 from serving.routes.recommendations import ID_PATTERN
