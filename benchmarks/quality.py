@@ -3,10 +3,12 @@ seeds, for MostPopular, ItemKNN, EASE, ALS alone, the two-stage model, and the t
 followed by the full policy pipeline (de-duplication ► dispersal ► front-screen mainstream slots).
 
 Models are trained by `training.pipeline.run_offline` (the code `recsys train` runs) and scored by
-`recsys.evaluation` (the protocol's metrics, not re-implemented here). Beyond accuracy: catalog
-coverage, genres in the top 10, dispersal and content-duplicate violations per list, and the
-"price of compliance": NDCG@10 of the policy pipeline minus that of the two-stage model.
-Results go to quality.json and to the MLflow experiment "benchmarks".
+`recsys.evaluation` (the protocol's metrics, not re-implemented here) under both exclusion rules:
+`unseen_*` (served reality, primary: every item the user rated at any value before the test part
+excluded) and the unprefixed names (published protocol: train positives excluded). Beyond
+accuracy: catalog coverage, genres in the top 10, dispersal and content-duplicate violations per
+list, and the "price of compliance": NDCG@10 of the policy pipeline minus that of the two-stage
+model. Results go to quality.json and to the MLflow experiment "benchmarks".
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def evaluate_seed(dataset, seed: int, config: QualityConfig, training_config=Non
     """Train with `seed` through the real pipeline, then score every model's lists with the protocol."""
     from compliance.policy import PolicyConfig
     from recsys.bundle import ModelBundle
-    from recsys.evaluation import scorer_top_k, summarize
+    from recsys.evaluation import EXCLUDE_POSITIVES, EXCLUDE_SEEN, RULE_PREFIX, RULES, scorer_top_k, summarize_rules
     from training.config import TrainingConfig
     from training.pipeline import FactorScores, baseline_models, run_offline
     from training.review import OfflineServing, list_violations, one_thread
@@ -68,29 +70,40 @@ def evaluate_seed(dataset, seed: int, config: QualityConfig, training_config=Non
         split = offline.split
         users = split.test_users()
         train_matrix = split.train.matrix()
-        lists: dict[str, np.ndarray] = {}
+        exclusion = {rule: split.exclusion(rule) for rule in RULES}
+        lists: dict[str, dict[str, np.ndarray]] = {label: {} for label in MODELS}  # label -> rule -> lists
         for label, key in BASELINE_KEYS.items():
             started = time.perf_counter()
             model = baseline_models((key,), cfg)[key].fit(train_matrix)
-            lists[label] = scorer_top_k(model, train_matrix)(users, config.k)
+            for rule in RULES:
+                lists[label][rule] = scorer_top_k(model, exclusion[rule])(users, config.k)
             timings[f"{key}_s"] = round(time.perf_counter() - started, 2)
-        lists["ALS"] = scorer_top_k(FactorScores(bundle.user_factors, bundle.item_factors), train_matrix)(users, config.k)
-        lists["two-stage"] = bundle.recommend(users, config.k)
+        als = FactorScores(bundle.user_factors, bundle.item_factors)
+        for rule in RULES:
+            lists["ALS"][rule] = scorer_top_k(als, exclusion[rule])(users, config.k)
+            lists["two-stage"][rule] = bundle.recommend(users, config.k, exclude_seen=rule == EXCLUDE_SEEN)
+        known = split.known()
+        histories = [split.train.of(int(u)) for u in users]
         started = time.perf_counter()
         with one_thread():  # per-list work, as serving runs it
             path = OfflineServing(bundle, policy, surface=config.surface)
-            lists["two-stage + policy"] = path.lists([split.train.of(int(u)) for u in users], config.k)
+            for rule in RULES:
+                seen = [known.of(int(u)) for u in users] if rule == EXCLUDE_SEEN else None
+                lists["two-stage + policy"][rule] = path.lists(histories, config.k, seen=seen)
         timings["policy_pipeline_s"] = round(time.perf_counter() - started, 2)
         table = {}
         for label in MODELS:
-            row = summarize(lists[label], users, split, bundle.item_category, config.k)
-            row.update(list_violations(lists[label], bundle.item_category, bundle.content_code, bundle.flagged,
-                                       policy.dispersal.window, policy.dispersal.max_per_window))
+            row = summarize_rules(lists[label], users, split, bundle.item_category, config.k)
+            for rule in RULES:
+                violations = list_violations(lists[label][rule], bundle.item_category, bundle.content_code, bundle.flagged,
+                                             policy.dispersal.window, policy.dispersal.max_per_window)
+                row.update({RULE_PREFIX[rule] + name: value for name, value in violations.items()})
             table[label] = row
         reference = offline.metrics.get("two-stage", {})
         return {"seed": seed, "metrics": table, "pipeline_two_stage": reference, "timings_s": timings,
                 "users_evaluated": int(len(users)), "items": int(split.n_items),
-                "candidate_recall": offline.candidate_recall}
+                "candidate_recall": offline.candidate_recall, "unseen_candidate_recall": offline.unseen_candidate_recall,
+                "rules": {rule: RULE_PREFIX[rule] or "(no prefix)" for rule in (EXCLUDE_SEEN, EXCLUDE_POSITIVES)}}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -105,14 +118,18 @@ def aggregate(per_seed: list[dict], k: int) -> dict:
             values = np.asarray([s["metrics"][label][name] for s in per_seed], dtype=float)
             out[label][name] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
                                 "min": float(np.min(values)), "max": float(np.max(values))}
-    ndcg = f"ndcg_at_{k}"
-    deltas = np.asarray([s["metrics"]["two-stage + policy"][ndcg] - s["metrics"]["two-stage"][ndcg] for s in per_seed])
-    relative = np.asarray([d / s["metrics"]["two-stage"][ndcg] for d, s in zip(deltas, per_seed)])
-    price = {
-        "ndcg_delta": {"mean": float(deltas.mean()), "std": float(np.std(deltas, ddof=1)) if len(deltas) > 1 else 0.0},
-        "ndcg_relative": {"mean": float(relative.mean()), "std": float(np.std(relative, ddof=1)) if len(relative) > 1 else 0.0},
-        "explanation": f"NDCG@{k} of the two-stage model followed by the policy pipeline minus that of the two-stage model",
-    }
+    def spread(values: np.ndarray) -> dict[str, float]:
+        return {"mean": float(values.mean()), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+
+    price: dict = {}
+    for prefix in ("", "unseen_"):  # the published protocol's names, then the served reality's
+        ndcg = f"{prefix}ndcg_at_{k}"
+        deltas = np.asarray([s["metrics"]["two-stage + policy"][ndcg] - s["metrics"]["two-stage"][ndcg] for s in per_seed])
+        relative = np.asarray([d / s["metrics"]["two-stage"][ndcg] for d, s in zip(deltas, per_seed)])
+        price[f"{prefix}ndcg_delta"] = spread(deltas)
+        price[f"{prefix}ndcg_relative"] = spread(relative)
+    price["explanation"] = (f"NDCG@{k} of the two-stage model followed by the policy pipeline minus that of the two-stage "
+                            "model (unseen_*: every seen item excluded; otherwise train positives excluded)")
     return {"models": out, "price_of_compliance": price}
 
 
@@ -144,8 +161,9 @@ def log_to_mlflow(result: dict, artifact: Path) -> str | None:
                 metrics[f"{slug}.{name}.mean"] = stats["mean"]
                 metrics[f"{slug}.{name}.std"] = stats["std"]
         price = result["summary"]["price_of_compliance"]
-        metrics["price_of_compliance.ndcg_delta.mean"] = price["ndcg_delta"]["mean"]
-        metrics["price_of_compliance.ndcg_relative.mean"] = price["ndcg_relative"]["mean"]
+        for prefix in ("", "unseen_"):
+            metrics[f"price_of_compliance.{prefix}ndcg_delta.mean"] = price[f"{prefix}ndcg_delta"]["mean"]
+            metrics[f"price_of_compliance.{prefix}ndcg_relative.mean"] = price[f"{prefix}ndcg_relative"]["mean"]
         mlflow.log_metrics(metrics)
         mlflow.log_artifact(str(artifact))
         return run.info.run_id
@@ -168,7 +186,8 @@ def run(config: QualityConfig, out_dir: Path, machine: dict | None = None, train
         say(f"quality: seed {seed} on {dataset.name}")
         per_seed.append(evaluate_seed(dataset, seed, config, training_config))
         ndcg = per_seed[-1]["metrics"]
-        say("quality: " + ", ".join(f"{m} {ndcg[m][f'ndcg_at_{config.k}']:.4f}" for m in MODELS))
+        say("quality (NDCG@k unseen / positives-only): "
+            + ", ".join(f"{m} {ndcg[m][f'unseen_ndcg_at_{config.k}']:.4f} / {ndcg[m][f'ndcg_at_{config.k}']:.4f}" for m in MODELS))
     result = {
         "benchmark": "quality",
         "started_at": started_at,
@@ -177,7 +196,9 @@ def run(config: QualityConfig, out_dir: Path, machine: dict | None = None, train
         "dataset": {"name": dataset.name, "interactions": dataset.interactions.height, "items": dataset.items.height,
                     "users": dataset.users.height},
         "protocol": "DESIGN.md: positives rating >= 4; per user the last ceil(0.2 n) positives by time to test; "
-                    "full ranking over all items with train items excluded; metrics over users with a test item",
+                    "full ranking over all items; unseen_* metrics exclude every item the user rated (any value) "
+                    "before the first test positive (served reality), the unprefixed ones only the train positives "
+                    "(published protocol); metrics over users with a test item",
         "machine": machine,
         "per_seed": per_seed,
         "summary": aggregate(per_seed, config.k),

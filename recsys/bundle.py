@@ -3,9 +3,15 @@
 Files (no pickled code): items.parquet and users.parquet (user_id, age: only for the minors
 rules, never a ranker input), item_ids.npy / user_ids.npy, item_factors.npy / user_factors.npy,
 user_items.npz (binary CSR) with history_*.npy (each user's positives in time order),
-popularity.npy, item_stats.npz (the ranker's per-item statistics), index/ (Faiss), ranker.pt
-(tensors + config) and manifest.json (provenance, config, feature names, metrics).
-`ModelBundle.load` returns numpy lookups ready for the request path.
+seen_*.npy (every interaction of the training window at any rating: indptr by user index, items,
+timestamps, ratings, each user's in time order; format 2), popularity.npy, item_stats.npz (the
+ranker's per-item statistics), index/ (Faiss), ranker.pt (tensors + config) and manifest.json
+(provenance, config, feature names, metrics). `ModelBundle.load` returns numpy lookups ready for
+the request path.
+
+Format history: 1 had positives only, so nothing could exclude items a user rated below the
+positive threshold; 2 adds seen_*.npy. Format-1 bundles still load (`ModelBundle.user_seen` falls
+back to the positives and `seen_fallback` is True).
 """
 
 from __future__ import annotations
@@ -29,13 +35,15 @@ from recsys.ranking.train import Candidates, featurise, list_top_k, retrieve
 from recsys.retrieval.als import UserSolver
 from recsys.retrieval.index import ItemIndex
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: no seen_*.npy, loaded with the positives as the seen items
 MANIFEST = "manifest.json"
 REQUIRED_FILES = (
     MANIFEST, "items.parquet", "users.parquet", "item_ids.npy", "user_ids.npy", "item_factors.npy",
     "user_factors.npy", "user_items.npz", "history_indptr.npy", "history_items.npy", "history_timestamps.npy",
     "popularity.npy", "item_stats.npz", "ranker.pt", "index",
 )
+SEEN_FILES = ("seen_indptr.npy", "seen_items.npy", "seen_timestamps.npy", "seen_ratings.npy")  # format >= 2
 
 
 class BundleError(ValueError):
@@ -50,6 +58,7 @@ class BundleParts:
     users: pl.DataFrame  # user_id, age of every known user (minors rules only)
     user_ids: np.ndarray  # str, row u of user_factors / history
     history: Histories  # positives of the training window, time order
+    seen: Histories  # every interaction of the training window (any rating, with ratings), time order
     item_factors: np.ndarray
     user_factors: np.ndarray
     stats: ItemStats
@@ -74,6 +83,15 @@ def write_bundle(directory: Path, parts: BundleParts) -> Path:
     np.save(directory / "history_indptr.npy", parts.history.indptr.astype(np.int64))
     np.save(directory / "history_items.npy", parts.history.items.astype(np.int64))
     np.save(directory / "history_timestamps.npy", parts.history.timestamps.astype(np.int64))
+    seen = parts.seen
+    if seen.n_users != parts.history.n_users or seen.n_items != parts.history.n_items:
+        raise BundleError(f"seen: {seen.n_users} users x {seen.n_items} items, the history has "
+                          f"{parts.history.n_users} x {parts.history.n_items}")
+    ratings = seen.ratings if seen.ratings is not None else np.full(len(seen.items), np.nan, dtype=np.float32)
+    np.save(directory / "seen_indptr.npy", seen.indptr.astype(np.int64))
+    np.save(directory / "seen_items.npy", seen.items.astype(np.int64))
+    np.save(directory / "seen_timestamps.npy", seen.timestamps.astype(np.int64))
+    np.save(directory / "seen_ratings.npy", np.asarray(ratings, dtype=np.float32))
     popularity = np.bincount(parts.history.items, minlength=parts.history.n_items).astype(np.float32)
     np.save(directory / "popularity.npy", popularity)
     parts.stats.save(directory / "item_stats.npz")
@@ -140,7 +158,9 @@ class ModelBundle:
     popularity: np.ndarray  # float32 positives per item in the training window
     item_factors: np.ndarray
     user_factors: np.ndarray
-    history: Histories
+    history: Histories  # positives, time order
+    seen: Histories  # every interaction at any rating, time order (format 1: the positives, ratings nan)
+    seen_fallback: bool  # True for a format-1 bundle: `seen` is only the positives
     stats: ItemStats
     index: ItemIndex
     ranker: Ranker
@@ -167,8 +187,12 @@ class ModelBundle:
             manifest = json.loads((path / MANIFEST).read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BundleError(f"{path / MANIFEST}: not valid JSON ({exc})") from None
-        if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
-            raise BundleError(f"{path / MANIFEST}: format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}")
+        version = manifest.get("format_version") if isinstance(manifest, dict) else None
+        if version not in READABLE_VERSIONS:
+            raise BundleError(f"{path / MANIFEST}: format_version {version!r}, expected one of {READABLE_VERSIONS}")
+        missing = [name for name in SEEN_FILES if not (path / name).exists()] if version >= 2 else []
+        if missing:
+            raise BundleError(f"{path}: format_version {version} bundle missing {', '.join(missing)}")
         if serving:
             single_thread_inference()
         items = pl.read_parquet(path / "items.parquet")
@@ -183,6 +207,24 @@ class ModelBundle:
             np.load(path / "history_timestamps.npy", allow_pickle=False),
             len(item_ids),
         )
+        if version >= 2:
+            seen_indptr = np.load(path / "seen_indptr.npy", allow_pickle=False)
+            seen = Histories(
+                seen_indptr,
+                np.load(path / "seen_items.npy", allow_pickle=False),
+                np.load(path / "seen_timestamps.npy", allow_pickle=False),
+                len(item_ids),
+                np.load(path / "seen_ratings.npy", allow_pickle=False),
+            )
+            if len(seen_indptr) - 1 != len(user_ids):
+                raise BundleError(f"{path / 'seen_indptr.npy'}: {len(seen_indptr) - 1} rows, expected {len(user_ids)}")
+            for name, values in (("seen_items.npy", seen.items), ("seen_timestamps.npy", seen.timestamps),
+                                 ("seen_ratings.npy", seen.ratings)):
+                if len(values) != seen_indptr[-1]:
+                    raise BundleError(f"{path / name}: {len(values)} entries, expected {seen_indptr[-1]}")
+        else:  # format 1 knew only the positives
+            seen = Histories(history.indptr, history.items, history.timestamps, history.n_items,
+                             np.full(len(history.items), np.nan, dtype=np.float32))
         for name, rows, expected in (
             ("items.parquet", len(items), len(item_ids)),
             ("item_factors.npy", len(item_factors), len(item_ids)),
@@ -228,6 +270,8 @@ class ModelBundle:
             item_factors=item_factors,
             user_factors=user_factors,
             history=history,
+            seen=seen,
+            seen_fallback=version < 2,
             stats=ItemStats.load(path / "item_stats.npz"),
             index=index,
             ranker=ranker,
@@ -239,6 +283,17 @@ class ModelBundle:
     def user_history(self, user_idx: int) -> np.ndarray:
         """The user's positives of the training window, oldest first."""
         return self.history.of(int(user_idx))
+
+    def user_seen(self, user_idx: int) -> np.ndarray:
+        """Every item the user interacted with in the training window, at ANY rating (sorted,
+        distinct int64 item indices): the items a personalised list must not show again. Items
+        rated below the positive threshold are in it (they are never in `user_history`).
+
+        A format-1 bundle (no seen_*.npy, `seen_fallback` True) knew only the positives: this
+        then returns the positive history, and low-rated items cannot be excluded; retrain.
+        """
+        user = int(user_idx)
+        return np.union1d(self.seen.of(user), self.history.of(user)).astype(np.int64, copy=False)
 
     def user_vector(self, history_idx: np.ndarray) -> np.ndarray:
         """ALS vector recomputed in closed form from a (possibly filtered) history."""
@@ -252,14 +307,18 @@ class ModelBundle:
         """The ranker's feature matrix for one request (same code as training)."""
         return build_features(self.stats, user_vector, history_idx, cand_idx, retrieval_scores, self.feature_config)
 
-    def recommend(self, user_idx: np.ndarray, k: int = 10, n_candidates: int | None = None) -> np.ndarray:
-        """Two-stage top-k for users of the bundle: Faiss top-N (history excluded), then the ranker.
+    def recommend(self, user_idx: np.ndarray, k: int = 10, n_candidates: int | None = None,
+                  exclude_seen: bool = True) -> np.ndarray:
+        """Two-stage top-k for users of the bundle: Faiss top-N with every seen item (any rating,
+        `user_seen`) excluded, then the ranker. `exclude_seen=False` excludes only the positive
+        history (the published protocol's rule, for comparison with peers; never for serving).
 
         Returns (len(user_idx), k) item indices, -1 where fewer than k items are left.
         """
         users = np.asarray(user_idx, dtype=np.int64)
         n = max(int(n_candidates or self.n_candidates), k)
-        return self.rank(retrieve(self.index.search, self.user_factors, self.history, users, n), k)
+        exclude = self.seen if exclude_seen else None
+        return self.rank(retrieve(self.index.search, self.user_factors, self.history, users, n, exclude=exclude), k)
 
     def rank(self, candidates: Candidates, k: int) -> np.ndarray:
         """Second stage for retrieved candidates of bundle users: features, ranker, top-k."""

@@ -1,15 +1,28 @@
 """The offline evaluation protocol (DESIGN.md) and its metrics, for any model that ranks items.
 
 Protocol: positives are ratings >= 4; each user's positives are sorted by time (ties by item id)
-and the last ceil(0.2 n) go to test. Every item is ranked, the user's train items excluded;
-Recall@10 = hits / min(10, |test|), NDCG@10 with binary relevance and ideal DCG over
-min(10, |test|), both averaged over users with a test item. Validation splits are carved from
-train with the same function (`split_by_time`), so tuning never sees test.
+and the last ceil(0.2 n) go to test. Every item is ranked; Recall@10 = hits / min(10, |test|),
+NDCG@10 with binary relevance and ideal DCG over min(10, |test|), both averaged over users with a
+test item. Validation splits are carved from train with the same function (`split_by_time`), so
+tuning never sees test.
+
+Two exclusion rules say which items leave the ranking (`RULES`); every model is reported under both:
+
+- "seen" (primary, `unseen_*` metric names): the served reality. Every item the user rated at ANY
+  value strictly before their first held-out positive is known to the service, which never shows
+  it again, so it is excluded. "Before" is the protocol's order: (timestamp, item tie order), the
+  order the positives are split in, so every train positive is before and the held-out positive
+  itself is not. Nothing rated at or after that point is excluded (no leak from the future).
+- "positives" (the published protocol, metric names without prefix): only the user's train
+  positives are excluded, so the numbers compare with peers that use the same protocol.
+
+Items rated below the positive threshold are never positives (not train, not test); under "seen"
+they are known items, like a real feed knows them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Protocol
@@ -23,6 +36,13 @@ from recsys.schema import Dataset
 MIN_RATING = 4.0
 TEST_SHARE = 0.2
 K = 10
+
+EXCLUDE_SEEN = "seen"  # primary: every item rated (any value) before the first held-out positive
+EXCLUDE_POSITIVES = "positives"  # the published protocol: the train positives only
+RULES = (EXCLUDE_SEEN, EXCLUDE_POSITIVES)
+RULE_PREFIX = {EXCLUDE_SEEN: "unseen_", EXCLUDE_POSITIVES: ""}
+"""Metric names per rule: `unseen_ndcg_at_10` ranks unseen items only (served reality); `ndcg_at_10`
+keeps its historical meaning (train positives excluded, comparable with published numbers)."""
 
 
 class EvaluationError(ValueError):
@@ -40,6 +60,7 @@ class Histories:
     items: np.ndarray  # int64 item indices
     timestamps: np.ndarray  # int64 unix seconds, aligned with items
     n_items: int
+    ratings: np.ndarray | None = None  # float32, aligned with items (interaction histories); None for positives
 
     @property
     def n_users(self) -> int:
@@ -51,6 +72,12 @@ class Histories:
 
     def of(self, user: int) -> np.ndarray:
         return self.items[self.indptr[user] : self.indptr[user + 1]]
+
+    def ratings_of(self, user: int) -> np.ndarray:
+        """The ratings aligned with `of(user)` (raises when this history carries none)."""
+        if self.ratings is None:
+            raise EvaluationError("ratings: this history holds positives only, without ratings")
+        return self.ratings[self.indptr[user] : self.indptr[user + 1]]
 
     def matrix(self) -> csr_matrix:
         """Binary user x item matrix (float32 ones), column indices sorted."""
@@ -83,7 +110,26 @@ def _subset(histories: Histories, keep: np.ndarray) -> Histories:
     owner = np.repeat(np.arange(histories.n_users), histories.lengths)
     counts = np.bincount(owner[keep], minlength=histories.n_users)
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return Histories(indptr, histories.items[keep], histories.timestamps[keep], histories.n_items)
+    ratings = None if histories.ratings is None else histories.ratings[keep]
+    return Histories(indptr, histories.items[keep], histories.timestamps[keep], histories.n_items, ratings)
+
+
+def before_first(events: Histories, held_out: Histories, tie_rank: np.ndarray) -> Histories:
+    """Per user, the events of `events` strictly before the user's first `held_out` item, in the
+    protocol's order (timestamp, then the item's tie rank); every event of a user without a
+    held-out item. `held_out` must be in that order (as `split_by_time` leaves it)."""
+    if events.n_users != held_out.n_users:
+        raise EvaluationError(f"events: {events.n_users} users but held_out has {held_out.n_users}")
+    owner = np.repeat(np.arange(events.n_users), events.lengths)
+    has = held_out.lengths > 0
+    first = held_out.indptr[:-1][has]
+    cut_time = np.full(events.n_users, np.iinfo(np.int64).max, dtype=np.int64)
+    cut_rank = np.full(events.n_users, np.iinfo(np.int64).max, dtype=np.int64)
+    cut_time[has] = held_out.timestamps[first]
+    cut_rank[has] = tie_rank[held_out.items[first]]
+    time, rank = events.timestamps, tie_rank[events.items]
+    keep = (time < cut_time[owner]) | ((time == cut_time[owner]) & (rank < cut_rank[owner]))
+    return _subset(events, keep)
 
 
 def item_tie_order(item_ids: np.ndarray) -> np.ndarray:
@@ -111,10 +157,28 @@ class Split:
     item_ids: np.ndarray  # str
     train: Histories
     test: Histories
+    # Every interaction (any rating, with ratings) strictly before the user's first test item: what
+    # the service knows at the cut (the "seen" rule). None: only the positives are known (train).
+    seen: Histories | None = None
 
     @property
     def n_users(self) -> int:
         return len(self.user_ids)
+
+    def known(self) -> Histories:
+        """The interactions the service knows at the cut (`seen`, or the train positives without it)."""
+        return self.seen if self.seen is not None else self.train
+
+    def exclusion(self, rule: str = EXCLUDE_SEEN) -> csr_matrix:
+        """Binary users x items matrix of the items `rule` removes from each user's ranking: the
+        train positives ("positives"), or with them every known interaction ("seen")."""
+        if rule not in RULES:
+            raise EvaluationError(f"rule: expected one of {RULES}, got {rule!r}")
+        if rule == EXCLUDE_POSITIVES or self.seen is None:
+            return self.train.matrix()
+        both = self.seen.matrix() + self.train.matrix()  # train positives precede the cut; union for safety
+        both.data[:] = 1.0
+        return both
 
     @property
     def n_items(self) -> int:
@@ -122,6 +186,27 @@ class Split:
 
     def test_users(self) -> np.ndarray:
         return np.flatnonzero(self.test.lengths > 0)
+
+
+def interaction_histories(dataset: Dataset, user_ids: np.ndarray, item_ids: np.ndarray) -> Histories:
+    """Every interaction (any rating) of `user_ids`, indexed like them and `item_ids`, each user's in
+    the protocol's order (timestamp, ties by item id), ratings kept. Repeated (user, item) events
+    are all kept; interactions of other users or unknown items are dropped."""
+    user_ids = np.asarray(user_ids).astype(str)
+    item_ids = np.asarray(item_ids).astype(str)
+    user_index = pl.DataFrame({"user_id": user_ids, "u": np.arange(len(user_ids), dtype=np.int64)})
+    item_index = pl.DataFrame({"item_id": item_ids, "i": np.arange(len(item_ids), dtype=np.int64)})
+    coded = dataset.interactions.select("user_id", "item_id", "timestamp", "rating")
+    coded = coded.join(user_index, on="user_id").join(item_index, on="item_id")
+    user = coded.get_column("u").to_numpy()
+    item = coded.get_column("i").to_numpy()
+    timestamp = coded.get_column("timestamp").to_numpy().astype(np.int64)
+    rating = coded.get_column("rating").cast(pl.Float32).to_numpy()
+    order = np.lexsort((rating, item_tie_order(item_ids)[item], timestamp, user))
+    counts = np.bincount(user, minlength=len(user_ids))
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return Histories(indptr, item[order].astype(np.int64), timestamp[order], len(item_ids),
+                     rating[order].astype(np.float32))
 
 
 def positive_histories(
@@ -150,18 +235,22 @@ def positive_histories(
 
 
 def protocol_split(dataset: Dataset, min_rating: float = MIN_RATING, test_share: float = TEST_SHARE) -> Split:
-    """The protocol's split of `dataset`: per user, the last ceil(test_share * n) positives to test."""
+    """The protocol's split of `dataset`: per user, the last ceil(test_share * n) positives to test;
+    `seen` holds every interaction (any rating) strictly before the user's first test positive."""
     user_ids, item_ids, histories = positive_histories(dataset, min_rating)
     if not len(histories.items):
         raise EvaluationError(f"{dataset.name}: no interaction has rating >= {min_rating}")
     train, test = split_by_time(histories, test_share)
-    return Split(user_ids, item_ids, train, test)
+    seen = before_first(interaction_histories(dataset, user_ids, item_ids), test, item_tie_order(item_ids))
+    return Split(user_ids, item_ids, train, test, seen)
 
 
 def validation_split(split: Split, share: float = TEST_SHARE) -> Split:
-    """Carve a validation split from train exactly as test was carved from all positives."""
+    """Carve a validation split from train exactly as test was carved from all positives; its
+    `seen` is the part of the split's `seen` before each user's first validation positive."""
     inner, validation = split_by_time(split.train, share)
-    return Split(split.user_ids, split.item_ids, inner, validation)
+    seen = None if split.seen is None else before_first(split.seen, validation, item_tie_order(split.item_ids))
+    return Split(split.user_ids, split.item_ids, inner, validation, seen)
 
 
 # -- metrics ------------------------------------------------------------------------------------
@@ -256,6 +345,21 @@ def summarize(top_items: np.ndarray, users: np.ndarray, split: Split, item_categ
     }
 
 
+def summarize_rules(lists: Mapping[str, np.ndarray], users: np.ndarray, split: Split,
+                    item_category: np.ndarray | None = None, k: int = K) -> dict[str, float]:
+    """One table row from ranked lists per exclusion rule (keys of `lists`, see `RULES`): each
+    rule's `summarize` under its `RULE_PREFIX` (`unseen_ndcg_at_10`, `ndcg_at_10`, ...), "users" once."""
+    unknown = set(lists) - set(RULES)
+    if unknown:
+        raise EvaluationError(f"lists: unknown rule(s) {sorted(unknown)}; expected {RULES}")
+    row: dict[str, float] = {}
+    for rule in RULES:
+        if rule in lists:
+            for name, value in summarize(lists[rule], users, split, item_category, k).items():
+                row[name if name == "users" else RULE_PREFIX[rule] + name] = value
+    return row
+
+
 # -- evaluating a model -------------------------------------------------------------------------
 
 
@@ -266,7 +370,7 @@ class Scorer(Protocol):
 
 
 TopK = Callable[[np.ndarray, int], np.ndarray]
-"""(user indices, k) -> (n_users, k) ranked item indices, the users' train items excluded; -1 pads."""
+"""(user indices, k) -> (n_users, k) ranked item indices, the items of the rule excluded; -1 pads."""
 
 
 def top_k_from_scores(scores: np.ndarray, exclude: csr_matrix, k: int) -> np.ndarray:
@@ -293,7 +397,8 @@ SCORE_BUDGET = 1 << 25  # dense scores held at once (128 MB of float32): bounds 
 
 
 def scorer_top_k(model: Scorer, train: csr_matrix, batch_size: int | None = None) -> TopK:
-    """Full ranking for a dense scorer: every item scored, the user's train items excluded."""
+    """Full ranking for a dense scorer: every item scored, the items of row u of `train` (the train
+    positives, or `Split.exclusion(rule)`) excluded for user u."""
     if batch_size is None:
         batch_size = max(1, min(1024, SCORE_BUDGET // max(1, train.shape[1])))
 
@@ -307,12 +412,19 @@ def scorer_top_k(model: Scorer, train: csr_matrix, batch_size: int | None = None
     return top_k
 
 
-def evaluate(top_k: TopK, split: Split, item_category: np.ndarray | None = None, k: int = K) -> dict[str, float]:
-    """Rank for every user with a test item and return the protocol's metrics."""
+def evaluate(top_k: TopK | Mapping[str, TopK], split: Split, item_category: np.ndarray | None = None,
+             k: int = K) -> dict[str, float]:
+    """Rank for every user with a test item and return the protocol's metrics. A mapping rule ->
+    top-k gives every rule's metrics (`summarize_rules`); a single top-k is taken to exclude the
+    train positives and gives the unprefixed names only."""
     users = split.test_users()
-    return summarize(top_k(users, k), users, split, item_category, k)
+    if callable(top_k):
+        return summarize(top_k(users, k), users, split, item_category, k)
+    return summarize_rules({rule: make(users, k) for rule, make in top_k.items()}, users, split, item_category, k)
 
 
-def evaluate_scorer(model: Scorer, split: Split, item_category: np.ndarray | None = None, k: int = K) -> dict[str, float]:
-    """`evaluate` for a dense scorer, excluding each user's train items."""
-    return evaluate(scorer_top_k(model, split.train.matrix()), split, item_category, k)
+def evaluate_scorer(model: Scorer, split: Split, item_category: np.ndarray | None = None, k: int = K,
+                    rules: tuple[str, ...] = RULES) -> dict[str, float]:
+    """`evaluate` for a dense scorer under each of `rules` (default both: `unseen_*` and the
+    unprefixed positives-only names)."""
+    return evaluate({rule: scorer_top_k(model, split.exclusion(rule)) for rule in rules}, split, item_category, k)

@@ -26,7 +26,7 @@ def train_command(
     dataset: Annotated[str, typer.Option(help="Dataset name (movielens-100k) or a dataset folder (the schema's Parquet files).")] = DEFAULT_DATASET,
     full: Annotated[bool, typer.Option(help="Serve a model refitted on all positives (metrics stay those of the train-split model).")] = False,
     force: Annotated[bool, typer.Option(help="Train even when --reuse would find a matching registered model.")] = False,
-    reuse: Annotated[bool, typer.Option(help="Return the aliased model when it was trained on the same data with the same config.")] = False,
+    reuse: Annotated[bool, typer.Option(help="Return the aliased model when it was trained on the same data with the same config (and bundle format).")] = False,
     seed: Annotated[int | None, typer.Option(help="Seed of ALS, the index and the ranker (overrides the config file).")] = None,
     config: Annotated[Path | None, typer.Option(help="Training config file (JSON or TOML); unset fields keep their defaults.")] = None,
     alias: Annotated[bool, typer.Option(help="Point the serving alias at the new version (--no-alias: register only).")] = True,
@@ -138,13 +138,17 @@ def review_table(review: dict):
 
 
 def metrics_table(table: dict[str, dict[str, float]], title: str):
+    """The test table: the served-reality rule first (unseen_*: every item the user rated, at any
+    value, before the test part excluded), then the published protocol's (train positives excluded)."""
     from rich.table import Table
 
-    columns = ["ndcg_at_10", "recall_at_10", "catalog_coverage_at_10", "genres_at_10"]
-    out = Table(title=title)
+    columns = {"unseen_ndcg_at_10": "ndcg@10", "unseen_recall_at_10": "recall@10", "ndcg_at_10": "peer ndcg",
+               "recall_at_10": "peer recall", "unseen_catalog_coverage_at_10": "coverage"}
+    out = Table(title=title, caption="every item the user rated (any value) excluded, as served; "
+                                     "peer: only train positives excluded (published protocol)")
     out.add_column("model")
-    for column in columns:
-        out.add_column(column.replace("_at_", "@"), justify="right")
+    for header in columns.values():
+        out.add_column(header, justify="right")
     for label, row in table.items():
         out.add_row(label, *(f"{row[c]:.4f}" if c in row else "-" for c in columns))
     return out

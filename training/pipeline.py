@@ -4,8 +4,11 @@ serving alias only when the review passed.
 
 The ranker is trained on retrieval candidates of a validation split carved from train exactly
 like test (ALS fitted on the inner part, candidates labelled with the held-out positives); the
-final model refits ALS on all train positives and keeps that ranker. Evaluation goes through the
-written bundle, the same code path serving uses. `full=True` then refits retrieval on every
+final model refits ALS on all train positives and keeps that ranker. Candidates never hold an
+item the user has rated (any rating) before the held-out part, in training as in serving; ALS and
+the labels use positives only. Evaluation goes through the written bundle, the same code path
+serving uses, under both exclusion rules of `recsys.evaluation` (the served reality `unseen_*`,
+and the published protocol's positives-only names). `full=True` then refits retrieval on every
 positive for the served bundle (the logged metrics stay those of the honest train-split model).
 """
 
@@ -31,17 +34,21 @@ import numpy as np
 import polars as pl
 
 from compliance.policy import PolicyConfig, config_hash as policy_hash
-from recsys.bundle import BundleParts, ModelBundle, write_bundle, write_manifest
+from recsys.bundle import FORMAT_VERSION, BundleParts, ModelBundle, write_bundle, write_manifest
 from recsys.config import core_settings
 from recsys.datasets import load as load_dataset
 from recsys.evaluation import (
+    EXCLUDE_POSITIVES,
+    EXCLUDE_SEEN,
+    RULE_PREFIX,
     Histories,
     Split,
     candidate_recall,
     evaluate_scorer,
+    interaction_histories,
     positive_histories,
     protocol_split,
-    summarize,
+    summarize_rules,
     validation_split,
 )
 from recsys.ranking.features import FEATURE_NAMES, ItemStats, encode_categories, item_stats
@@ -69,7 +76,7 @@ class TrainResult:
     run_id: str | None
     model_version: str | None
     model_uri: str | None
-    metrics: dict[str, dict[str, float]]  # model label -> metric -> value (test split)
+    metrics: dict[str, dict[str, float]]  # model label -> metric -> value (test split; unseen_* and peer names)
     validation: dict[str, float] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     reused: bool = False
@@ -159,9 +166,10 @@ def train_ranker(split: Split, catalog: Catalog, config: TrainingConfig, progres
     return ranker, metrics
 
 
-def assemble(directory: Path, dataset: Dataset, user_ids: np.ndarray, history: Histories, retrieval: ALS,
-             ranker: Ranker, catalog: Catalog, config: TrainingConfig, manifest: dict[str, Any]) -> Path:
-    """Build the index over `retrieval`'s item vectors and write the bundle."""
+def assemble(directory: Path, dataset: Dataset, user_ids: np.ndarray, history: Histories, seen: Histories,
+             retrieval: ALS, ranker: Ranker, catalog: Catalog, config: TrainingConfig, manifest: dict[str, Any]) -> Path:
+    """Build the index over `retrieval`'s item vectors and write the bundle (`seen`: every
+    interaction of the training window at any rating, what serving excludes)."""
     stats = stats_for(retrieval, history, catalog, config)
     active = history.lengths > 0
     index = build_index(retrieval.item_factors, config=config.index, sample_queries=retrieval.user_factors[active])
@@ -170,6 +178,7 @@ def assemble(directory: Path, dataset: Dataset, user_ids: np.ndarray, history: H
         users=dataset.users,
         user_ids=user_ids,
         history=history,
+        seen=seen,
         item_factors=retrieval.item_factors,
         user_factors=retrieval.user_factors,
         stats=stats,
@@ -187,15 +196,22 @@ def assemble(directory: Path, dataset: Dataset, user_ids: np.ndarray, history: H
     return write_bundle(directory, parts)
 
 
-def evaluate_bundle(bundle: ModelBundle, split: Split, config: TrainingConfig) -> tuple[dict[str, float], float]:
-    """(protocol metrics of the two-stage model, candidate recall@N of its retrieval stage)."""
+def evaluate_bundle(bundle: ModelBundle, split: Split, config: TrainingConfig) -> tuple[dict[str, float], dict[str, float]]:
+    """(protocol metrics of the two-stage model under both exclusion rules, candidate recall@N of
+    its retrieval stage per rule: {"seen": ..., "positives": ...}).
+
+    Under "seen" the candidates exclude every item the user rated before the test part (what
+    serving does with `ModelBundle.user_seen`); under "positives" only the train positives."""
     if list(bundle.item_ids) != list(split.item_ids):
         raise ValueError(f"{bundle.path}: the bundle's items differ from the dataset's; evaluate on the dataset it was trained on")
     users = split.test_users()
-    candidates = retrieve(bundle.index.search, bundle.user_factors, split.train, users, config.n_candidates)
-    top = bundle.rank(candidates, config.protocol.k)
-    metrics = summarize(top, users, split, bundle.item_category, config.protocol.k)
-    return metrics, candidate_recall(candidates.items, users, split.test)
+    lists, recall_n = {}, {}
+    for rule, exclude in ((EXCLUDE_SEEN, split.seen), (EXCLUDE_POSITIVES, None)):
+        candidates = retrieve(bundle.index.search, bundle.user_factors, split.train, users, config.n_candidates,
+                              exclude=exclude)
+        lists[rule] = bundle.rank(candidates, config.protocol.k)
+        recall_n[rule] = candidate_recall(candidates.items, users, split.test)
+    return summarize_rules(lists, users, split, bundle.item_category, config.protocol.k), recall_n
 
 
 def baseline_models(names: tuple[str, ...], config: TrainingConfig, fitted_als: ALS | None = None) -> dict[str, Recommender]:
@@ -229,10 +245,11 @@ class OfflineResult:
     bundle_dir: Path
     metrics: dict[str, dict[str, float]]
     validation: dict[str, float]
-    candidate_recall: float
+    candidate_recall: float  # retrieval recall@N, train positives excluded (the published protocol's rule)
     dataset: Dataset
     split: Split
     review: ReviewReport | None = None
+    unseen_candidate_recall: float = float("nan")  # retrieval recall@N, every seen item excluded (served reality)
 
 
 def run_offline(dataset: Dataset, config: TrainingConfig, workdir: Path, *, full: bool = False,
@@ -256,7 +273,7 @@ def run_offline(dataset: Dataset, config: TrainingConfig, workdir: Path, *, full
         retrieval = fit_retrieval(split.train, config)
     honest_dir = workdir / ("honest-bundle" if full else "bundle")
     with stages.stage("index+bundle"):
-        assemble(honest_dir, dataset, split.user_ids, split.train, retrieval, ranker, catalog, config,
+        assemble(honest_dir, dataset, split.user_ids, split.train, split.known(), retrieval, ranker, catalog, config,
                  {**manifest, "trained_on": "train split", "full": False})
     with stages.stage("evaluate"):
         bundle = ModelBundle.load(honest_dir, serving=False)
@@ -271,16 +288,21 @@ def run_offline(dataset: Dataset, config: TrainingConfig, workdir: Path, *, full
     final_dir = honest_dir
     if full:
         with stages.stage("refit on all"):
-            user_ids, _, everything = positive_histories(dataset, config.protocol.min_rating)
+            user_ids, item_ids, everything = positive_histories(dataset, config.protocol.min_rating)
             retrieval_all = fit_retrieval(everything, config)
-            final_dir = assemble(workdir / "bundle", dataset, user_ids, everything, retrieval_all, ranker, catalog, config,
-                                 {**manifest, "trained_on": "all positives", "full": True})
+            final_dir = assemble(workdir / "bundle", dataset, user_ids, everything,
+                                 interaction_histories(dataset, user_ids, item_ids), retrieval_all, ranker, catalog,
+                                 config, {**manifest, "trained_on": "all positives", "full": True})
     final_manifest = json.loads((final_dir / "manifest.json").read_text())
-    final_manifest["metrics"] = {"test": table, "validation": validation, f"candidate_recall_at_{config.n_candidates}": recall_n}
+    n = config.n_candidates
+    final_manifest["metrics"] = {"test": table, "validation": validation,
+                                 f"candidate_recall_at_{n}": recall_n[EXCLUDE_POSITIVES],
+                                 f"unseen_candidate_recall_at_{n}": recall_n[EXCLUDE_SEEN]}
     if report is not None:
         final_manifest["review"] = report.to_dict()
     write_manifest(final_dir, final_manifest)
-    return OfflineResult(final_dir, table, validation, recall_n, dataset, split, report)
+    return OfflineResult(final_dir, table, validation, recall_n[EXCLUDE_POSITIVES], dataset, split, report,
+                         recall_n[EXCLUDE_SEEN])
 
 
 # -- evaluating a registered model ------------------------------------------------------------------
@@ -301,7 +323,9 @@ class FactorScores:
 
 
 def evaluate_registered(bundle: ModelBundle, dataset: Dataset) -> dict[str, dict[str, float]]:
-    """MostPopular, ALS alone (the bundle's vectors) and the two-stage bundle on `dataset`'s test split."""
+    """MostPopular, ALS alone (the bundle's vectors) and the two-stage bundle on `dataset`'s test split,
+    under both exclusion rules (the split, not the bundle, says what each user had seen: a format-1
+    bundle is evaluated the same way)."""
     if bundle.manifest.get("full"):
         raise EvaluationMismatch("--model-uri: this model was refitted on all positives (--full); its test split is "
                                  "part of its training data, so evaluate a train-split model instead")
@@ -369,7 +393,8 @@ def train(dataset: str | Path | Dataset, config: TrainingConfig | None = None, *
     `policy` (default: `PolicyConfig()`); a version that fails it is registered but never given
     the serving alias. `set_alias=False` withholds the alias in any case (a later gate may call
     `training.registry.promote`). `reuse=True` returns the aliased version instead of training
-    when it was trained on the same data with the same config and policy. `source` (a dataset
+    when it was trained on the same data with the same config and policy and written in the
+    current bundle format (`recsys.bundle.FORMAT_VERSION`, tag `bundle_format`). `source` (a dataset
     name or folder) is recorded so `recsys evaluate` can find the data again.
     """
     import mlflow
@@ -467,9 +492,15 @@ def _log_metrics(offline: OfflineResult, config: TrainingConfig) -> None:
         metrics.update({f"{key}/{name}": value for name, value in row.items() if np.isfinite(value)})
     two_stage = offline.metrics[MODEL_LABELS["two_stage"]]
     k = config.protocol.k
-    # The headline names are the ones the periodic review (compliance.review) checks.
-    metrics.update({"ndcg_at_10": two_stage[f"ndcg_at_{k}"], "recall_at_10": two_stage[f"recall_at_{k}"],
-                    "catalog_coverage": two_stage[f"catalog_coverage_at_{k}"],
+    # Headline names of the two-stage model: `unseen_*` is the served reality (every seen item
+    # excluded, the primary figure); the unprefixed ones keep their meaning (train positives
+    # excluded, comparable with published numbers). The review's own figures (review/ndcg_at_10...,
+    # what compliance.review checks) are those of the lists the serving path builds.
+    for prefix in (RULE_PREFIX[EXCLUDE_SEEN], RULE_PREFIX[EXCLUDE_POSITIVES]):
+        metrics.update({f"{prefix}ndcg_at_10": two_stage[f"{prefix}ndcg_at_{k}"],
+                        f"{prefix}recall_at_10": two_stage[f"{prefix}recall_at_{k}"],
+                        f"{prefix}catalog_coverage": two_stage[f"{prefix}catalog_coverage_at_{k}"]})
+    metrics.update({f"retrieval/unseen_candidate_recall_at_{config.n_candidates}": offline.unseen_candidate_recall,
                     f"retrieval/candidate_recall_at_{config.n_candidates}": offline.candidate_recall})
     metrics.update({f"validation/{name}": value for name, value in offline.validation.items() if np.isfinite(value)})
     if offline.review is not None:
@@ -492,8 +523,15 @@ def _log_documents(directory: Path, offline: OfflineResult, config: TrainingConf
     mlflow.log_artifacts(str(directory))
 
 
+def table_columns(k: int = 10) -> list[str]:
+    """The evaluation table's columns: the served-reality rule (`unseen_*`) first, then the
+    published protocol's positives-only ones."""
+    names = [f"ndcg_at_{k}", f"recall_at_{k}", f"catalog_coverage_at_{k}", f"genres_at_{k}"]
+    return [RULE_PREFIX[EXCLUDE_SEEN] + name for name in names] + [RULE_PREFIX[EXCLUDE_POSITIVES] + name for name in names]
+
+
 def evaluation_markdown(table: dict[str, dict[str, float]], k: int = 10) -> str:
-    columns = [f"ndcg_at_{k}", f"recall_at_{k}", f"catalog_coverage_at_{k}", f"genres_at_{k}"]
+    columns = table_columns(k)
     lines = ["| model | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
     for label, row in table.items():
         lines.append(f"| {label} | " + " | ".join(f"{row.get(c, float('nan')):.4f}" for c in columns) + " |")
@@ -515,10 +553,13 @@ alpha {config.als.alpha}, {config.als.iterations} iterations) ► Faiss index `{
 candidates ► `{config.ranker.kind}` ranker trained on those candidates of a validation split carved from train.
 
 **Evaluation** (protocol: positives rating >= {config.protocol.min_rating:g}; per-user time split, last
-ceil({config.protocol.test_share:g} n) to test; full ranking, train items excluded; averaged over users with a test item):
+ceil({config.protocol.test_share:g} n) to test; full ranking; averaged over users with a test item). `unseen_*`
+columns (served reality, primary): every item the user rated at any value before the test part is excluded, as
+serving excludes it; unprefixed columns (the published protocol): only the train positives are excluded.
 
 {evaluation_markdown(offline.metrics, k)}
-Retrieval recall of the top-{config.n_candidates} candidates: {offline.candidate_recall:.4f}.
+Retrieval recall of the top-{config.n_candidates} candidates: {offline.unseen_candidate_recall:.4f} (seen items
+excluded), {offline.candidate_recall:.4f} (train positives excluded).
 {"The served model was refitted on all positives after this evaluation (`full`); its own test figures would be optimistic." if full else ""}
 
 **Ranker inputs** (behavioural only; no demographic or sensitive user attribute is an input):
@@ -538,7 +579,8 @@ def _register(model_info, name: str, fingerprint: str, config_hash: str, full: b
         return None
     client = registry.client()
     for key, value in {"dataset": dataset, "dataset_fingerprint": fingerprint, "config_hash": config_hash,
-                       "full": str(full), "index_build_id": build_id, **(extra_tags or {})}.items():
+                       "full": str(full), "index_build_id": build_id, "bundle_format": str(FORMAT_VERSION),
+                       **(extra_tags or {})}.items():
         client.set_model_version_tag(name, str(version), key, value)
     if set_alias:
         registry.promote(version, name=name)
@@ -554,6 +596,10 @@ def _reusable(fingerprint: str, config_hash: str, policy: str) -> TrainResult | 
     tags = version.tags or {}
     if (tags.get("dataset_fingerprint") != fingerprint or tags.get("config_hash") != config_hash
             or tags.get("policy_hash") != policy or tags.get("review") != "passed"):
+        return None
+    # A version written in an older bundle format (e.g. format 1: no seen_*.npy, so serving could not
+    # exclude low-rated items, and no unseen_* metrics) is retrained, not reused.
+    if tags.get("bundle_format") != str(FORMAT_VERSION):
         return None
     run = registry.client().get_run(version.run_id)
     table: dict[str, dict[str, float]] = {}

@@ -5,9 +5,10 @@ data and results, and forbids models that induce users into addiction. Here "reg
 "every model version, before it can serve":
 
 1. `OfflineServing` replays the serving path for one user history without a server: the user
-   vector recomputed from the history, Faiss top-N with the history removed, flagged items
-   removed, the mainstream pool added, every candidate scored by the ranker, then the one
-   constraint engine with the declared policy (page 0 of the home surface).
+   vector recomputed from the history, Faiss top-N with every seen item removed (the history and
+   the items rated below the positive threshold, as serving does with `ModelBundle.user_seen`),
+   flagged items removed, the mainstream pool added, every candidate scored by the ranker, then
+   the one constraint engine with the declared policy (page 0 of the home surface).
 2. Over the test users of the protocol split (a seeded sample of `list_users` on big data) it measures what the lists served would show:
    dispersal and de-duplication violation rates, the share of flagged items, and the protocol
    metrics of the served lists next to those of the model alone.
@@ -53,21 +54,24 @@ class OfflineServing:
         self.blocked = np.asarray(bundle.flagged, dtype=bool)
         self.pool = np.flatnonzero(np.asarray(bundle.mainstream, dtype=bool) & ~self.blocked)
 
-    def _candidates(self, history: np.ndarray, served: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(history, user vector, candidate items, their sources): Faiss top-N with the history removed;
-        for the served path also flagged items removed and the mainstream pool added."""
+    def _candidates(self, history: np.ndarray, served: bool, seen: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(history, user vector, candidate items, their sources): Faiss top-N with the history and
+        the `seen` items (any rating) removed; for the served path also flagged items removed and
+        the mainstream pool (minus the seen items) added."""
         history = np.asarray(history, dtype=np.int64)
         if not len(history):
             empty = np.empty(0, dtype=np.int64)
             return history, np.zeros(0, dtype=np.float32), empty, empty
+        known = history if seen is None else np.union1d(history, np.asarray(seen, dtype=np.int64))
         vector = self.bundle.user_vector(history)
-        depth = min(len(self.bundle.item_ids), self.n_candidates + len(history))
+        depth = min(len(self.bundle.item_ids), self.n_candidates + len(known))
         found = self.bundle.index.search(vector[None, :], depth)[1][0]
-        retrieved = found[(found >= 0) & ~np.isin(found, history)][: self.n_candidates]
+        retrieved = found[(found >= 0) & ~np.isin(found, known)][: self.n_candidates]
         extra = np.empty(0, dtype=np.int64)
         if served:
             retrieved = retrieved[~self.blocked[retrieved]]
-            extra = self.pool[~np.isin(self.pool, history) & ~np.isin(self.pool, retrieved)]
+            extra = self.pool[~np.isin(self.pool, known) & ~np.isin(self.pool, retrieved)]
         sources = np.concatenate([np.full(len(retrieved), int(Source.RANKED)), np.full(len(extra), int(Source.MAINSTREAM))])
         return history, vector, np.concatenate([retrieved, extra]), sources.astype(np.int8)
 
@@ -76,16 +80,18 @@ class OfflineServing:
         features = self.bundle.features(vector, history, items, retrieval_scores)
         return np.asarray(self.bundle.ranker.score(features), dtype=np.float32)
 
-    def model_list(self, history: np.ndarray, k: int) -> np.ndarray:
-        """Top-k of the two-stage model alone (no filter, no policy); empty for an empty history."""
-        history, vector, items, _ = self._candidates(history, served=False)
+    def model_list(self, history: np.ndarray, k: int, seen: np.ndarray | None = None) -> np.ndarray:
+        """Top-k of the two-stage model alone (no filter but the seen items, no policy); empty for an
+        empty history."""
+        history, vector, items, _ = self._candidates(history, served=False, seen=seen)
         if not len(items):
             return items
         return items[np.argsort(-self._score(history, vector, items), kind="stable")[:k]]
 
-    def served_list(self, history: np.ndarray, k: int) -> np.ndarray:
-        """The first page the policy pipeline would serve for this history."""
-        history, vector, items, sources = self._candidates(history, served=True)
+    def served_list(self, history: np.ndarray, k: int, seen: np.ndarray | None = None) -> np.ndarray:
+        """The first page the policy pipeline would serve for this history (`seen`: every item the
+        user rated at any value, excluded like the history)."""
+        history, vector, items, sources = self._candidates(history, served=True, seen=seen)
         if not len(items):
             return items
         candidates = CandidateSet(item=items, score=self._score(history, vector, items),
@@ -94,21 +100,24 @@ class OfflineServing:
         slate = select(candidates, k, self.rules, SlateContext(), self.relaxation)
         return items[slate.indices]
 
-    def lists(self, histories: list[np.ndarray], k: int, served: bool = True) -> np.ndarray:
-        """(len(histories), k) item indices, -1 where a list is shorter than k."""
+    def lists(self, histories: list[np.ndarray], k: int, served: bool = True,
+              seen: list[np.ndarray] | None = None) -> np.ndarray:
+        """(len(histories), k) item indices, -1 where a list is shorter than k; `seen[row]` (when
+        given) are the items of that user to exclude besides the history."""
         out = np.full((len(histories), k), -1, dtype=np.int64)
         make = self.served_list if served else self.model_list
         for row, history in enumerate(histories):
-            chosen = make(history, k)
+            chosen = make(history, k, None if seen is None else seen[row])
             out[row, : len(chosen)] = chosen
         return out
 
-    def recommender(self, k: int, served: bool = True):
-        """The batch form `compliance.review.addiction_risk` drives. A list shorter than k is padded
-        with its own first item (the consumed one), so shares are measured over real items only."""
+    def recommender(self, k: int, served: bool = True, seen: list[np.ndarray] | None = None):
+        """The batch form `compliance.review.addiction_risk` drives (`seen[u]`: user u's seen items,
+        u as the simulation numbers users). A list shorter than k is padded with its own first item
+        (the consumed one), so shares are measured over real items only."""
 
         def recommend(users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
-            top = self.lists(histories, k, served)
+            top = self.lists(histories, k, served, None if seen is None else [seen[int(u)] for u in users])
             empty = top[:, 0] < 0
             if empty.any():
                 raise ValueError(f"review: no item left to recommend to {int(empty.sum())} simulated user(s); "
@@ -207,19 +216,23 @@ def _review(bundle: ModelBundle, split: Split, config: ReviewConfig, policy: Pol
     users = split.test_users()
     if config.list_users is not None and len(users) > config.list_users:
         users = np.sort(np.random.default_rng(config.seed).choice(users, config.list_users, replace=False))
+    known = split.known()  # every item rated (any value) before the test part: serving never shows them
     histories = [split.train.of(int(u)) for u in users]
+    seen = [known.of(int(u)) for u in users]
     metrics: dict[str, float] = {}
     window, limit = policy.dispersal.window, policy.dispersal.max_per_window
     for prefix, served in (("model", False), ("served", True)):
-        top = path.lists(histories, k, served)
+        top = path.lists(histories, k, served, seen)
         row = summarize(top, users, split, bundle.item_category, k)
         row.pop("users")
         row.update(list_violations(top, bundle.item_category, bundle.content_code, bundle.flagged, window, limit))
         metrics.update({f"{prefix}/{name}": float(value) for name, value in row.items() if np.isfinite(value)})
     every = [split.train.of(u) for u in range(split.n_users)]
+    every_seen = [known.of(u) for u in range(split.n_users)]
     risks = {}
     for prefix, served in (("model", False), ("served", True)):
-        risks[prefix] = addiction_risk(path.recommender(config.simulation_k, served), every, bundle.item_category, config)
+        risks[prefix] = addiction_risk(path.recommender(config.simulation_k, served, every_seen), every,
+                                       bundle.item_category, config)
         metrics.update({f"{prefix}/{name}": value for name, value in risks[prefix].as_metrics().items()})
     # The unprefixed names `compliance.review.CHECKS` reads: what users would be served.
     metrics.update({

@@ -1,8 +1,9 @@
 """Training data for the ranker: retrieval candidates of a validation split, labelled and featurised.
 
 The ranker learns on what it will see in serving: for each user, the retrieval stage's top-N
-candidates (the user's history excluded), labelled with the held-out positives of a validation
-split carved from train exactly like test, with features built by the serving code path.
+candidates with every item the user is known to have rated (any rating, `Split.seen`) excluded,
+as serving excludes them, labelled with the held-out positives of a validation split carved from
+train exactly like test, with features built by the serving code path.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from recsys.evaluation import Histories, Split, candidate_recall, ranking_metrics
@@ -23,7 +25,7 @@ Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 @dataclass(frozen=True)
 class Candidates:
-    """Top-N retrieval candidates per user (history excluded); -1 pads, scores -inf there."""
+    """Top-N retrieval candidates per user (history and excluded items removed); -1 pads, scores -inf there."""
 
     users: np.ndarray
     items: np.ndarray  # int64 (users, n)
@@ -31,10 +33,14 @@ class Candidates:
 
 
 def retrieve(search: Search, user_vectors: np.ndarray, histories: Histories, users: np.ndarray, n: int,
-             batch_size: int = 2048) -> Candidates:
-    """The top-n items of each user by `search`, items of the user's history removed."""
+             batch_size: int = 2048, exclude: Histories | None = None) -> Candidates:
+    """The top-n items of each user by `search`, items of the user's history removed, and those of
+    the user's row of `exclude` too (e.g. every interaction at any rating: `Split.seen`, the
+    bundle's seen items), so the n candidates are all items the user has not seen."""
     users = np.asarray(users, dtype=np.int64)
     lengths = histories.lengths[users] if len(users) else np.zeros(0, dtype=np.int64)
+    if exclude is not None and len(users):  # distinct items removed per user: the search depth needed
+        lengths = (histories.matrix()[users] + exclude.matrix()[users]).getnnz(axis=1)
     k = int(min(histories.n_items, n + (lengths.max() if len(lengths) else 0)))
     items = np.full((len(users), n), -1, dtype=np.int64)
     scores = np.full((len(users), n), -np.inf, dtype=np.float32)
@@ -42,7 +48,8 @@ def retrieve(search: Search, user_vectors: np.ndarray, histories: Histories, use
         batch = users[start : start + batch_size]
         found_scores, found = search(np.ascontiguousarray(user_vectors[batch], dtype=np.float32), k)
         for row, user in enumerate(batch):
-            keep = (found[row] >= 0) & ~np.isin(found[row], histories.of(user))
+            removed = histories.of(user) if exclude is None else np.concatenate([histories.of(user), exclude.of(user)])
+            keep = (found[row] >= 0) & ~np.isin(found[row], removed)
             chosen = found[row][keep][:n]
             items[start + row, : len(chosen)] = chosen
             scores[start + row, : len(chosen)] = found_scores[row][keep][:n]
@@ -56,12 +63,15 @@ def featurise(stats: ItemStats, user_vectors: np.ndarray, histories: Histories, 
     features = np.zeros((n_users, n, len(FEATURE_NAMES)), dtype=np.float32)
     mask = candidates.items >= 0
     rows = tqdm(range(n_users), desc="features", disable=not progress, leave=False)
-    for row in rows:
-        user = candidates.users[row]
-        real = mask[row]
-        features[row, real] = build_features(
-            stats, user_vectors[user], histories.of(user), candidates.items[row, real], candidates.scores[row, real], config
-        )
+    # One list's products are tiny: a BLAS thread pool only adds wake-ups (8x slower measured on two
+    # busy cores), as serving found; one thread, like a request.
+    with threadpool_limits(limits=1, user_api="blas"):
+        for row in rows:
+            user = candidates.users[row]
+            real = mask[row]
+            features[row, real] = build_features(
+                stats, user_vectors[user], histories.of(user), candidates.items[row, real], candidates.scores[row, real], config
+            )
     return features, mask
 
 
@@ -75,9 +85,10 @@ def label(candidates: Candidates, held_out: Histories) -> np.ndarray:
 
 def ranking_lists(stats: ItemStats, user_vectors: np.ndarray, split: Split, search: Search, n_candidates: int,
                   config: FeatureConfig, progress: bool = False) -> tuple[RankingLists, Candidates]:
-    """Lists for every user with both a history and a held-out positive in `split`."""
+    """Lists for every user with both a history and a held-out positive in `split`; the candidates
+    exclude every item the user rated before the held-out part (`split.seen`), as serving does."""
     users = np.flatnonzero((split.train.lengths > 0) & (split.test.lengths > 0))
-    candidates = retrieve(search, user_vectors, split.train, users, n_candidates)
+    candidates = retrieve(search, user_vectors, split.train, users, n_candidates, exclude=split.seen)
     features, mask = featurise(stats, user_vectors, split.train, candidates, config, progress)
     return RankingLists(features, label(candidates, split.test), mask), candidates
 

@@ -232,3 +232,86 @@ def test_evaluate_scorer_on_an_oracle_is_perfect():
     result = evaluate_scorer(Oracle(), split)
     assert result["ndcg_at_10"] == pytest.approx(1.0) and result["recall_at_10"] == pytest.approx(1.0)
     assert result["users"] == 3
+
+
+# -- the served-reality rule: every item rated (any value) before the first test positive ----------
+
+
+def test_seen_holds_low_ratings_before_the_cut_and_nothing_after():
+    rows = [("u1", str(i), 10 * i, 5.0) for i in range(5)]  # positives 0..4, "4" goes to test (t=40)
+    rows += [("u1", "10", 15, 2.0), ("u1", "11", 39, 3.0)]  # low ratings before the cut: known
+    rows += [("u1", "12", 40, 1.0), ("u1", "13", 55, 2.0)]  # at the cut (tie rank of 12 > 4) and after: unknown
+    rows += [("u1", "4", 20, 3.0)]  # the test item itself was rated low before: known, as a service knows it
+    split = protocol_split(dataset(rows))
+    ids = split.item_ids
+    assert [ids[i] for i in split.test.of(0)] == ["4"]
+    assert sorted(ids[i] for i in split.train.of(0)) == ["0", "1", "2", "3"]
+    assert sorted(set(ids[i] for i in split.seen.of(0))) == ["0", "1", "10", "11", "2", "3", "4"]
+    assert split.seen.ratings_of(0).tolist() == [5.0, 5.0, 2.0, 5.0, 3.0, 5.0, 3.0]  # time order
+    seen = set(split.exclusion("seen")[0].indices.tolist())
+    assert {ids[i] for i in seen} == {"0", "1", "2", "3", "4", "10", "11"}
+    assert {ids[i] for i in split.exclusion("positives")[0].indices} == {"0", "1", "2", "3"}
+    with pytest.raises(EvaluationError, match="rule"):
+        split.exclusion("everything")
+
+
+@st.composite
+def rated_rows(draw):
+    """Interactions of a few users with ratings 1..5 and many timestamp ties."""
+    n_users = draw(st.integers(1, 4))
+    rows = []
+    for user in range(n_users):
+        items = draw(st.lists(st.integers(0, 14), min_size=1, max_size=14, unique=True))
+        for item in items:
+            rows.append((f"u{user}", str(item), draw(st.integers(0, 6)), float(draw(st.integers(1, 5)))))
+        if draw(st.booleans()):  # a repeated rating of an item, at another time
+            item = items[0]
+            rows.append((f"u{user}", str(item), draw(st.integers(0, 6)), float(draw(st.integers(1, 5)))))
+    return rows
+
+
+@SETTINGS
+@given(rated_rows(), st.sampled_from([0.2, 0.5]))
+def test_the_seen_rule_is_leak_free(rows, share):
+    """Every item rated (any value) strictly before the first held-out positive is excluded; no item
+    rated only at or after it is. "Before" is the protocol's order: (timestamp, numeric item id)."""
+    if not any(r[3] >= 4 for r in rows):
+        return
+    split = protocol_split(dataset(rows, n_items=15), test_share=share)
+    exclusion = split.exclusion("seen")
+    for user in split.test_users():
+        first_item = int(split.item_ids[split.test.of(user)[0]])
+        cut = (int(split.test.timestamps[split.test.indptr[user]]), first_item)
+        rated = [(t, int(item)) for uid, item, t, _ in rows if uid == split.user_ids[user]]
+        before = {item for t, item in rated if (t, item) < cut}
+        excluded = {int(split.item_ids[i]) for i in exclusion[user].indices}
+        assert excluded == before
+        assert {int(split.item_ids[i]) for i in split.train.of(user)} <= excluded  # train positives are before
+    validation = validation_split(split, share)
+    for user in validation.test_users():  # the validation split's seen: the same rule inside train
+        cut = (int(validation.test.timestamps[validation.test.indptr[user]]), int(split.item_ids[validation.test.of(user)[0]]))
+        known = {(int(t), int(split.item_ids[i])) for i, t in zip(validation.seen.of(user),
+                 validation.seen.timestamps[validation.seen.indptr[user]:validation.seen.indptr[user + 1]])}
+        assert all(event < cut for event in known)
+        assert set(validation.seen.of(user)) <= set(split.seen.of(user))
+
+
+def test_evaluate_scorer_reports_both_rules():
+    # u0 rated items 10..14 low before the test part; a scorer that loves them wastes its list on
+    # them under the published protocol, not in the served reality where they are excluded.
+    rows = [("u0", str(i), i, 5.0) for i in range(10)] + [("u0", str(10 + j), j, 1.0) for j in range(5)]
+    split = protocol_split(dataset(rows, n_items=20))
+
+    class LovesLowRated:
+        def scores(self, users):
+            out = np.zeros((len(users), 20), dtype=np.float32)
+            out[:, 10:15] = 2.0
+            out[:, [8, 9]] = 1.0  # the two test items
+            return out
+
+    result = evaluate_scorer(LovesLowRated(), split, k=5)
+    assert result["unseen_recall_at_5"] == pytest.approx(1.0) and result["unseen_ndcg_at_5"] == pytest.approx(1.0)
+    assert result["recall_at_5"] == 0.0 and result["ndcg_at_5"] == 0.0
+    assert result["users"] == 1 and "unseen_catalog_coverage_at_5" in result
+    only = evaluate_scorer(LovesLowRated(), split, k=5, rules=("positives",))
+    assert "unseen_ndcg_at_5" not in only and only["ndcg_at_5"] == 0.0

@@ -177,6 +177,18 @@ def test_retrieve_excludes_history_and_labels_mark_held_out_items():
     assert top[0].tolist() == candidates.items[0, :3].tolist() and (top[2] == -1).all()
 
 
+def test_retrieve_also_removes_the_excluded_items_and_keeps_n_candidates():
+    rng = np.random.default_rng(4)
+    item_vectors = rng.normal(size=(40, 6)).astype(np.float32)
+    user_vectors = rng.normal(size=(2, 6)).astype(np.float32)
+    history = Histories(np.array([0, 3, 3]), np.array([0, 1, 2]), np.zeros(3, dtype=np.int64), 40)
+    best = np.argsort(-(item_vectors @ user_vectors[1]))
+    seen = Histories(np.array([0, 2, 7]), np.concatenate([[0, 5], best[:5]]), np.zeros(7, dtype=np.int64), 40)
+    candidates = retrieve(build_index(item_vectors, "flat").search, user_vectors, history, np.array([0, 1]), 10, exclude=seen)
+    assert not set(candidates.items[0]) & {0, 1, 2, 5} and (candidates.items >= 0).all()
+    assert candidates.items[1].tolist() == best[5:15].tolist()  # the 5 seen best ones skipped, still 10
+
+
 def test_split_lists_keeps_only_lists_with_a_positive():
     lists = synthetic_lists(n_users=20)
     lists.labels[:5] = 0

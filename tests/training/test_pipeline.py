@@ -110,9 +110,44 @@ def test_the_run_holds_params_metrics_and_documents(trained):
     for key in ("two_stage/ndcg_at_10", "als/recall_at_10", "popular/ndcg_at_10", "ndcg_at_10", "catalog_coverage",
                 "retrieval/candidate_recall_at_60", "validation/ranker_ndcg_at_10", "time/ranker_s", "time/total_s"):
         assert key in metrics, key
+    # The served-reality rule (every item rated at any value before the test part excluded), for every model.
+    for key in ("two_stage/unseen_ndcg_at_10", "als/unseen_recall_at_10", "popular/unseen_ndcg_at_10",
+                "two_stage/unseen_catalog_coverage_at_10", "unseen_ndcg_at_10", "unseen_recall_at_10",
+                "unseen_catalog_coverage", "retrieval/unseen_candidate_recall_at_60"):
+        assert key in metrics, key
+    assert metrics["unseen_ndcg_at_10"] == metrics["two_stage/unseen_ndcg_at_10"]
+    assert metrics["ndcg_at_10"] == metrics["two_stage/ndcg_at_10"]
     artifacts = {a.path for a in client().list_artifacts(result.run_id)}
     assert {"model_card.md", "evaluation.md", "evaluation.json", "training_config.json"} <= artifacts
-    assert result.metrics["two-stage"]["ndcg_at_10"] > result.metrics["MostPopular"]["ndcg_at_10"]
+    for rule in ("unseen_", ""):
+        assert result.metrics["two-stage"][f"{rule}ndcg_at_10"] > result.metrics["MostPopular"][f"{rule}ndcg_at_10"]
+    # Excluding what users already rated can only free list slots for test items of ALS and MostPopular.
+    for label in ("ALS", "MostPopular"):
+        assert result.metrics[label]["unseen_recall_at_10"] >= result.metrics[label]["recall_at_10"]
+    table = mlflow.artifacts.load_text(f"runs:/{result.run_id}/evaluation.md")
+    assert "unseen_ndcg_at_10" in table.splitlines()[0] and "| ndcg_at_10 |" in table.splitlines()[0]
+
+
+def test_reuse_skips_a_version_written_in_an_older_bundle_format(trained, dataset_dir):
+    from compliance.policy import PolicyConfig, config_hash as policy_hash
+    from recsys.bundle import FORMAT_VERSION
+    from recsys.datasets import load
+    from training.pipeline import _reusable, dataset_fingerprint
+
+    result, config = trained
+    name = core_settings().model_name
+    version = client().get_model_version_by_alias(name, core_settings().model_alias)
+    assert version.tags["bundle_format"] == str(FORMAT_VERSION)
+    key = (dataset_fingerprint(load(str(dataset_dir))), config.config_hash(), policy_hash(PolicyConfig()))
+    assert _reusable(*key) is not None
+    for tag in ("1", None):  # a format-1 version (no seen files), or one registered before the tag existed
+        if tag is None:
+            client().delete_model_version_tag(name, version.version, "bundle_format")
+        else:
+            client().set_model_version_tag(name, version.version, "bundle_format", tag)
+        assert _reusable(*key) is None
+    client().set_model_version_tag(name, version.version, "bundle_format", str(FORMAT_VERSION))
+    assert _reusable(*key).model_version == str(version.version)
 
 
 def test_reuse_returns_the_aliased_version_and_no_alias_keeps_it(trained, dataset_dir):
@@ -270,3 +305,9 @@ def test_offline_serving_replays_the_policy_pipeline(trained, dataset_dir):
     # The model's own list is the ranker's order of its candidates, policy-free.
     assert not all(bundle.mainstream[row[0]] for row in model)
     assert len(path.served_list(np.empty(0, dtype=np.int64), 10)) == 0
+    # As serving with `ModelBundle.user_seen`: nothing the user rated, at any value, comes back.
+    seen = [split.known().of(int(u)) for u in split.test_users()[:40]]
+    assert any(len(np.setdiff1d(known, history)) for known, history in zip(seen, histories))
+    for served_flag in (True, False):
+        for row, known in zip(path.lists(histories, 10, served_flag, seen), seen):
+            assert (row >= 0).all() and not np.isin(row, known).any()
