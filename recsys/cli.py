@@ -43,9 +43,12 @@ def data_fetch(
         path = fetch(name, source=source, force=force)
     except SchemaError as exc:
         fail(str(exc))
+    from recsys.datasets.labels import age_band_report, format_age_band_report
     from recsys.schema import Dataset
 
-    typer.echo(f"{Dataset.load(path, name=name).summary()} -> {path}")
+    dataset = Dataset.load(path, name=name)
+    typer.echo(f"{dataset.summary()} -> {path}")
+    typer.echo(format_age_band_report(age_band_report(dataset.items)))  # what each minors' band may see
 
 
 @data_app.command("synth")

@@ -26,7 +26,10 @@ ITEMS: dict[str, pl.DataType] = {
     "release_year": pl.Int32(),  # may be null
     "content_key": pl.Utf8(),  # same key = same content (normalised title or content hash)
     # labels: set by the dataset's documented label rules (data/labels/) or by the provider
-    "minor_safe": pl.Boolean(),
+    "minor_safe": pl.Boolean(),  # derived: age_rating <= 0, safe for every minor (recsys/datasets/labels.py)
+    # youngest viewer band allowed (2024 minors-mode guideline): one of AGE_RATINGS. A frame
+    # without it still validates: validate() fills it from minor_safe via labels.ensure_age_rating.
+    "age_rating": pl.Int8(),
     "mainstream": pl.Boolean(),
     "synthetic": pl.Boolean(),  # algorithm-generated content, must be labelled when served
     "flagged": pl.Boolean(),  # illegal or harmful: never served
@@ -37,7 +40,8 @@ USERS: dict[str, pl.DataType] = {
     "age": pl.Int32(),  # may be null; < 18 means minor
 }
 
-LABELS = ("minor_safe", "mainstream", "synthetic", "flagged")
+LABELS = ("minor_safe", "mainstream", "synthetic", "flagged")  # the boolean labels
+AGE_RATINGS = (0, 8, 12, 16, 18)  # all ages, 8+, 12+, 16+, adults only
 
 FRAME_FILES = {"interactions": "interactions.parquet", "items": "items.parquet", "users": "users.parquet"}
 
@@ -50,8 +54,14 @@ def validate(frame: pl.DataFrame, schema: dict[str, pl.DataType], source: str) -
     """Return `frame` with the schema's columns first, cast to their types; extra columns are kept.
 
     Raises SchemaError naming `source` and the column when a column is missing, cannot be cast,
-    or (for id columns) holds nulls.
+    or (for id columns) holds nulls. An items frame written before age ratings (no `age_rating`
+    column) is first given one by `recsys.datasets.labels.ensure_age_rating` (0 where minor_safe,
+    else 18); `age_rating` must then hold only AGE_RATINGS.
     """
+    if "age_rating" in schema and ("age_rating" not in frame.columns or "minor_safe" not in frame.columns):
+        from recsys.datasets.labels import ensure_age_rating  # here: labels imports this module
+
+        frame = ensure_age_rating(frame)
     missing = [name for name in schema if name not in frame.columns]
     if missing:
         raise SchemaError(
@@ -75,6 +85,15 @@ def validate(frame: pl.DataFrame, schema: dict[str, pl.DataType], source: str) -
     for name in schema:
         if name.endswith("_id") and out.get_column(name).null_count():
             raise SchemaError(f"{source}: column {name!r} has null values")
+    if "age_rating" in schema:
+        ratings = out.get_column("age_rating")
+        if ratings.null_count():
+            raise SchemaError(f"{source}: column 'age_rating' has null values")
+        bad = ratings.filter(~ratings.is_in(AGE_RATINGS))
+        if bad.len():
+            raise SchemaError(
+                f"{source}: column 'age_rating' has value {bad[0]}, expected one of {', '.join(map(str, AGE_RATINGS))}"
+            )
     return out
 
 

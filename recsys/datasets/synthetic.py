@@ -2,7 +2,8 @@
 
 It has what the policy pipeline must cope with: categories of uneven size, a Zipf popularity
 skew, users with favourite categories, minors, items that duplicate another item's content,
-flagged items, algorithm-generated (synthetic) items and a small mainstream editorial pool.
+flagged items, algorithm-generated (synthetic) items, a small mainstream editorial pool and age
+ratings consistent with the minor-safe and flagged labels.
 One million items and 100k users take a few seconds.
 """
 
@@ -13,10 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from recsys.datasets.labels import MINOR_SAFE_MAX_RATING
 from recsys.schema import Dataset
 
 START_TIMESTAMP = 1_700_000_000  # 2023-11-14, so runs are reproducible whatever today is
 SPAN_SECONDS = 180 * 24 * 3600
+AGE_RATING_STREAM = 0xA6E  # second seed word of the age-rating generator
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,13 @@ def _items(config: SyntheticConfig, rng: np.random.Generator):
     names = np.array(category_names(n_cat))
     secondary = np.where(rng.random(n) < 0.3, rng.integers(0, n_cat, n), -1)
     unsafe_category = (category % config.unsafe_category_every) == config.unsafe_category_every - 1
+    # Same draws, in the same order, as before age ratings existed: the other columns do not change.
+    release_year = rng.integers(1990, 2024, n).astype(np.int32)
+    minor_safe = ~unsafe_category & (rng.random(n) > 0.02)
+    mainstream = rng.random(n) < config.mainstream_share
+    synthetic = rng.random(n) < config.synthetic_share
+    flagged = rng.random(n) < config.flagged_share
+    age_rating = _age_ratings(config, unsafe_category, minor_safe, flagged)
     frame = pl.DataFrame(
         {
             "item_id": item_number,
@@ -90,11 +100,12 @@ def _items(config: SyntheticConfig, rng: np.random.Generator):
             "secondary": pl.Series(names[np.maximum(secondary, 0)], dtype=pl.Utf8).scatter(
                 np.flatnonzero(secondary < 0), None
             ),
-            "release_year": rng.integers(1990, 2024, n).astype(np.int32),
-            "minor_safe": ~unsafe_category & (rng.random(n) > 0.02),
-            "mainstream": rng.random(n) < config.mainstream_share,
-            "synthetic": rng.random(n) < config.synthetic_share,
-            "flagged": rng.random(n) < config.flagged_share,
+            "release_year": release_year,
+            "minor_safe": age_rating <= MINOR_SAFE_MAX_RATING,
+            "age_rating": age_rating,
+            "mainstream": mainstream,
+            "synthetic": synthetic,
+            "flagged": flagged,
         }
     )
     frame = frame.with_columns(
@@ -102,8 +113,30 @@ def _items(config: SyntheticConfig, rng: np.random.Generator):
         title=pl.format("{} story {}", pl.col("primary"), pl.col("content")),
         content_key=pl.format("c{}", pl.col("content")),
         categories=pl.concat_list("primary", "secondary").list.drop_nulls().list.unique(maintain_order=True),
-    ).select("item_id", "title", "categories", "release_year", "content_key", "minor_safe", "mainstream", "synthetic", "flagged")
+    ).select(
+        "item_id", "title", "categories", "release_year", "content_key",
+        "minor_safe", "age_rating", "mainstream", "synthetic", "flagged",
+    )
     return frame, category, cdf, category_start
+
+
+def _age_ratings(
+    config: SyntheticConfig, unsafe_category: np.ndarray, minor_safe: np.ndarray, flagged: np.ndarray
+) -> np.ndarray:
+    """Age ratings consistent with the other labels, so that minor_safe == (age_rating == 0).
+
+    minor-safe items are rated 0 (all ages); items of an unsafe category 16 or 18; the other
+    items that are not minor-safe 8, 12 or 16; flagged items (illegal or harmful) 18, and so are
+    never minor-safe. Drawn from a generator of their own (seeded from `config.seed`), so adding
+    them left every other column of a seeded catalog unchanged.
+    """
+    rng = np.random.default_rng([config.seed, AGE_RATING_STREAM])
+    n = len(minor_safe)
+    adult_category = np.array([16, 18], dtype=np.int8)[rng.integers(0, 2, n)]
+    older_minors = np.array([8, 12, 16], dtype=np.int8)[rng.integers(0, 3, n)]
+    rating = np.where(minor_safe, 0, np.where(unsafe_category, adult_category, older_minors)).astype(np.int8)
+    rating[flagged] = 18
+    return rating
 
 
 def _users(config: SyntheticConfig, rng: np.random.Generator):

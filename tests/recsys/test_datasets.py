@@ -111,7 +111,9 @@ def test_label_rules_mainstream_pool_from_csv():
     items = pl.DataFrame({"item_id": ["1", "2"], "categories": [["Comedy"], ["War", "Children's"]]})
     labelled = labels.apply_label_rules(items, RULES)
     assert labelled["mainstream"].to_list() == [True, False]  # Toy Story (id 1) is in the editorial CSV
-    assert labelled["minor_safe"].to_list() == [True, True]  # Children's overrides War
+    # Comedy is rated 12 (not safe for every minor); the Children's cap keeps War + Children's at 0
+    assert labelled["age_rating"].to_list() == [12, 0]
+    assert labelled["minor_safe"].to_list() == [False, True]
 
 
 @settings(max_examples=15, deadline=None)
