@@ -1,8 +1,13 @@
 """Trending list without manipulation (Art. 11: hot lists are a key surface to manage; Art. 13: no
 fake accounts, fake likes or shares, and no manipulated lists).
 
-`compute_trending` turns engagement events into a ranked hot list. Rules, in the order applied
-(each one's switch and knobs are fields of `TrendingConfig`; the result counts what each removed):
+`compute_trending` turns engagement events into a ranked hot list. The attacker modelled is not one
+burst but a patient operator: hundreds of accounts, created at any time, that like and share one
+obscure item (perhaps with a few popular decoys) spread evenly over minutes, hours or the whole
+window. What such accounts lack is a past: they engaged nothing, or next to nothing, before the
+window. Rules, in the order applied (each one's switch and thresholds are fields of
+`TrendingConfig`, defaults in brackets; `TrendingResult.discounted` counts what each rule hit and
+`TrendingResult.flagged` lists every discounted contribution as (user_id, item_id, rule)):
 
 1. Window: only events with `now - window_hours <= ts <= now` count; future timestamps are dropped
    (they would otherwise decay to more than their weight). A resent event_id counts once.
@@ -11,21 +16,57 @@ fake accounts, fake likes or shares, and no manipulated lists).
 3. Time decay: an event of age `a` hours is worth `weight * exp(-ln2 * a / half_life_hours)`.
 4. Distinct users: a user counts at most once per item, by their single strongest event
    (largest decayed weight); repeating clicks, likes or shares adds nothing.
-5. New accounts: an event from an account younger than `new_account_days` at the time of the event
-   is worth `new_account_weight` times as much; an account with no known creation time is treated
-   as new (`unknown_account_is_new`).
-6. Burst: when, for one item, the new accounts that first engaged it within any `burst_minutes`
-   span are at least `burst_min_accounts` and more than `burst_new_account_share` of all accounts
-   engaging the item in the window, those accounts' weight on that item is zeroed.
-7. Lockstep: accounts whose engaged-item sets in the window are near-identical (Jaccard >=
-   `lockstep_min_jaccard`, each set >= `lockstep_min_items` items), linked into groups of at least
-   `lockstep_min_group` accounts, count as one user per item (the group's strongest contribution).
-8. Eligibility: items outside the catalogue, blocked items, and (for a minors' list) items that are
-   not minor-safe are left out; an item needs `min_distinct_users` users (after rules 4-7).
+5. Account trust, from age and history. `prior_items` is the number of distinct items an account
+   engaged before the window (the serving route passes its interactions in the model's training
+   data plus the distinct items of its stored events before the window). An account's event is worth
+   - `no_history_weight` [0] times as much when prior_items is 0, whatever the account's age and
+     however its events are spread (rule "no_history");
+   - `new_account_weight` [0.2] times as much when the account is younger than `new_account_days`
+     [7] at the event; an account with no known creation time is new (`unknown_account_is_new`)
+     (rule "new_account");
+   - `thin_history_weight` [0.5] times as much when 0 < prior_items < `history_min_items` [5]
+     (rule "thin_history").
+   Unknown prior_items (the mapping form of `accounts`, a frame without the column, or a null):
+   with `unknown_history="empty_if_new"` [default] it counts as no history only for an account that
+   is new at `now` or has no known creation time; an older account's unknown history is not judged
+   (the history rules 5 and 6 leave it alone). "empty" always counts it as no history,
+   "established" never does.
+6. Concentration: an account whose whole activity, prior_items plus the distinct items it engaged
+   in the window, is at most `concentration_max_items` [3] items is worth `concentration_weight`
+   [0.1] times as much (rule "concentration"): a real user browses.
+   The factors of rules 5 and 6 multiply. An account discounted by rule 5 or 6 at an event is
+   untrusted for that event. An account worth nothing at all its events (no history, by default)
+   is left out of rules 7-9: it lifts nothing, and adding such accounts can never drag real
+   accounts into a burst or a group, or change any score.
+7. Burst: when, for one item, the untrusted accounts that first engaged it within any
+   `burst_minutes` [60] span are at least `burst_min_accounts` [5] and more than
+   `burst_new_account_share` [0.5] of all accounts engaging the item in the window, those accounts'
+   weight on that item is zeroed (rule "burst").
+8. Co-engagement groups count as one user per item (the group's strongest contribution):
+   - lockstep: accounts whose engaged-item sets in the window are near-identical (Jaccard >=
+     `lockstep_min_jaccard` [0.8], each set >= `lockstep_min_items` [3] items), linked into groups
+     of at least `lockstep_min_group` [20] accounts, trusted or not (rule "lockstep");
+   - clusters: untrusted accounts that engaged fewer than `lockstep_min_items` items in the window
+     (1- and 2-item sets), grouped by their exact item set, in groups of at least
+     `cluster_min_group` [10] accounts (rule "cluster"). Trusted accounts with one or two items in
+     the window are not grouped: many real users open the app once and like the item everyone
+     talks about.
+9. Untrusted cap: untrusted contributions may make up at most `untrusted_max_share` [0.5] of an
+   item's score: score = T + min(U, T * s / (1 - s)), T and U the sums of the trusted and the
+   untrusted contributions (after rules 7-8). An item that only untrusted accounts engaged scores 0;
+   the untrusted contributions of a capped item are flagged (rule "untrusted_cap"). 1 switches it off.
+10. Eligibility: items outside the catalogue, blocked items, and (for a minors' list) items that
+   are not minor-safe are left out; an item needs `min_distinct_users` users with a positive
+   contribution (after rules 4-8; a group counts once).
 The score of an item is the sum of its users' contributions; ties break by item id.
-`manipulation_filters=False` switches rules 5-7 off at once (for comparison in audits and tests).
+`manipulation_filters=False` switches rules 5-9 off at once (for comparison in audits and tests).
 Near-identical sets are found with MinHash banding (16 bands of 4 rows: a pair at Jaccard 0.8 is
 a candidate with probability > 0.999), then every candidate pair is checked exactly.
+
+Known limit: an account older than `new_account_days` with at least `history_min_items` items of
+history is trusted. 200 such accounts liking one item look exactly like 200 real users doing so,
+and the list lets them count (unless they move in lockstep on 3+ items); the defence there is the
+cost of building such accounts and the audit trail of `flagged` and the event store.
 """
 
 from __future__ import annotations
@@ -34,6 +75,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -43,9 +85,14 @@ from scipy.sparse.csgraph import connected_components
 
 EVENT_COLUMNS = ("event_id", "user_id", "item_id", "type", "ts")
 DEFAULT_EVENT_WEIGHTS = {"impression": 0.0, "click": 1.0, "like": 2.0, "share": 3.0}
+# every rule that can discount a (user, item) contribution, as named in `TrendingResult.flagged`
+FLAG_RULES = ("no_history", "new_account", "thin_history", "concentration", "burst", "lockstep", "cluster",
+              "untrusted_cap")
 MINHASH_BANDS = 16
 MINHASH_ROWS = 4
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+Accounts = Mapping[str, datetime | None] | pl.DataFrame
 
 
 class TrendingInputError(ValueError):
@@ -61,18 +108,32 @@ class TrendingConfig(BaseModel):
     half_life_hours: float = Field(default=6.0, gt=0)
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
     min_distinct_users: int = Field(default=3, ge=1)
-    manipulation_filters: bool = True  # master switch of rules 5-7
+    manipulation_filters: bool = True  # master switch of rules 5-9
+    # rule 5: account age and history
+    no_history_weight: float = Field(default=0.0, ge=0.0, le=1.0)
     new_account_days: float = Field(default=7.0, ge=0)
     new_account_weight: float = Field(default=0.2, ge=0.0, le=1.0)
     unknown_account_is_new: bool = True
+    history_min_items: int = Field(default=5, ge=0)  # fewer prior items (but > 0): thin history
+    thin_history_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    unknown_history: Literal["empty_if_new", "empty", "established"] = "empty_if_new"
+    # rule 6: concentration (0 switches it off)
+    concentration_max_items: int = Field(default=3, ge=0)
+    concentration_weight: float = Field(default=0.1, ge=0.0, le=1.0)
+    # rule 7: burst
     burst_enabled: bool = True
     burst_minutes: float = Field(default=60.0, gt=0)
     burst_new_account_share: float = Field(default=0.5, ge=0.0, lt=1.0)
     burst_min_accounts: int = Field(default=5, ge=1)
+    # rule 8: co-engagement groups
     lockstep_enabled: bool = True
     lockstep_min_jaccard: float = Field(default=0.8, gt=0.0, le=1.0)
     lockstep_min_items: int = Field(default=3, ge=1)
     lockstep_min_group: int = Field(default=20, ge=2)
+    cluster_enabled: bool = True
+    cluster_min_group: int = Field(default=10, ge=2)
+    # rule 9: share of an item's score that untrusted accounts may make up (1: no cap)
+    untrusted_max_share: float = Field(default=0.5, ge=0.0, le=1.0)
 
     @field_validator("event_weights")
     @classmethod
@@ -87,7 +148,7 @@ class TrendingConfig(BaseModel):
         return value
 
     def without_filters(self) -> TrendingConfig:
-        """The same config with the manipulation filters (rules 5-7) off."""
+        """The same config with the manipulation filters (rules 5-9) off."""
         return self.model_copy(update={"manipulation_filters": False})
 
 
@@ -96,14 +157,20 @@ class TrendingItem:
     item_id: str
     score: float
     distinct_users: int  # accounts that engaged the item in the window (weight > 0 events)
-    counted_users: int  # after the burst and lockstep rules: lockstep groups count once
+    counted_users: int  # with a positive contribution after rules 5-8: a group counts once
 
 
 @dataclass(frozen=True)
 class TrendingResult:
     """The ranked list, and per rule how many events, pairs, accounts or items it discounted.
 
-    `flagged` lists (user_id, item_id, rule) for the burst and lockstep rules, for the audit trail."""
+    `flagged` lists (user_id, item_id, rule) for every contribution a manipulation rule (5-9)
+    discounted, one row per rule that applied (rule names in `FLAG_RULES`); for each of those rules
+    `discounted[rule]` is its number of rows. `discounted` also counts dropped events
+    (duplicate_event_id, future_events, outside_window, unknown_type, zero_weight_type),
+    repeat_engagement (events beyond a user's strongest per item), lockstep_accounts /
+    lockstep_groups, cluster_accounts / cluster_groups, group_merged (pairs folded into a group),
+    untrusted_cap_items, and the eligibility rule's items."""
 
     items: tuple[TrendingItem, ...]
     discounted: dict[str, int]
@@ -131,7 +198,7 @@ def _epoch_seconds(name: str, dtype: pl.DataType, what: str) -> pl.Expr:
     """Seconds since the epoch (float) from a datetime (naive = UTC) or a unix-seconds column."""
     if isinstance(dtype, pl.Datetime):
         return pl.col(name).dt.epoch("us").cast(pl.Float64) / 1e6
-    if dtype.is_numeric():
+    if dtype == pl.Null or dtype.is_numeric():
         return pl.col(name).cast(pl.Float64)
     raise TrendingInputError(f"{what}: column {name!r} must be a datetime or unix seconds, got {dtype}")
 
@@ -158,24 +225,41 @@ def _read_events(events: pl.DataFrame) -> pl.DataFrame:
     return out
 
 
-def _read_accounts(accounts: Mapping[str, datetime | None] | pl.DataFrame) -> pl.DataFrame:
-    if isinstance(accounts, pl.DataFrame):
-        if not {"user_id", "created_at"} <= set(accounts.columns):
-            raise TrendingInputError("accounts_created_at: a frame needs columns user_id and created_at")
-        frame = accounts.select("user_id", "created_at")
-    elif isinstance(accounts, Mapping):
-        users = list(accounts)
+_ACCOUNT_SCHEMA = {"user_id": pl.Utf8, "created": pl.Float64, "prior": pl.Int64}
+
+
+def _read_accounts(accounts: Accounts) -> pl.DataFrame:
+    """user_id, created (epoch seconds or null), prior (distinct items before the window, or null)."""
+    if isinstance(accounts, Mapping):
+        users = [str(u) for u in accounts]
         created = [None if v is None else _aware(v).timestamp() for v in accounts.values()]
-        return pl.DataFrame({"user_id": users, "created": created}, schema={"user_id": pl.Utf8, "created": pl.Float64})
-    else:
+        frame = pl.DataFrame({"user_id": users, "created": created, "prior": [None] * len(users)},
+                             schema=_ACCOUNT_SCHEMA)
+        return frame.unique("user_id", keep="first", maintain_order=True)
+    if not isinstance(accounts, pl.DataFrame):
         raise TrendingInputError(
-            "accounts_created_at: expected a mapping user_id -> datetime or a polars frame, "
-            f"got {type(accounts).__name__}"
+            "accounts: expected a mapping user_id -> created_at or a polars frame with columns user_id, "
+            f"created_at and optionally prior_items, got {type(accounts).__name__}"
         )
-    return frame.select(
+    if not {"user_id", "created_at"} <= set(accounts.columns):
+        raise TrendingInputError("accounts: a frame needs columns user_id and created_at (prior_items optional)")
+    if "prior_items" in accounts.columns:
+        dtype = accounts.schema["prior_items"]
+        if not (dtype == pl.Null or dtype.is_integer() or dtype.is_float()):
+            raise TrendingInputError(f"accounts: column 'prior_items' must be a count (int), got {dtype}")
+        prior = pl.col("prior_items").cast(pl.Float64).floor().cast(pl.Int64)
+    else:
+        prior = pl.lit(None, dtype=pl.Int64)
+    frame = accounts.select(
         pl.col("user_id").cast(pl.Utf8),
-        _epoch_seconds("created_at", frame.schema["created_at"], "accounts_created_at").alias("created"),
-    ).unique("user_id", keep="first")
+        _epoch_seconds("created_at", accounts.schema["created_at"], "accounts").alias("created"),
+        prior.alias("prior"),
+    )
+    if frame.get_column("user_id").null_count():
+        raise TrendingInputError("accounts: column 'user_id' has null values")
+    if (frame.get_column("prior").fill_null(0) < 0).any():
+        raise TrendingInputError("accounts: column 'prior_items' must be >= 0")
+    return frame.unique("user_id", keep="first", maintain_order=True)
 
 
 def _catalog_mask(name: str, mask: np.ndarray | None, n_items: int) -> np.ndarray | None:
@@ -197,22 +281,23 @@ def _mix64(values: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def _burst_pairs(pairs: pl.DataFrame, config: TrendingConfig) -> np.ndarray:
-    """Bool per pair row (sorted by item, first_ts): a new account inside a burst on that item."""
-    item = pairs.get_column("item_code").to_numpy()
-    first_ts = pairs.get_column("first_ts").to_numpy()
-    new = pairs.get_column("new_first").to_numpy()
-    users_per_item = np.bincount(item)
-    flagged = np.zeros(pairs.height, dtype=bool)
-    rows = np.flatnonzero(new)
+def _burst_pairs(item: np.ndarray, first_ts: np.ndarray, suspect: np.ndarray, counted: np.ndarray,
+                 config: TrendingConfig) -> np.ndarray:
+    """Bool per pair row: an untrusted account inside a burst on that item.
+
+    `suspect`: untrusted at its first engagement of the item; `counted`: the pair takes part at all
+    (accounts worth nothing are left out, also of the item's account count)."""
+    flagged = np.zeros(item.size, dtype=bool)
+    users_per_item = np.bincount(item[counted], minlength=int(item.max()) + 1)
+    rows = np.flatnonzero(suspect & counted)
     if rows.size == 0:
         return flagged
     burst_seconds = config.burst_minutes * 60.0
     span = float(first_ts.max() - first_ts.min()) + burst_seconds + 1.0
-    key = item[rows] * span + (first_ts[rows] - first_ts.min())  # new-account pairs, sorted by (item, ts)
+    key = item[rows] * span + (first_ts[rows] - first_ts.min())  # suspect pairs, sorted by (item, ts)
     order = np.argsort(key, kind="stable")
     rows, key = rows[order], key[order]
-    # for each new-account engagement, how many new accounts engage the same item in [t, t + burst)
+    # for each suspect engagement, how many suspect accounts engage the same item in [t, t + burst)
     end = np.searchsorted(key, key + burst_seconds, side="left")
     in_burst = end - np.arange(rows.size)
     trigger = (in_burst >= config.burst_min_accounts) & (
@@ -230,6 +315,8 @@ def _burst_pairs(pairs: pl.DataFrame, config: TrendingConfig) -> np.ndarray:
 def _lockstep_groups(user: np.ndarray, item: np.ndarray, n_users: int, config: TrendingConfig) -> np.ndarray:
     """Group label per user (-1: none) for accounts in lockstep groups of at least lockstep_min_group."""
     labels = np.full(n_users, -1, dtype=np.int64)
+    if user.size == 0:
+        return labels
     order = np.lexsort((item, user))
     user, item = user[order], item[order]
     degree = np.bincount(user, minlength=n_users)
@@ -286,10 +373,28 @@ def _lockstep_groups(user: np.ndarray, item: np.ndarray, n_users: int, config: T
     return labels
 
 
+def _cluster_groups(pairs: pl.DataFrame, n_users: int, config: TrendingConfig) -> np.ndarray:
+    """Group label per user (-1: none): untrusted accounts with the same small (< lockstep_min_items)
+    engaged-item set in the window, in groups of at least cluster_min_group."""
+    labels = np.full(n_users, -1, dtype=np.int64)
+    sets = (
+        pairs.filter(pl.col("cluster_candidate"))
+        .group_by("user_code")
+        .agg(pl.col("item_code").sort().cast(pl.Utf8).str.join(",").alias("item_set"))
+    )
+    if sets.height < config.cluster_min_group:
+        return labels
+    sets = sets.with_columns(pl.len().over("item_set").alias("size")).filter(pl.col("size") >= config.cluster_min_group)
+    if sets.height:
+        group = sets.get_column("item_set").rank("dense").cast(pl.Int64).to_numpy() - 1
+        labels[sets.get_column("user_code").to_numpy()] = group
+    return labels
+
+
 # -- the list ---------------------------------------------------------------------------------------
 def compute_trending(
     events: pl.DataFrame,
-    accounts_created_at: Mapping[str, datetime | None] | pl.DataFrame,
+    accounts: Accounts,
     now: datetime,
     config: TrendingConfig | None = None,
     top_n: int = 50,
@@ -300,8 +405,12 @@ def compute_trending(
     """Rank items by de-duplicated, decayed, manipulation-filtered engagement (rules in the module doc).
 
     `events` has columns event_id, user_id, item_id, type, ts (datetime, naive = UTC, or unix
-    seconds). With `catalog_item_ids`, only catalogue items are ranked, and `minor_safe` / `blocked`
-    (bool arrays aligned with it) keep only minor-safe items / drop blocked ones.
+    seconds). `accounts` is a mapping user_id -> created_at (datetime or None; history unknown), or
+    a polars frame with columns user_id, created_at (datetime, unix seconds or null) and optionally
+    prior_items (distinct items the account engaged before the window; null = unknown); accounts
+    missing from it have unknown creation time and history. With `catalog_item_ids`, only catalogue
+    items are ranked, and `minor_safe` / `blocked` (bool arrays aligned with it) keep only
+    minor-safe items / drop blocked ones.
     """
     config = config or TrendingConfig()
     if top_n < 1:
@@ -332,19 +441,46 @@ def compute_trending(
     discounted["zero_weight_type"] = int((frame.get_column("weight") == 0).sum())
     frame = frame.filter(pl.col("weight") > 0)
 
-    # rules 3 and 5: decayed value of each event, and the account's age when it happened
-    accounts = _read_accounts(accounts_created_at)
-    frame = frame.join(accounts, on="user_id", how="left")
-    age_days = (pl.col("ts") - pl.col("created")) / 86400.0
-    is_new = pl.when(pl.col("created").is_null()).then(pl.lit(config.unknown_account_is_new)).otherwise(
-        age_days < config.new_account_days
+    # rules 3, 5 and 6: decayed value of each event, and what the account's age and history make of it
+    frame = frame.join(_read_accounts(accounts), on="user_id", how="left")
+    created_unknown = pl.col("created").is_null()
+    young_at_event = pl.when(created_unknown).then(pl.lit(config.unknown_account_is_new)).otherwise(
+        (pl.col("ts") - pl.col("created")) / 86400.0 < config.new_account_days
     )
-    account_weight = pl.when(is_new & pl.lit(filters)).then(config.new_account_weight).otherwise(1.0)
-    decay = (-math.log(2) * (now_s - pl.col("ts")) / (config.half_life_hours * 3600.0)).exp()
+    young_now = pl.when(created_unknown).then(pl.lit(config.unknown_account_is_new)).otherwise(
+        (now_s - pl.col("created")) / 86400.0 < config.new_account_days
+    )
+    unknown_is_empty = {"empty": pl.lit(True), "established": pl.lit(False), "empty_if_new": young_now}
+    prior = (
+        pl.when(pl.col("prior").is_not_null()).then(pl.col("prior"))
+        .when(unknown_is_empty[config.unknown_history]).then(pl.lit(0, dtype=pl.Int64))
+        .otherwise(pl.lit(None, dtype=pl.Int64))
+    )
+    window_items = pl.col("item_id").n_unique().over("user_id")
+    frame = frame.with_columns(prior.alias("prior"), young_at_event.alias("young"))
+    on = pl.lit(filters)
     frame = frame.with_columns(
-        (pl.col("weight") * decay).alias("value"),
-        is_new.alias("new"),
-        (pl.col("weight") * decay * account_weight).alias("adjusted"),
+        (on & (pl.col("prior") == 0)).fill_null(False).alias("no_history"),
+        (on & pl.col("young")).alias("new_account"),
+        (on & (pl.col("prior") > 0) & (pl.col("prior") < config.history_min_items))
+        .fill_null(False).alias("thin_history"),
+        (on & (pl.col("prior") + window_items <= config.concentration_max_items))
+        .fill_null(False).alias("concentration"),
+    )
+    factor = (
+        pl.when(pl.col("no_history")).then(config.no_history_weight).otherwise(1.0)
+        * pl.when(pl.col("new_account")).then(config.new_account_weight).otherwise(1.0)
+        * pl.when(pl.col("thin_history")).then(config.thin_history_weight).otherwise(1.0)
+        * pl.when(pl.col("concentration")).then(config.concentration_weight).otherwise(1.0)
+    )
+    untrusted = pl.col("no_history") | pl.col("new_account") | pl.col("thin_history") | pl.col("concentration")
+    decay = (-math.log(2) * (now_s - pl.col("ts")) / (config.half_life_hours * 3600.0)).exp()
+    frame = frame.with_columns((pl.col("weight") * decay).alias("value"), untrusted.alias("untrusted"))
+    frame = frame.with_columns((pl.col("value") * factor).alias("adjusted"))
+    frame = frame.with_columns(
+        pl.when(pl.col("untrusted")).then(0.0).otherwise(pl.col("adjusted")).alias("trusted"),
+        (pl.col("adjusted").max().over("user_id") > 0).alias("live"),  # worth something at some event
+        pl.col("untrusted").any().over("user_id").alias("untrusted_account"),
     )
 
     # rule 4: one row per (user, item): the strongest event; first engagement time for the burst rule
@@ -353,53 +489,90 @@ def compute_trending(
         .agg(
             pl.col("value").max(),
             pl.col("adjusted").max(),
+            pl.col("trusted").max(),
             pl.col("ts").min().alias("first_ts"),
-            pl.col("new").sort_by("ts").first().alias("new_first"),
-            pl.col("new").any().alias("new_any"),
-            pl.len().alias("events"),
+            pl.col("untrusted").sort_by("ts").first().alias("untrusted_first"),
+            pl.col("new_account").any(),
+            pl.col("no_history", "thin_history", "concentration", "live", "untrusted_account").first(),
         )
         .with_columns(
             pl.col("item_id").rank("dense").cast(pl.Int64).sub(1).alias("item_code"),
             pl.col("user_id").rank("dense").cast(pl.Int64).sub(1).alias("user_code"),
+            pl.len().over("user_id").alias("window_items"),
         )
         .sort("item_code", "first_ts", "user_id")
     )
     discounted["repeat_engagement"] = int(frame.height - pairs.height)
-    discounts_new = filters and config.new_account_weight < 1
-    discounted["new_account"] = int(pairs.get_column("new_any").sum()) if discounts_new else 0
+    live = pairs.get_column("live").to_numpy()
 
+    # rule 7: burst
     burst = np.zeros(pairs.height, dtype=bool)
     if filters and config.burst_enabled and pairs.height:
-        burst = _burst_pairs(pairs, config)
-    discounted["burst"] = int(burst.sum())
+        burst = _burst_pairs(
+            pairs.get_column("item_code").to_numpy(), pairs.get_column("first_ts").to_numpy(),
+            pairs.get_column("untrusted_first").to_numpy(), live, config,
+        )
 
+    # rule 8: co-engagement groups (accounts worth nothing are left out)
     user_codes = pairs.get_column("user_code").to_numpy()
     n_users = int(user_codes.max()) + 1 if pairs.height else 0
-    group = np.full(n_users, -1, dtype=np.int64)
+    lockstep = np.full(n_users, -1, dtype=np.int64)
     if filters and config.lockstep_enabled and pairs.height:
-        group = _lockstep_groups(user_codes, pairs.get_column("item_code").to_numpy(), n_users, config)
-    grouped = group[user_codes] >= 0 if pairs.height else np.zeros(0, dtype=bool)
-    discounted["lockstep_accounts"] = int((group >= 0).sum())
-    discounted["lockstep_groups"] = int(np.unique(group[group >= 0]).size)
+        lockstep = _lockstep_groups(user_codes[live], pairs.get_column("item_code").to_numpy()[live], n_users, config)
+    cluster = np.full(n_users, -1, dtype=np.int64)
+    if filters and config.cluster_enabled and pairs.height:
+        candidate = (
+            pl.col("live") & pl.col("untrusted_account") & (pl.col("window_items") < config.lockstep_min_items)
+        )
+        cluster = _cluster_groups(pairs.with_columns(candidate.alias("cluster_candidate")), n_users, config)
+    discounted["lockstep_accounts"] = int((lockstep >= 0).sum())
+    discounted["lockstep_groups"] = int(np.unique(lockstep[lockstep >= 0]).size)
+    discounted["cluster_accounts"] = int((cluster >= 0).sum())
+    discounted["cluster_groups"] = int(np.unique(cluster[cluster >= 0]).size)
 
-    pairs = pairs.with_columns(pl.Series("grouped", grouped), pl.Series("group", group[user_codes]))
     pairs = pairs.with_columns(
-        pl.when(pl.col("grouped"))
-        .then(pl.lit("lockstep:") + pl.col("group").cast(pl.Utf8))
+        pl.Series("burst", burst),
+        pl.Series("lockstep", lockstep[user_codes] if pairs.height else np.zeros(0, dtype=np.int64)),
+        pl.Series("cluster", cluster[user_codes] if pairs.height else np.zeros(0, dtype=np.int64)),
+    )
+    pairs = pairs.with_columns(
+        pl.when(pl.col("lockstep") >= 0).then(pl.lit("lockstep:") + pl.col("lockstep").cast(pl.Utf8))
+        .when(pl.col("cluster") >= 0).then(pl.lit("cluster:") + pl.col("cluster").cast(pl.Utf8))
         .otherwise(pl.col("user_id"))
         .alias("actor"),
-        pl.when(pl.Series(burst)).then(0.0).otherwise(pl.col("adjusted")).alias("contribution"),
-        pl.Series("burst", burst),
+        pl.when(pl.col("burst")).then(0.0).otherwise(pl.col("adjusted")).alias("contribution"),
+        pl.when(pl.col("burst")).then(0.0).otherwise(pl.col("trusted")).alias("trusted_contribution"),
     )
-    actors = pairs.group_by("actor", "item_id").agg(pl.col("contribution").max())
-    discounted["lockstep_merged"] = int(pairs.height - actors.height)
+    actors = pairs.group_by("actor", "item_id").agg(
+        pl.col("contribution").max(), pl.col("trusted_contribution").max()
+    )
+    discounted["group_merged"] = int(pairs.height - actors.height)
+
+    # rule 9: untrusted contributions make up at most untrusted_max_share of an item's score
+    share = config.untrusted_max_share if filters else 1.0
+    ratio = math.inf if share >= 1.0 else share / (1.0 - share)
     per_item = (
         actors.group_by("item_id")
-        .agg(pl.col("contribution").sum().alias("score"), (pl.col("contribution") > 0).sum().alias("counted_users"))
+        .agg(
+            pl.col("trusted_contribution").sum().alias("trusted"),
+            (pl.col("contribution") - pl.col("trusted_contribution")).clip(lower_bound=0.0).sum().alias("untrusted"),
+            (pl.col("contribution") > 0).sum().alias("counted_users"),
+        )
         .join(pairs.group_by("item_id").agg(pl.len().alias("distinct_users")), on="item_id")
     )
+    allowed = pl.col("trusted") * ratio if math.isfinite(ratio) else pl.lit(math.inf)
+    per_item = per_item.with_columns(
+        (pl.col("trusted") + pl.min_horizontal(pl.col("untrusted"), allowed)).alias("score"),
+        (pl.col("untrusted") > allowed * (1 + 1e-12)).alias("capped"),
+    )
+    capped_items = per_item.filter(pl.col("capped")).select("item_id")
+    discounted["untrusted_cap_items"] = capped_items.height
+    pairs = pairs.with_columns(
+        (pl.col("item_id").is_in(capped_items.get_column("item_id").implode())
+         & (pl.col("contribution") > pl.col("trusted_contribution"))).alias("untrusted_cap")
+    )
 
-    # rule 8: eligibility
+    # rule 10: eligibility
     if catalog_item_ids is not None:
         catalog_item_ids = [str(i) for i in catalog_item_ids]
         n_catalog = len(catalog_item_ids)
@@ -431,10 +604,21 @@ def compute_trending(
         TrendingItem(item_id=row[0], score=float(row[1]), distinct_users=int(row[2]), counted_users=int(row[3]))
         for row in ranked.select("item_id", "score", "distinct_users", "counted_users").iter_rows()
     )
+
+    rule_rows = {
+        "no_history": pl.col("no_history"),
+        "new_account": pl.col("new_account"),
+        "thin_history": pl.col("thin_history"),
+        "concentration": pl.col("concentration"),
+        "burst": pl.col("burst"),
+        "lockstep": pl.col("lockstep") >= 0,
+        "cluster": pl.col("cluster") >= 0,
+        "untrusted_cap": pl.col("untrusted_cap"),
+    }
     flagged = pl.concat(
-        [
-            pairs.filter(pl.col("burst")).select("user_id", "item_id", pl.lit("burst").alias("rule")),
-            pairs.filter(pl.col("grouped")).select("user_id", "item_id", pl.lit("lockstep").alias("rule")),
-        ]
+        [pairs.filter(rows).select("user_id", "item_id", pl.lit(rule).alias("rule"))
+         for rule, rows in rule_rows.items()]
     )
+    counts = dict(flagged.get_column("rule").value_counts().iter_rows()) if flagged.height else {}
+    discounted.update({rule: int(counts.get(rule, 0)) for rule in FLAG_RULES})
     return TrendingResult(items=items, discounted=discounted, as_of=now, flagged=flagged)

@@ -1,4 +1,7 @@
-"""Trending (Art. 11, 13): distinct users, decay, new-account, burst and lockstep rules, and an attack."""
+"""Trending (Art. 11, 13): distinct users, decay, account-trust, burst and lockstep rules, and an attack.
+
+The patient-attacker scenarios (drips, decoys, aged empty accounts, clusters) are in
+test_trending_adversarial.py."""
 
 from __future__ import annotations
 
@@ -35,6 +38,14 @@ def frame(rows: list[tuple[str, str, str, datetime]]) -> pl.DataFrame:
 
 def old_accounts(rows) -> dict[str, datetime]:
     return {r[0]: OLD for r in rows}
+
+
+def accounts_frame(created: dict[str, datetime | None], prior: dict[str, int | None]) -> pl.DataFrame:
+    users = list(created)
+    return pl.DataFrame(
+        {"user_id": users, "created_at": [created[u] for u in users], "prior_items": [prior.get(u) for u in users]},
+        schema={"user_id": pl.Utf8, "created_at": pl.Datetime("us", "UTC"), "prior_items": pl.Int64},
+    )
 
 
 def scores(result) -> dict[str, float]:
@@ -74,9 +85,16 @@ def test_window_future_duplicates_and_unknown_types_are_dropped_and_counted():
 def test_new_and_unknown_accounts_weigh_less_and_the_switch_turns_it_off():
     rows = [("new", "a", "click", NOW), ("unknown", "a", "click", NOW), ("old", "a", "click", NOW)]
     accounts = {"new": NOW - timedelta(days=2), "old": OLD}
-    result = compute_trending(frame(rows), accounts, NOW, LOOSE)
+    # with history: new and unknown-created accounts are worth new_account_weight
+    with_history = accounts_frame(accounts | {"unknown": None}, {"new": 10, "unknown": 10, "old": 10})
+    result = compute_trending(frame(rows), with_history, NOW, LOOSE)
     assert scores(result)["a"] == pytest.approx(1.0 + 0.2 + 0.2)
-    assert result.discounted["new_account"] == 2
+    assert result.discounted["new_account"] == 2 and result.discounted["no_history"] == 0
+    # the mapping form carries no history: for a new or unknown-created account that counts as none
+    # (rule changed: they were worth new_account_weight before prior_items existed)
+    result = compute_trending(frame(rows), accounts, NOW, LOOSE)
+    assert scores(result)["a"] == pytest.approx(1.0)
+    assert result.discounted["new_account"] == 2 and result.discounted["no_history"] == 2
     unfiltered = compute_trending(frame(rows), accounts, NOW, LOOSE.without_filters())
     assert scores(unfiltered)["a"] == pytest.approx(3.0)
 
@@ -86,12 +104,15 @@ def test_burst_of_new_accounts_is_zeroed_on_that_item_only():
     rows = [(f"fresh{i}", "target", "share", burst_start + timedelta(minutes=i)) for i in range(12)]
     rows += [(f"fresh{i}", "other", "click", NOW - timedelta(hours=10 - i)) for i in range(3)]
     rows += [(f"old{i}", "target", "click", NOW - timedelta(hours=i)) for i in range(5)]
-    accounts = {f"fresh{i}": NOW - timedelta(days=1) for i in range(12)} | {f"old{i}": OLD for i in range(5)}
+    rows += [("old0", "other", "click", NOW - timedelta(hours=10))]
+    created = {f"fresh{i}": NOW - timedelta(days=1) for i in range(12)} | {f"old{i}": OLD for i in range(5)}
+    accounts = accounts_frame(created, dict.fromkeys(created, 10))  # fresh accounts with some history
     result = compute_trending(frame(rows), accounts, NOW, LOOSE)
     assert result.discounted["burst"] == 12
     expected_target = sum(math.exp(-math.log(2) * i / 6) for i in range(5))
     assert scores(result)["target"] == pytest.approx(expected_target)
-    assert scores(result)["other"] > 0  # spread out, not a burst: only the new-account discount
+    old0_on_other = 2 ** (-10 / 6)
+    assert scores(result)["other"] > old0_on_other  # spread out, not a burst: only the new-account discount
     flagged = result.flagged.filter(pl.col("rule") == "burst")
     assert set(flagged["item_id"]) == {"target"} and flagged.height == 12
 
@@ -227,7 +248,12 @@ def attacked():
     rows, accounts, by_rank = organic_population(rng)
     target, covers = by_rank[200], [by_rank[40], by_rank[60], by_rank[80]]
     fake_rows, fake_accounts_created = fake_accounts(rng, target, covers)
-    return frame(rows), frame(rows + fake_rows), accounts | fake_accounts_created, target
+    # history: organic users have engaged at least 5 items before the window; the fakes come with a
+    # bought history of 10 items, so that only their age, the burst and the lockstep rules catch them
+    # (fakes with no history count for nothing at all: see test_trending_adversarial.py)
+    history = np.random.default_rng(70)
+    prior = {user: 5 + int(history.poisson(40)) for user in accounts} | dict.fromkeys(fake_accounts_created, 10)
+    return frame(rows), frame(rows + fake_rows), accounts_frame(accounts | fake_accounts_created, prior), target
 
 
 def test_attack_pushes_the_target_into_the_top_10_only_without_the_filters(attacked):
@@ -238,14 +264,18 @@ def test_attack_pushes_the_target_into_the_top_10_only_without_the_filters(attac
     assert target not in filtered.item_ids
     d = filtered.discounted
     assert d["burst"] >= 200 and d["lockstep_accounts"] == 200 and d["lockstep_groups"] == 1
-    flagged_fakes = set(filtered.flagged["user_id"])
+    # flagged now lists every discounted contribution (also the new-account discount of organic
+    # newcomers); the burst and lockstep rules flag the fakes only
+    groups = filtered.flagged.filter(pl.col("rule").is_in(["burst", "lockstep"]))
+    flagged_fakes = set(groups["user_id"])
     assert all(user.startswith("fake") for user in flagged_fakes) and len(flagged_fakes) == 200
 
 
 @pytest.mark.parametrize("only", ["burst", "lockstep"])
 def test_burst_or_lockstep_alone_keeps_the_target_out(attacked, only):
     _, events, accounts, target = attacked
-    config = TrendingConfig(burst_enabled=only == "burst", lockstep_enabled=only == "lockstep")
+    config = TrendingConfig(burst_enabled=only == "burst", lockstep_enabled=only == "lockstep", cluster_enabled=False,
+                            untrusted_max_share=1.0)
     assert target not in compute_trending(events, accounts, NOW, config, top_n=10).item_ids
 
 
