@@ -27,11 +27,15 @@ data: install
 train: data
 	$(BIN)/recsys train --dataset $(DATASET) --reuse
 
+# Development auth: user ids are trusted as sent (README: "User authentication"); a deployment
+# sets RECSYS_AUTH__MODE=jwt|gateway with its keys.
 serve: train
-	$(BIN)/recsys serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+	RECSYS_AUTH__MODE=$${RECSYS_AUTH__MODE:-development} $(BIN)/recsys serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
+# MovieLens-100K is fetched (from the RecBole wheel on PyPI) so the tests on the real labels run too.
 test: install
 	bash scripts/test-deps.sh
+	$(BIN)/recsys data fetch $(DATASET)
 	$(BIN)/python -m pytest -q
 
 bench: train

@@ -35,7 +35,7 @@ from benchmarks.loadgen import LoadConfig, run_load, summarize_ms
 from benchmarks.machine import self_peak_rss_mb
 from benchmarks.server import ServerProcess, recsys_executable
 
-STAGES = ("hydrate", "sources", "filters", "ranker", "policy", "explain", "log")
+STAGES = ("gate", "hydrate", "sources", "filters", "ranker", "policy", "explain", "log")
 DEFAULT_SIZES = (100_000, 1_000_000)
 GOAL_SIZE = 1_000_000
 RECOMMENDATIONS_PATH = "/v1/recommendations"
@@ -268,7 +268,10 @@ def bench_in_process(bundle, version: str, users: list[str], config: LatencyConf
                 request = RecommendationRequest(body.user_id, body.surface, body.page, body.k, body.session_id)
                 started = clock()
                 now = services.clock()
-                rec = pipeline.run(request, now)
+                audience = services.gate.admit(body.user_id, now, route="bench", request_id="bench")
+                admitted = clock()
+                rec = pipeline.run(request, audience)
+                rec.trace.timings_ms["gate"] = (admitted - started) * 1e3
                 ran = clock()
                 services.logstore.append("recommendation", log_record(rec, body, now))
                 pipeline.record(rec, now)
@@ -281,11 +284,11 @@ def bench_in_process(bundle, version: str, users: list[str], config: LatencyConf
             # 2. Policies on vs off, interleaved (order alternating) on the same requests.
             for i in range(warmup + n):
                 request = RecommendationRequest(users[(i * 7) % len(users)], "home", 0, 10)
-                now = services.clock()
+                audience = services.gate.admit(request.user_id, services.clock(), route="bench", request_id="bench")
                 pair = (pipeline, off) if i % 2 == 0 else (off, pipeline)
                 for variant in pair:
                     started = clock()
-                    rec = variant.run(request, now)
+                    rec = variant.run(request, audience)
                     elapsed = (clock() - started) * 1e3
                     if i >= warmup:
                         (on_ms if variant is pipeline else off_ms).append(elapsed)

@@ -351,12 +351,14 @@ def expected_policy(transparency: Any) -> ExpectedPolicy:
                 found.update(dispersal_window=int(dispersal.group(1)), dispersal_max=int(dispersal.group(2)),
                              dispersal_across_pages="within each page" not in node)
                 sources.add("transparency text")
-            front = re.search(r"On the (.+?) surfaces?, pages? ([\d, and]+?), positions? ([\d, and]+?) show items "
-                              r"from the editorial '([^']+)' pool", node)
+            # pages in the API's numbering: "on the front screen (page 0)" or "on pages 0 and 1 (...)"
+            front = re.search(r"On the (.+?) surfaces?, on (?:the front screen \(page (0)\)|pages ([\d, and]+?) \(page 0 "
+                              r"is the front screen\)), positions? ([\d, and]+?) show items from the editorial '([^']+)' pool",
+                              node)
             if front and "front_positions" not in found:
                 found.update(front_surfaces=tuple(s.strip() for s in re.split(r",| and ", front.group(1)) if s.strip()),
-                             front_pages=tuple(p - 1 for p in _numbers(front.group(2))),
-                             front_positions=_numbers(front.group(3)), front_pool=front.group(4))
+                             front_pages=_numbers(front.group(2) or front.group(3)),
+                             front_positions=_numbers(front.group(4)), front_pool=front.group(5))
                 sources.add("transparency text")
             elif "No front-screen slots are configured" in node and "front_positions" not in found:
                 found.update(front_positions=())

@@ -47,6 +47,28 @@ DEFAULT_BANDS = (
     AgeBand(below_age=18, daily_minutes=120),
 )
 
+# Item age ratings: the youngest band an item is rated for (data/labels/, recsys/datasets/labels.py).
+AGE_RATINGS = (0, 8, 12, 16, 18)
+
+
+class RatingBand(BaseModel):
+    """Minors younger than `below_age` (and at or above the previous band's bound) see only
+    items rated at most `max_rating` (0 = all ages, 8 = 8+, 12 = 12+, 16 = 16+; 18 = adults only)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    below_age: int = Field(ge=1, le=MAX_AGE)
+    max_rating: int = Field(ge=0, le=17)
+
+
+# The 2024 minors-mode guideline's bands: under 8, 8-12, 12-16, 16-18.
+DEFAULT_RATING_BANDS = (
+    RatingBand(below_age=8, max_rating=0),
+    RatingBand(below_age=12, max_rating=8),
+    RatingBand(below_age=16, max_rating=12),
+    RatingBand(below_age=18, max_rating=16),
+)
+
 
 class MinorsConfig(BaseModel):
     """Knobs of minors mode; the defaults are the 2024 guideline's.
@@ -67,6 +89,7 @@ class MinorsConfig(BaseModel):
     personalized: bool = False  # minors get the non-personalized minor-safe lists
     activity_gap_cap_seconds: int = Field(default=300, ge=1, le=SECONDS_PER_DAY)
     activity_floor_seconds: int = Field(default=60, ge=0, le=SECONDS_PER_DAY)
+    rating_bands: tuple[RatingBand, ...] = DEFAULT_RATING_BANDS
 
     @field_validator("time_zone")
     @classmethod
@@ -98,6 +121,14 @@ class MinorsConfig(BaseModel):
                 f"age_bands: the last band's below_age ({bounds[-1]}) must equal adult_age "
                 f"({self.adult_age}) so that every minor age has a budget"
             )
+        rating_bounds = [band.below_age for band in self.rating_bands]
+        if not rating_bounds or rating_bounds[-1] != self.adult_age or any(
+            later <= earlier for earlier, later in zip(rating_bounds, rating_bounds[1:])
+        ):
+            raise ValueError(
+                f"rating_bands: below_age must be strictly increasing and end at adult_age ({self.adult_age}), "
+                f"got {rating_bounds}"
+            )
         if self.curfew_start == self.curfew_end:
             raise ValueError(
                 f"curfew_start and curfew_end are both {self.curfew_start:%H:%M}: an empty or "
@@ -118,6 +149,16 @@ class MinorsConfig(BaseModel):
         if self.unknown_age_daily_minutes is not None:
             return self.unknown_age_daily_minutes
         return min(band.daily_minutes for band in self.age_bands)
+
+
+    def max_age_rating(self, age: int | None) -> int:
+        """The highest item age rating a minor of this age may be served; an unknown age (or an
+        adult age under guardian mode) gets the strictest band: the user may be of any minor age."""
+        if age is not None:
+            for band in self.rating_bands:
+                if age < band.below_age:
+                    return band.max_rating
+        return min(band.max_rating for band in self.rating_bands)
 
 
 class UsageState(BaseModel):
@@ -169,6 +210,13 @@ def is_minor(age: int | None, minor_mode: bool | None, config: MinorsConfig) -> 
     """A user is a minor when their age is below `adult_age` or a guardian switched minor mode on."""
     _check_age(age)
     return (age is not None and age < config.adult_age) or minor_mode is True
+
+
+def max_age_rating(age: int | None, minor_mode: bool | None, config: MinorsConfig) -> int | None:
+    """The highest item age rating this user may be served: None (no limit) for adults."""
+    if not is_minor(age, minor_mode, config):
+        return None
+    return config.max_age_rating(age if age is not None and age < config.adult_age else None)
 
 
 def local_day(now: datetime, config: MinorsConfig) -> date:

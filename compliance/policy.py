@@ -218,7 +218,7 @@ class Intervention(BaseModel):
     category: str | None = None
     position: int | None = Field(None, ge=1)
     page: int = Field(0, ge=0)
-    factor: float | None = Field(None, gt=0)
+    factor: float | None = Field(None, gt=0, le=10)
     operator: str = Field(min_length=1)
     reason: str = Field(min_length=1)
     created_at: datetime | None = None
@@ -227,16 +227,24 @@ class Intervention(BaseModel):
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> Intervention:
+        """The one shape check of an intervention: the API validates a write with it, and
+        serving validates every stored record with it before using one (a record that fails is
+        skipped and reported, never served)."""
         label = f"intervention {self.id}" if self.id is not None else "intervention"
+        given = {name for name in ("item_id", "category", "position", "factor") if getattr(self, name) is not None}
         if self.kind == "pin":
             if self.item_id is None or self.position is None:
                 raise ValueError(f"{label}: a pin needs item_id and position (1-based)")
-            if self.category is not None:
-                raise ValueError(f"{label}: a pin places one item; category is not allowed")
-        elif (self.item_id is None) == (self.category is None):
-            raise ValueError(f"{label}: a {self.kind} needs exactly one of item_id or category")
-        if self.kind == "boost" and self.factor is None:
-            raise ValueError(f"{label}: a boost needs a factor > 0")
+            allowed = {"item_id", "position"}
+        else:
+            if (self.item_id is None) == (self.category is None):
+                raise ValueError(f"{label}: a {self.kind} needs exactly one of item_id or category")
+            allowed = {"item_id", "category", "factor"} if self.kind == "boost" else {"item_id", "category"}
+            if self.kind == "boost" and self.factor is None:
+                raise ValueError(f"{label}: a boost needs a factor > 0")
+        extra = sorted(given - allowed)
+        if extra:
+            raise ValueError(f"{label}: a {self.kind} does not take {', '.join(extra)}")
         return self
 
     def is_active(self, now: datetime) -> bool:
@@ -381,6 +389,13 @@ def _and(words: Iterable[object]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
+def _pages(pages: list[int]) -> str:
+    """Pages in the API's numbering (page 0 is the front screen, the first page a user sees)."""
+    if pages == [0]:
+        return "on the front screen (page 0)"
+    return f"on pages {_and(pages)} (page 0 is the front screen)"
+
+
 def describe(config: PolicyConfig) -> list[PolicyText]:
     """Plain-language description of each policy in `config`, in the order they apply."""
     d, f = config.dispersal, config.front_screen
@@ -418,7 +433,7 @@ def describe(config: PolicyConfig) -> list[PolicyText]:
                 articles=(11,),
                 title=_TITLES[FRONT_SCREEN],
                 text=f"On the {_and(f.surfaces)} surface{'s' if len(f.surfaces) > 1 else ''}, "
-                f"page{'s' if len(f.pages) > 1 else ''} {_and(p + 1 for p in f.pages)}, "
+                f"{_pages(f.pages)}, "
                 f"position{'s' if len(f.positions) > 1 else ''} {_and(f.positions)} show items from the "
                 f"editorial '{f.pool}' pool, whatever the personal ranking.",
             )

@@ -16,7 +16,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from compliance.logstore import LogStoreUnavailable
+from serving.auth import Authenticator
 from serving.config import Settings
+from serving.gate import AccessDenied
 from serving.middleware import ServiceHeadersMiddleware
 from serving.routes import ROUTERS
 from serving.services import Services, build_services
@@ -32,6 +34,9 @@ def create_app(
 ) -> FastAPI:
     """Build the app. `clock` and `bundle_loader` are injectable for tests (a moved clock, a model)."""
     settings = settings or Settings()
+    authenticator = Authenticator(settings.auth)  # ValueError naming the setting when incomplete
+    if settings.auth.mode == "development":
+        log.warning("auth mode 'development': user ids are trusted as sent; never deploy this mode")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -50,9 +55,12 @@ def create_app(
         ),
         lifespan=lifespan,
     )
+    app.state.authenticator = authenticator
     app.add_middleware(ServiceHeadersMiddleware, filing_number=settings.filing_number, max_body_bytes=settings.max_body_bytes)
     for router in ROUTERS:
         app.include_router(router)
+
+    document_errors(app)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -62,12 +70,47 @@ def create_app(
             problems.append(f"{where}: {error.get('msg', 'invalid')}")
         return JSONResponse(status_code=422, content={"detail": "; ".join(problems), "errors": jsonable_errors(exc)})
 
+    @app.exception_handler(AccessDenied)
+    async def access_denied(request: Request, exc: AccessDenied) -> JSONResponse:
+        decision = exc.decision  # logged and counted by the gate
+        return JSONResponse(status_code=403, content={
+            "detail": decision.message, "code": decision.code, "retry_after_seconds": decision.retry_after_seconds,
+        })
+
     @app.exception_handler(LogStoreUnavailable)
     async def log_unavailable(request: Request, exc: LogStoreUnavailable) -> JSONResponse:
         log.error("refusing to serve: %s", exc)
         return JSONResponse(status_code=503, content={"detail": f"recommendation log unavailable, refusing to serve unlogged lists: {exc}"})
 
     return app
+
+
+ERROR_SCHEMA = {
+    "title": "Error",
+    "type": "object",
+    "required": ["detail"],
+    "properties": {
+        "detail": {"type": "string", "description": "what is wrong, naming the field"},
+        "code": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object", "properties": {
+            "loc": {"type": "array", "items": {"type": "string"}}, "msg": {"type": "string"}, "type": {"type": "string"}}}},
+    },
+}
+
+
+def document_errors(app: FastAPI) -> None:
+    """The OpenAPI schema documents the 422 body this app sends (`{"detail": "...", "errors": [...]}`),
+    not FastAPI's default list-shaped one, so clients and the API fuzzer can rely on it."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = generate()
+            schema.setdefault("components", {}).setdefault("schemas", {})["HTTPValidationError"] = ERROR_SCHEMA
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def jsonable_errors(exc: RequestValidationError) -> list[dict]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.bundle import ModelBundle
+from recsys.datasets.labels import ensure_age_rating
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Catalog:
     item_categories: list[list[str]]  # every category of an item (for tags and "not interested")
     content: np.ndarray  # int64 content code
     minor_safe: np.ndarray  # bool
+    age_rating: np.ndarray  # int8: youngest age band the item is rated for (0, 8, 12, 16, 18)
     mainstream: np.ndarray  # bool
     synthetic: np.ndarray  # bool
     flagged: np.ndarray  # bool
@@ -63,6 +65,8 @@ class Catalog:
             item_categories=items.get_column("categories").to_list(),
             content=np.asarray(bundle.content_code, dtype=np.int64),
             minor_safe=np.asarray(bundle.minor_safe, dtype=bool),
+            # a bundle trained before age ratings gets the dataset's documented fallback
+            age_rating=ensure_age_rating(items).get_column("age_rating").to_numpy().astype(np.int8),
             mainstream=mainstream,
             synthetic=np.asarray(bundle.synthetic, dtype=bool),
             flagged=np.asarray(bundle.flagged, dtype=bool),
@@ -76,3 +80,5 @@ class Catalog:
 
     def category_of(self, item: int) -> str:
         return self.category_names[self.category[item]]
+
+

@@ -26,6 +26,7 @@ from compliance.policy import PolicyConfig
 from compliance.tags import TagPolicy
 from compliance.trending import TrendingConfig
 from recsys.config import core_settings
+from serving.auth import AuthConfig
 
 SURFACES = ("home", "feed", "related", "trending")
 DEV_ADMIN_TOKEN = "dev-admin-token"
@@ -60,7 +61,8 @@ class Settings(BaseSettings):
     surfaces: tuple[str, ...] = SURFACES
     max_k: int = 100
     max_page: int = 50
-    max_body_bytes: int = 64 * 1024
+    # Fits the largest accepted request, a batch of 1,000 events with every id at its longest (~0.5 MB).
+    max_body_bytes: int = 1024 * 1024
     retrieval_candidates: int = 200  # Faiss top-N fed to the filters and the ranker
     popular_candidates: int = 300  # size of the non-personalized popularity source
     recent_pages_excluded: int = 5  # personalized lists skip items shown in the user's last N pages
@@ -69,6 +71,7 @@ class Settings(BaseSettings):
     # instead of sharing one core (and the GIL) through the thread pool; scale with --workers.
     compute_threads: int = Field(default=1, ge=1, le=64)
 
+    auth: AuthConfig = AuthConfig()  # user authentication (serving/auth.py); `recsys serve` checks it is complete
     policy: PolicyConfig = PolicyConfig()
     logs: LogConfig = Field(default_factory=lambda: _default_log_config())
     minors: MinorsConfig = MinorsConfig()

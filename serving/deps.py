@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
 
+from serving.auth import Principal
 from serving.pipeline import RecommendationPipeline
 from serving.services import Services
 
@@ -37,15 +38,28 @@ async def require_admin(
     x_operator: Annotated[str | None, Header(description="Name of the operator acting")] = None,
 ) -> str:
     """Admin endpoints (manual intervention, complaint handling) need the bearer token."""
-    expected = services.settings.admin_token.get_secret_value()
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+    if not is_admin(services, authorization):
         raise HTTPException(401, detail="admin endpoints need 'Authorization: Bearer <admin token>'",
                             headers={"WWW-Authenticate": "Bearer"})
     return (x_operator or "admin")[:128]
 
 
 AdminDep = Annotated[str, Depends(require_admin)]
+
+
+def is_admin(services: Services, authorization: str | None) -> bool:
+    """Whether `authorization` carries the admin bearer token."""
+    expected = services.settings.admin_token.get_secret_value()
+    scheme, _, token = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), expected.encode())
+
+
+async def get_principal(request: Request) -> Principal:
+    """The authenticated caller of a user route (serving/auth.py); 401 when not authenticated."""
+    return request.app.state.authenticator.authenticate(request.headers)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 async def request_id(request: Request) -> str:

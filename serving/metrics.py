@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
 
 STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -17,6 +17,9 @@ REQUESTS = Counter("recsys_requests_total", "HTTP requests by route and status",
 RECOMMENDATIONS = Counter("recsys_recommendations_total", "Lists served by surface and mode", ["surface", "mode"])
 STAGE_SECONDS = Histogram("recsys_stage_seconds", "Time spent per request-path stage", ["stage"], buckets=STAGE_BUCKETS)
 VIOLATIONS = Counter("recsys_policy_violations_total", "Policy constraints that could not be met", ["rule"])
+UNREADABLE = Gauge("recsys_unreadable_records", "Stored interventions or feature-library entries skipped as unreadable",
+                   multiprocess_mode="max")
+ERRORS = Counter("recsys_unexpected_errors_total", "Requests that failed with an unexpected error (500)", ["route"])
 REFUSALS = Counter("recsys_refusals_total", "Requests refused by minors mode or an unavailable log", ["code"])
 
 

@@ -21,25 +21,16 @@ import numpy as np
 
 from compliance import explanations, minors, tags
 from compliance.feature_library import LibraryMatch
-from compliance.policy import PolicyConfig, build_rules, config_hash
+from compliance.policy import Intervention, PolicyConfig, build_rules, config_hash
 from recsys.pipeline.rerank import CandidateSet, SlateContext, Source, select
 from serving.catalog import Catalog
-from serving.state.store import ServedPage, StateStore, UserState
+from serving.gate import Audience
+from serving.state.store import ServedPage, StateStore
 
 log = logging.getLogger("recsys.serving")
 
 PERSONALIZED = "personalized"
 NON_PERSONALIZED = "non_personalized"
-SLOT_BY_SOURCE = {Source.RANKED: "personalized", Source.MAINSTREAM: "mainstream", Source.POPULAR: "popular", Source.PINNED: "pinned"}
-
-
-class AccessDenied(Exception):
-    """Minors mode refuses this request (curfew or daily budget); carries the decision."""
-
-    def __init__(self, decision: minors.AccessDecision):
-        super().__init__(decision.message)
-        self.decision = decision
-
 
 @dataclass(frozen=True)
 class RecommendationRequest:
@@ -57,13 +48,13 @@ class Query:
     request: RecommendationRequest
     request_id: str
     now: datetime
-    user: UserState
-    minor: bool
+    audience: Audience  # admitted by the gate: minors' band, consent
     mode: str
     mode_reason: str
     session_id: str
     earlier_pages: list[ServedPage]
     history: np.ndarray  # effective history (suppressed tag categories removed), personalized only
+    seen: np.ndarray  # every item the user interacted with (any rating, any event type), personalized only
     user_vector: np.ndarray | None
     profile: tags.Profile | None
     recent: np.ndarray  # items shown in the user's last N pages (personalized only)
@@ -123,7 +114,7 @@ class Recommendation:
 class SharedState:
     """Admin-edited state every worker keeps a copy of, reloaded when its version moves."""
 
-    interventions: list[dict]
+    interventions: list[Intervention]  # readable, not revoked, not expired
     blocked_items: np.ndarray  # bool mask: block interventions + feature-library matches + flagged
     feature_match: LibraryMatch | None
     versions: tuple[int, int]
@@ -148,19 +139,28 @@ class RecommendationPipeline:
         self.model_healthy = model_healthy
         bundle = catalog.bundle
         self.index_build_id = bundle.index.build_id
-        self._popular = catalog.popular_order[: popular_candidates]
-        self._popular_minor = catalog.popular_order[catalog.minor_safe[catalog.popular_order]][:popular_candidates]
-        self._mainstream_minor = catalog.mainstream_order[catalog.minor_safe[catalog.mainstream_order]]
+        # The non-personalized sources per age band (None: adults), so a minor's are full-length.
+        bands = {None, *(band.max_rating for band in minors_config.rating_bands)}
+        self._popular = {r: self._rated(catalog.popular_order, r)[:popular_candidates] for r in bands}
+        self._mainstream = {r: self._rated(catalog.mainstream_order, r)[:popular_candidates] for r in bands}
         self._category_code = {name: code for code, name in enumerate(catalog.category_names)}
         self._item_category_sets = [frozenset(c) for c in catalog.item_categories]
+        item_ids, categories = bundle.item_ids, catalog.category_names
+        self._labels = {"item": lambda i: str(item_ids[i]), "category": lambda c: categories[c]}
+
+    def _rated(self, order: np.ndarray, max_rating: int | None) -> np.ndarray:
+        return order if max_rating is None else order[self.catalog.age_rating[order] <= max_rating]
 
     # ------------------------------------------------------------------------------------------
-    def run(self, request: RecommendationRequest, now: datetime, request_id: str | None = None) -> Recommendation:
+    def run(self, request: RecommendationRequest, audience: Audience, request_id: str | None = None) -> Recommendation:
+        """One list for `request`, for the `audience` the gate admitted (serving/gate.py)."""
+        if audience.user_id != request.user_id:
+            raise ValueError(f"audience is user {audience.user_id!r}, the request is for {request.user_id!r}")
         trace = Trace()
         clock = time.perf_counter
         started = clock()
         shared = self._load_shared()
-        query = self.hydrate(request, now, request_id or new_request_id())
+        query = self.hydrate(request, audience, request_id or new_request_id())
         mark = clock()
         trace.timings_ms["hydrate"] = (mark - started) * 1e3
 
@@ -193,7 +193,7 @@ class RecommendationPipeline:
             session_id=query.session_id,
             mode=query.mode,
             mode_reason=query.mode_reason,
-            minor=query.minor,
+            minor=audience.minor,
             model_version=self.catalog.model_version,
             index_build_id=self.index_build_id,
             policy_hash=self.policy_hash,
@@ -236,32 +236,30 @@ class RecommendationPipeline:
         )
 
     # -- stage 1: query hydration ----------------------------------------------------------------
-    def hydrate(self, request: RecommendationRequest, now: datetime, request_id: str) -> Query:
-        user = self.store.load_user(request.user_id)
-        minor = minors.is_minor(user.age, user.minor_mode, self.minors_config)
-        if minor:
-            self._check_minor_access(user, now)
+    def hydrate(self, request: RecommendationRequest, audience: Audience, request_id: str) -> Query:
         session_id = request.session_id
         if session_id is None:
             session_id = (self.store.latest_session(request.user_id, request.surface) if request.page > 0 else None) or uuid.uuid4().hex
         earlier = self.store.session_pages(request.user_id, request.surface, session_id, request.page) if request.page > 0 else []
 
         bundle = self.catalog.bundle
+        user = audience.user
         user_idx = bundle.user_index.get(request.user_id)
         mode, reason = PERSONALIZED, "personalized"
         if not user.personalization:
             mode, reason = NON_PERSONALIZED, "personalization_off"
-        elif minor and not self.minors_config.personalized:
+        elif not audience.personalization_allowed:
             mode, reason = NON_PERSONALIZED, "minor_mode"
         elif not self.model_healthy:
             mode, reason = NON_PERSONALIZED, "model_unavailable"
         elif user_idx is None:
             mode, reason = NON_PERSONALIZED, "cold_user"
 
-        history = np.empty(0, dtype=np.int64)
+        history = seen = np.empty(0, dtype=np.int64)
         vector, profile, recent = None, None, np.empty(0, dtype=np.int64)
         if mode == PERSONALIZED:
             history = np.asarray(bundle.user_history(user_idx), dtype=np.int64)
+            seen = self._seen(request.user_id, user_idx)
             derived = tags.derive_tags([self.catalog.item_categories[i] for i in history], self.tag_policy)
             profile = tags.effective_profile(derived, deleted=user.tags_in("deleted"), added=user.tags_in("added"),
                                              not_interested=user.tags_in("not_interested"), policy=self.tag_policy)
@@ -275,21 +273,19 @@ class RecommendationPipeline:
                 vector = bundle.user_factors[user_idx]
             if vector is None:
                 mode, reason = NON_PERSONALIZED, "no_history_left"
-                history = np.empty(0, dtype=np.int64)
+                history = seen = np.empty(0, dtype=np.int64)
             else:
                 recent = np.asarray(self.store.recent_items(request.user_id, self.recent_pages_excluded), dtype=np.int64)
-        return Query(request, request_id, now, user, minor, mode, reason, session_id, earlier, history, vector, profile, recent)
+        return Query(request, request_id, audience.now, audience, mode, reason, session_id, earlier, history, seen,
+                     vector, profile, recent)
 
-    def _check_minor_access(self, user: UserState, now: datetime) -> None:
-        """Minors mode (Art. 16): curfew and daily budget, measured from this user's activity."""
-        day = minors.local_day(now, self.minors_config)
-        stored = self.store.get_usage(user.user_id, day)
-        state = minors.UsageState(day=day, last_activity=stored[0], seconds_used=stored[1]) if stored else None
-        decision = minors.check_access(now, user.age, user.minor_mode, state, self.minors_config)
-        if not decision.allowed:
-            raise AccessDenied(decision)
-        updated = minors.add_activity(state, now, self.minors_config)
-        self.store.put_usage(user.user_id, updated.day, updated.last_activity, updated.seconds_used)
+    def _seen(self, user_id: str, user_idx: int) -> np.ndarray:
+        """Seen means seen: every item of the training window at any rating (a 2-star film is not
+        recommended back) and every item of the user's stored events, of any type."""
+        index = self.catalog.bundle.item_index
+        events = [index[i] for i in self.store.event_items(user_id) if i in index]
+        trained = self.catalog.bundle.user_seen(user_idx)
+        return np.union1d(trained, np.asarray(events, dtype=np.int64)) if events else trained
 
     # -- stage 2: candidate sources ------------------------------------------------------------------
     def candidate_sources(self, query: Query, shared: SharedState, trace: Trace):
@@ -302,48 +298,58 @@ class RecommendationPipeline:
             parts_sources.append(np.full(len(items), int(source), dtype=np.int8))
 
         catalog = self.catalog
-        if query.mode == PERSONALIZED:
-            scores, idx = catalog.bundle.index.search(query.user_vector[None, :].astype(np.float32), self.retrieval_candidates)
-            found = idx[0] >= 0
-            add("retrieval", idx[0][found], scores[0][found], Source.RANKED)
-        popular = self._popular_minor if query.minor else self._popular
-        add("popular", popular, catalog.popularity_score[popular], Source.POPULAR)
-        mainstream = (self._mainstream_minor if query.minor else catalog.mainstream_order)[: self.popular_candidates]
-        add("mainstream", mainstream, catalog.popularity_score[mainstream], Source.MAINSTREAM)
+        band = query.audience.max_age_rating
+        # Pins of this page come first, so an item both pinned and retrieved is a pin (pins are
+        # exempt from the personal filters below; the safety filters still apply to them).
         pins = self._pins_for(query, shared)
         if len(pins):
             add("pinned", pins, catalog.popularity_score[pins], Source.PINNED)
+        if query.mode == PERSONALIZED:
+            # Deeper by what the seen filter will remove, so the ranker sees as many fresh
+            # candidates as it was trained on (training retrieves n + |seen| and drops the seen).
+            depth = min(self.retrieval_candidates + len(query.seen), catalog.n_items)
+            scores, idx = catalog.bundle.index.search(query.user_vector[None, :].astype(np.float32), depth)
+            found = idx[0] >= 0
+            add("retrieval", idx[0][found], scores[0][found], Source.RANKED)
+        popular = self._popular[band]
+        add("popular", popular, catalog.popularity_score[popular], Source.POPULAR)
+        mainstream = self._mainstream[band]
+        add("mainstream", mainstream, catalog.popularity_score[mainstream], Source.MAINSTREAM)
         items = np.concatenate(parts_items)
         scores = np.concatenate(parts_scores)
         sources = np.concatenate(parts_sources)
-        # One row per item: keep the first occurrence (retrieval before popular before mainstream).
+        # One row per item: keep the first occurrence (pins, retrieval, popular, mainstream).
         _, first = np.unique(items, return_index=True)
         first.sort()
         return items[first], scores[first], sources[first]
 
     def _pins_for(self, query: Query, shared: SharedState) -> np.ndarray:
+        """Items pinned on this surface and page (the pin rules of `select` place them)."""
         index = self.catalog.bundle.item_index
+        request = query.request
         pins = [
-            index[i["item_id"]]
+            index[str(i.item_id)]
             for i in shared.interventions
-            if i["kind"] == "pin" and i["item_id"] in index and (i["surface"] in (None, query.request.surface))
+            if i.kind == "pin" and str(i.item_id) in index and i.applies_to(request.surface) and i.page == request.page
         ]
         return np.asarray(pins, dtype=np.int64)
 
     # -- stage 3: filters (each removes items for one named reason) -------------------------------
     def filter(self, query: Query, shared: SharedState, items, scores, sources, trace: Trace):
         catalog = self.catalog
-        checks: list[tuple[str, np.ndarray]] = [("blocked", shared.blocked_items[items])]
-        if query.minor:
-            checks.append(("minor_unsafe", ~catalog.minor_safe[items]))
+        # Safety first, the same gate as every route (blocked, flagged, feature library, age rating).
+        checks = query.audience.exclusions(items, shared.blocked_items, catalog.age_rating)
         if query.earlier_pages:
             checks.append(
                 ("served_this_session", np.isin(items, query.served_items) | np.isin(catalog.content[items], query.served_contents))
             )
         if query.mode == PERSONALIZED:
-            checks.append(("already_interacted", np.isin(items, query.history)))
+            # An operator's pin holds for its TTL on every visit: the personal "already seen" and
+            # "recently shown" filters do not remove it (the user's "not interested" still does).
+            personal = sources != int(Source.PINNED)
+            checks.append(("already_interacted", np.isin(items, query.seen) & personal))
             if len(query.recent):
-                checks.append(("recently_shown", np.isin(items, query.recent) & (sources != int(Source.PINNED))))
+                checks.append(("recently_shown", np.isin(items, query.recent) & personal))
             excluded = query.profile.excluded_categories if query.profile else set()
             if excluded:
                 mask = np.fromiter((bool(self._item_category_sets[i] & excluded) for i in items), dtype=bool, count=len(items))
@@ -398,6 +404,7 @@ class RecommendationPipeline:
             served_contents=query.served_contents,
             trailing_categories=np.asarray(trailing[-self.policy.dispersal.window :], dtype=np.int32),
             position_offset=sum(len(p.items) for p in query.earlier_pages),
+            labels=self._labels,
         )
         slate = select(candidates, request.k, rules, context, relaxation)
         return slate, rules
@@ -409,8 +416,8 @@ class RecommendationPipeline:
         pins = {}
         index = catalog.bundle.item_index
         for intervention in shared.interventions:
-            if intervention["kind"] == "pin" and intervention["item_id"] in index:
-                pins[index[intervention["item_id"]]] = intervention
+            if intervention.kind == "pin" and str(intervention.item_id) in index:
+                pins[index[str(intervention.item_id)]] = intervention
         nearest = None
         if query.mode == PERSONALIZED and len(query.history) and len(chosen):
             nearest = explanations.nearest_liked(
@@ -422,7 +429,7 @@ class RecommendationPipeline:
             item = int(item)
             category = catalog.category_of(item) or "uncategorised"
             if slot == "pinned" and item in pins:
-                reason = explanations.pinned(pins[item]["reason"])
+                reason = explanations.pinned(pins[item].reason)
             elif slot == "mainstream":
                 reason = explanations.editorial_front_screen()
             elif query.mode == PERSONALIZED:

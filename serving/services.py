@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,10 +17,15 @@ from datetime import UTC, datetime
 import anyio
 import numpy as np
 
+from pydantic import ValidationError
+
 from compliance.feature_library import FeatureEntry, FeatureLibrary
 from compliance.logstore import LogStore
+from compliance.policy import Intervention
+from serving import metrics
 from serving.catalog import Catalog
 from serving.config import Settings
+from serving.gate import ContentGate
 from serving.pipeline import RecommendationPipeline, SharedState
 from serving.state.db import make_engine
 from serving.state.store import StateStore
@@ -31,16 +37,42 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class TimedCache:
+    """Values kept for `seconds` (monotonic clock) under a key; thread-safe."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self.entries: dict[tuple, tuple[float, object]] = {}
+
+    def get(self, key: tuple, compute: Callable[[], object]):
+        now = time.monotonic()
+        with self.lock:
+            hit = self.entries.get(key)
+            if hit and now - hit[0] < self.seconds:
+                return hit[1]
+        value = compute()
+        with self.lock:
+            self.entries = {k: v for k, v in self.entries.items() if now - v[0] < self.seconds}
+            self.entries[key] = (now, value)
+        return value
+
+
 @dataclass
 class Services:
     settings: Settings
     store: StateStore
     logstore: LogStore
     clock: Callable[[], datetime]
+    gate: ContentGate
     catalog: Catalog | None = None
     pipeline: RecommendationPipeline | None = None
     model_error: str | None = None
     compute: anyio.CapacityLimiter | None = field(default=None, repr=False)  # see Settings.compute_threads
+    # Stored records that cannot be read (an older version's, or edited by hand): skipped, not served;
+    # reported in /readyz, the `recsys_unreadable_records` metric and the log.
+    unreadable: dict[str, str] = field(default_factory=dict)
+    trending_cache: TimedCache = field(default_factory=lambda: TimedCache(30.0), repr=False)
     _shared: SharedState | None = field(default=None, repr=False)
     _shared_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -63,27 +95,44 @@ class Services:
                     shared = self._load_shared(versions)
                     self._shared = shared
         now = self.clock()
-        active = [i for i in shared.interventions if i["expires_at"] is None or _aware(i["expires_at"]) > now]
+        active = [i for i in shared.interventions if i.is_active(now)]
         if len(active) != len(shared.interventions):
             return SharedState(active, self._blocked_mask(active, shared), shared.feature_match, shared.versions)
         return shared
 
     def _load_shared(self, versions: tuple[int, int]) -> SharedState:
-        interventions = self.store.list_interventions()
+        unreadable: dict[str, str] = {}
+        interventions = []
+        for row in self.store.list_interventions():
+            try:
+                interventions.append(Intervention.model_validate(row))
+            except ValidationError as exc:
+                unreadable[f"intervention {row.get('id')}"] = one_line(exc)
         catalog = self.catalog
         match = None
         if catalog is not None:
-            entries = [FeatureEntry.model_validate(e) for e in self.store.feature_entries()]
+            entries = []
+            for raw in self.store.feature_entries():
+                try:
+                    entries.append(FeatureEntry.model_validate(raw))
+                except (ValidationError, ValueError, TypeError) as exc:
+                    name = raw.get("id") if isinstance(raw, dict) else None
+                    unreadable[f"feature-library entry {name}"] = one_line(exc)
             if entries:
                 library = FeatureLibrary(entries)
                 match = library.match(
                     catalog.titles.tolist(), catalog.bundle.item_factors, [str(i) for i in catalog.bundle.item_ids],
                 )
+        for record, problem in unreadable.items():
+            if record not in self.unreadable:
+                log.error("skipping unreadable stored record %s: %s", record, problem)
+        self.unreadable = unreadable
+        metrics.UNREADABLE.set(len(unreadable))
         shared = SharedState(interventions, np.zeros(0, dtype=bool), match, versions)
         shared.blocked_items = self._blocked_mask(interventions, shared)
         return shared
 
-    def _blocked_mask(self, interventions: list[dict], shared: SharedState) -> np.ndarray:
+    def _blocked_mask(self, interventions: list[Intervention], shared: SharedState) -> np.ndarray:
         catalog = self.catalog
         if catalog is None:
             return np.zeros(0, dtype=bool)
@@ -92,13 +141,17 @@ class Services:
             blocked |= shared.feature_match.blocked
         index = catalog.bundle.item_index
         for intervention in interventions:
-            if intervention["kind"] == "block" and intervention["item_id"] in index:
-                blocked[index[intervention["item_id"]]] = True
+            if intervention.kind == "block" and intervention.item_id is not None and str(intervention.item_id) in index:
+                blocked[index[str(intervention.item_id)]] = True
         return blocked
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+def one_line(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
+        )
+    return " ".join(str(exc).split())
 
 
 def build_services(settings: Settings, clock: Callable[[], datetime] | None = None, bundle_loader=None) -> Services:
@@ -106,7 +159,8 @@ def build_services(settings: Settings, clock: Callable[[], datetime] | None = No
     engine = make_engine(settings.database_url)
     store = StateStore(engine)
     logstore = LogStore(settings.logs)  # raises LogStoreUnavailable with the reason
-    services = Services(settings=settings, store=store, logstore=logstore, clock=clock or utc_now)
+    gate = ContentGate(store, logstore, settings.minors)
+    services = Services(settings=settings, store=store, logstore=logstore, clock=clock or utc_now, gate=gate)
     if bundle_loader is None:
         from training.registry import load_bundle as bundle_loader
     try:

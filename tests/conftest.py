@@ -41,6 +41,7 @@ def model_env(tmp_path_factory, synthetic_dir) -> dict[str, str]:
         "RECSYS_MLFLOW_ARTIFACTS_DIR": str(root / "mlartifacts"),
         "RECSYS_VAR_DIR": str(root / "var"),
         "RECSYS_DATASET_DIR": str(synthetic_dir),
+        "RECSYS_AUTH__MODE": "development",  # user authentication has its own tests (tests/serving/test_auth.py)
     }
     result = subprocess.run(
         [RECSYS, "train", "--dataset", str(synthetic_dir), "--seed", "0"],
@@ -79,10 +80,12 @@ def clock() -> MovableClock:
 @pytest.fixture
 def make_settings(tmp_path) -> Callable:
     from compliance.logstore import LogConfig
+    from serving.auth import AuthConfig
     from serving.config import Settings
 
     def make(**overrides):
         values = {
+            "auth": AuthConfig(mode="development"),
             "database_url": f"sqlite:///{tmp_path / 'state.db'}",
             "logs": LogConfig(dir=tmp_path / "logs", fsync="group"),
             "admin_token": ADMIN_TOKEN,

@@ -509,7 +509,10 @@ def request_id_time(request_id: str) -> datetime:
     if parsed.version != 7:
         raise ValueError(f"request_id: not a time-ordered (version 7) id: {request_id!r}")
     ms = int.from_bytes(parsed.bytes[:6], "big")
-    return datetime.fromtimestamp(ms / 1000, UTC)
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"request_id: its time lies outside the calendar: {request_id!r}") from None
 
 
 # --- lookup ---------------------------------------------------------------------------------

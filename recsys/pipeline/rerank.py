@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -217,6 +217,11 @@ def _int_tuple(values, label: str) -> tuple[int, ...]:
     return tuple(int(v) for v in values)
 
 
+def _position(pos: int) -> str:
+    """A 0-based page position as a person reads it."""
+    return f"position {pos + 1}"
+
+
 @dataclass(frozen=True)
 class SlateContext:
     """What this page must respect from earlier pages of the same session.
@@ -224,7 +229,10 @@ class SlateContext:
     `served_items`/`served_contents` are excluded from this page; `trailing_categories` are the
     categories of the previous page's last positions (oldest first), so dispersal windows continue
     across the page boundary; `trailing_attributes` does the same for other dispersal attributes.
-    `position_offset` is the absolute position of this page's first slot.
+    `position_offset` is the absolute position of this page's first slot. `labels` maps an
+    attribute name to a function giving the public name of one of its codes (an item index to the
+    item's public id, a category code to its name); violation texts use it, and name positions
+    1-based, as a person reads a page.
     """
 
     served_items: frozenset[int] = frozenset()
@@ -232,6 +240,7 @@ class SlateContext:
     trailing_categories: tuple[int, ...] = ()
     position_offset: int = 0
     trailing_attributes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    labels: Mapping[str, Callable[[int], str]] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "served_items", _int_set(self.served_items, "SlateContext.served_items"))
@@ -247,6 +256,11 @@ class SlateContext:
         if int(self.position_offset) < 0:
             raise ValueError(f"SlateContext.position_offset must be >= 0, got {self.position_offset}")
         object.__setattr__(self, "position_offset", int(self.position_offset))
+
+    def label(self, attribute: str, value: int) -> str:
+        """The public name of `value` of `attribute` (the code itself when no label is given)."""
+        name = self.labels.get(attribute)
+        return str(value) if name is None else name(int(value))
 
     def trailing(self, attribute: str) -> tuple[int, ...]:
         """Trailing values of `attribute` from the previous page, oldest first."""
@@ -267,6 +281,7 @@ class SlateContext:
             trailing_categories=(self.trailing_categories + tuple(candidates.category[rows].tolist()))[-keep_trailing:],
             position_offset=self.position_offset + len(rows),
             trailing_attributes=trailing,
+            labels=self.labels,
         )
 
 
@@ -347,8 +362,8 @@ class FilterRule(Rule):
         """Values of `attribute` dropped outright for this request."""
 
     @abc.abstractmethod
-    def excluded_detail(self, value: int) -> str:
-        """The sentence logged when a candidate is dropped for `value`."""
+    def excluded_detail(self, value: str) -> str:
+        """The sentence logged when a candidate is dropped for `value` (its public label)."""
 
 
 class PlacementRule(Rule):
@@ -377,7 +392,7 @@ class UniqueItems(FilterRule):
     def excluded_values(self, context: SlateContext) -> frozenset[int]:
         return context.served_items
 
-    def excluded_detail(self, value: int) -> str:
+    def excluded_detail(self, value: str) -> str:
         return f"item {value} was served earlier in this session"
 
 
@@ -396,7 +411,7 @@ class UniqueContent(FilterRule):
     def excluded_values(self, context: SlateContext) -> frozenset[int]:
         return context.served_contents
 
-    def excluded_detail(self, value: int) -> str:
+    def excluded_detail(self, value: str) -> str:
         return f"content {value} was served earlier in this session"
 
 
@@ -416,7 +431,7 @@ class Exclude(FilterRule):
     def excluded_values(self, context: SlateContext) -> frozenset[int]:
         return self.values
 
-    def excluded_detail(self, value: int) -> str:
+    def excluded_detail(self, value: str) -> str:
         return f"{self.attribute} {value} is excluded by {self.name}"
 
 
@@ -590,6 +605,7 @@ class _DispersalCheck(BoundConstraint):
         self.limit = int(rule.max_per_window)
         self.trailing = trailing[-(self.window - 1) :] if trailing else []
         self.length = view.length
+        self.label = view.context.label
         # Positions whose windows reach a pinned position to their right need the full check.
         fixed = view.fixed
         self.look_right = [False] * view.length
@@ -657,7 +673,8 @@ class _DispersalCheck(BoundConstraint):
                     Violation(
                         self.rule.name,
                         pos,
-                        f"{count} items with {self.rule.attribute} {value} in the {w} positions ending here{where}; "
+                        f"{count} items with {self.rule.attribute} {self.label(self.rule.attribute, value)} in the {w} "
+                        f"positions ending at {_position(pos)}{where}; "
                         f"limit {m}",
                     )
                 )
@@ -1128,7 +1145,7 @@ def _prepare(candidates: CandidateSet, scores: np.ndarray, filter_rules: list[Fi
     claim_order: list[int] = []
     pinned_items: dict[int, int] = {}
     for index, pin in enumerate(pins):
-        where = f"pinned item {pin.item} at position {pin.position}"
+        where = f"pinned item {context.label('item', pin.item)} at {_position(pin.position)}"
         if index in demoted:
             violations.append(Violation(pin.name, pin.position, f"{where}: {demoted[index]}"))
             continue
@@ -1141,7 +1158,7 @@ def _prepare(candidates: CandidateSet, scores: np.ndarray, filter_rules: list[Fi
             continue
         if pin.item in pinned_items:
             violations.append(
-                Violation(pin.name, pin.position, f"{where}: already pinned at position {pinned_items[pin.item]}")
+                Violation(pin.name, pin.position, f"{where}: already pinned at {_position(pinned_items[pin.item])}")
             )
             continue
         rows = np.flatnonzero(candidates.item == pin.item)
@@ -1153,9 +1170,9 @@ def _prepare(candidates: CandidateSet, scores: np.ndarray, filter_rules: list[Fi
         blocker, value, other = stream.check(values)
         if blocker is not None:
             if other is None:
-                why = blocker.rule.excluded_detail(value)
+                why = blocker.rule.excluded_detail(context.label(blocker.rule.attribute, value))
             else:
-                why = f"same {blocker.rule.attribute} as pinned item {int(candidates.item[other])}"
+                why = f"same {blocker.rule.attribute} as pinned item {context.label('item', int(candidates.item[other]))}"
             violations.append(Violation(pin.name, pin.position, f"{where}: {why} ({blocker.rule.name})"))
             continue
         stream.claim(row, values)
@@ -1375,10 +1392,10 @@ def _finish(candidates: CandidateSet, scores: np.ndarray, context: SlateContext,
     for pos, pin in prepared.fixed_pins.items():
         if pos >= length:
             violations.append(
-                Violation(pin.name, pos, f"pinned item {pin.item} at position {pos}: the slate ends at {length}")
+                Violation(pin.name, pos, f"pinned item {context.label('item', pin.item)} at {_position(pos)}: the slate ends at {length}")
             )
     placed = {p: r for p, r in prepared.fixed.items() if p < length}
-    violations += _audit_filters(filled, prepared, ranks)
+    violations += _audit_filters(filled, prepared, ranks, context)
     for check in checks:
         violations += check.audit(filled, placed)
     if length < k:
@@ -1410,7 +1427,7 @@ def _finish(candidates: CandidateSet, scores: np.ndarray, context: SlateContext,
         scores=scores[indices],
         slots=tuple(slot_names),
         violations=tuple(violations),
-        dropped=_dropped(stream, cut, set(filled), candidates),
+        dropped=_dropped(stream, cut, set(filled), candidates, context),
         relaxed=relaxed,
         k=k,
         position_offset=context.position_offset,
@@ -1418,7 +1435,7 @@ def _finish(candidates: CandidateSet, scores: np.ndarray, context: SlateContext,
     )
 
 
-def _audit_filters(rows: list[int], prepared: _Prepared, ranks: Mapping[int, int]) -> list[Violation]:
+def _audit_filters(rows: list[int], prepared: _Prepared, ranks: Mapping[int, int], context: SlateContext) -> list[Violation]:
     """Excluded values, and repeats blamed on the lower-precedence copy (pins first, then rank)."""
     pinned = {row: i - len(prepared.claim_order) for i, row in enumerate(prepared.claim_order)}
     ordered = sorted(range(len(rows)), key=lambda p: pinned[rows[p]] if p not in ranks else ranks[p])
@@ -1429,14 +1446,16 @@ def _audit_filters(rows: list[int], prepared: _Prepared, ranks: Mapping[int, int
         for pos in ordered:
             value = column[pos]
             if value in f.excluded:
-                out.append(Violation(f.rule.name, pos, f.rule.excluded_detail(value)))
+                out.append(Violation(f.rule.name, pos, f.rule.excluded_detail(context.label(f.rule.attribute, value))))
             elif f.seen is not None and value in seen:
-                out.append(Violation(f.rule.name, pos, f"same {f.rule.attribute} {value} as position {seen[value]}"))
+                label = context.label(f.rule.attribute, value)
+                out.append(Violation(f.rule.name, pos, f"same {f.rule.attribute} {label} as {_position(seen[value])}"))
             seen.setdefault(value, pos)
     return out
 
 
-def _dropped(stream: _Stream, cut: int, shown: set[int], candidates: CandidateSet) -> tuple[Dropped, ...]:
+def _dropped(stream: _Stream, cut: int, shown: set[int], candidates: CandidateSet,
+             context: SlateContext) -> tuple[Dropped, ...]:
     out = []
     for rank in range(min(cut, stream.scanned)):
         row = stream.rows[rank]
@@ -1444,8 +1463,10 @@ def _dropped(stream: _Stream, cut: int, shown: set[int], candidates: CandidateSe
             continue
         f, value, other = stream.blame[rank]
         if other is None:
-            code, detail = ("served_before" if f.rule.unique else "excluded"), f.rule.excluded_detail(value)
+            code, detail = ("served_before" if f.rule.unique else "excluded"), f.rule.excluded_detail(
+                context.label(f.rule.attribute, value))
         else:
-            code, detail = "duplicate", f"same {f.rule.attribute} {value} as item {int(candidates.item[other])}"
+            label, other_item = context.label(f.rule.attribute, value), context.label("item", int(candidates.item[other]))
+            code, detail = "duplicate", f"same {f.rule.attribute} {label} as item {other_item}"
         out.append(Dropped(row, int(candidates.item[row]), f.rule.name, f"{f.rule.name}:{code}", detail))
     return tuple(out)

@@ -4,16 +4,19 @@ an expiry; bearer-token protected; every change stored, listable and logged."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from fastapi import APIRouter, HTTPException, Path
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from compliance.policy import Intervention
 from serving.deps import AdminDep, ServicesDep
+from serving.services import one_line
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 MAX_TTL_DAYS = 365
+STORED_FIELDS = {"kind", "surface", "item_id", "category", "position", "factor", "operator", "reason"}
 
 
 class InterventionIn(BaseModel):
@@ -28,14 +31,20 @@ class InterventionIn(BaseModel):
     reason: str = Field(min_length=3, max_length=500)
     ttl_seconds: int | None = Field(None, ge=60, le=MAX_TTL_DAYS * 86400, description="expiry; default 7 days")
 
+    def to_intervention(self, operator: str) -> Intervention:
+        """The stored shape, validated by the same model serving reads it with (compliance.policy)."""
+        return Intervention(kind=self.kind, surface=self.surface, item_id=self.item_id, category=self.category,
+                            position=self.position, factor=self.factor, operator=operator, reason=self.reason)
+
     @model_validator(mode="after")
-    def _fields_for_kind(self) -> InterventionIn:
-        if self.kind == "pin" and (self.item_id is None or self.position is None or self.surface is None):
+    def _same_rules_as_serving(self) -> InterventionIn:
+        if self.kind == "pin" and self.surface is None:
+            # the API's own rule: serving would read a pin without a surface as one for every surface
             raise ValueError("a pin needs item_id, surface and position")
-        if self.kind == "block" and self.item_id is None:
-            raise ValueError("a block needs item_id")
-        if self.kind == "boost" and (self.category is None or self.factor is None):
-            raise ValueError("a boost needs category and factor")
+        try:
+            self.to_intervention("validation")
+        except ValidationError as exc:
+            raise ValueError(one_line(exc)) from None
         return self
 
 
@@ -61,10 +70,8 @@ def create_intervention(body: InterventionIn, services: ServicesDep, operator: A
         if body.category is not None and body.category not in catalog.category_names:
             raise HTTPException(404, detail=f"category: unknown category {body.category!r}")
     now = services.clock()
-    values = body.model_dump(exclude={"ttl_seconds"})
-    values.update(operator=operator, created_at=now, expires_at=now + timedelta(seconds=body.ttl_seconds or 7 * 86400))
-    if body.kind == "pin":
-        values["position"] = body.position
+    values = body.to_intervention(operator).model_dump(include=STORED_FIELDS)
+    values.update(created_at=now, expires_at=now + timedelta(seconds=body.ttl_seconds or 7 * 86400))
     row = services.store.add_intervention(values)
     services.logstore.append("intervention", {"action": "create", "operator": operator, "intervention": _public(row)})
     return _public(row)
@@ -77,7 +84,7 @@ def list_interventions(services: ServicesDep, operator: AdminDep, include_inacti
 
 
 @router.delete("/interventions/{intervention_id}")
-def revoke_intervention(intervention_id: int, services: ServicesDep, operator: AdminDep) -> dict:
+def revoke_intervention(intervention_id: Annotated[int, Path(ge=1, le=2**63 - 1)], services: ServicesDep, operator: AdminDep) -> dict:
     row = services.store.get_intervention(intervention_id)
     if row is None:
         raise HTTPException(404, detail=f"no intervention {intervention_id}")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from compliance import complaints
-from serving.deps import AdminDep, ServicesDep
+from serving.deps import AdminDep, PrincipalDep, ServicesDep
 from serving.routes.recommendations import ID_PATTERN
 from serving.services import Services
 
@@ -47,8 +47,9 @@ def _transition(services: Services, complaint_id: str, new_status: str, operator
 
 
 @router.post("/v1/complaints", status_code=201)
-def file_complaint(body: complaints.ComplaintIn, services: ServicesDep) -> dict:
+def file_complaint(body: complaints.ComplaintIn, services: ServicesDep, principal: PrincipalDep) -> dict:
     """File a complaint, a report about content, or an appeal against a decision."""
+    principal.require(body.user_id)
     now = services.clock()
     acknowledge_due, resolve_due = complaints.due_dates(now, services.settings.complaints)
     values = body.model_dump()
@@ -62,8 +63,10 @@ def get_complaint(
     complaint_id: str,
     services: ServicesDep,
     user_id: Annotated[str, Query(min_length=1, max_length=128, pattern=ID_PATTERN)],
+    principal: PrincipalDep,
 ) -> dict:
     """Status, due dates and resolution, for the user who filed it."""
+    principal.require(user_id)
     row = services.store.get_complaint(complaint_id)
     if row is None or row["user_id"] != user_id:
         raise HTTPException(404, detail=f"no complaint {complaint_id!r} filed by user {user_id!r}")

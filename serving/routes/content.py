@@ -10,20 +10,18 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 import numpy as np
 import polars as pl
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from compliance import explanations, minors
+from compliance import explanations
 from compliance.feature_library import FeatureEntry, FeatureLibrary, FeatureLibraryError, validate_entry
 from compliance.trending import compute_trending
-from serving.deps import AdminDep, RequestIdDep, ServicesDep
+from serving.deps import AdminDep, PrincipalDep, RequestIdDep, ServicesDep, is_admin
 from serving.routes.recommendations import ID_PATTERN
 from serving.services import Services
 
@@ -32,7 +30,7 @@ router = APIRouter(tags=["content"])
 MAX_EVENTS_PER_BATCH = 1000
 MAX_EVENT_AGE = timedelta(days=30)
 MAX_CLOCK_SKEW = timedelta(minutes=5)
-TRENDING_CACHE_SECONDS = 30.0
+TRENDING_CACHE_SECONDS = 30.0  # trending is a periodic computation: each worker keeps it this long
 
 
 class EventIn(BaseModel):
@@ -40,7 +38,7 @@ class EventIn(BaseModel):
 
     event_id: str = Field(min_length=1, max_length=128, pattern=ID_PATTERN)
     user_id: str = Field(min_length=1, max_length=128, pattern=ID_PATTERN)
-    item_id: str = Field(min_length=1, max_length=128)
+    item_id: str = Field(min_length=1, max_length=128, pattern=ID_PATTERN)
     type: Literal["impression", "click", "like", "share"]
     ts: datetime
 
@@ -59,8 +57,13 @@ class EventBatch(BaseModel):
 
 
 @router.post("/v1/events")
-def post_events(batch: EventBatch, services: ServicesDep) -> dict:
-    """Store engagement events; a resent event_id is accepted but not counted twice."""
+def post_events(batch: EventBatch, services: ServicesDep, request: Request) -> dict:
+    """Store engagement events; a resent event_id is accepted but not counted twice. A user sends
+    their own events; a backend forwarding many users' events uses the admin token."""
+    if not is_admin(services, request.headers.get("authorization")):
+        principal = request.app.state.authenticator.authenticate(request.headers)
+        for event in batch.events:
+            principal.require(event.user_id)
     now = services.clock()
     catalog = services.catalog
     for position, event in enumerate(batch.events):
@@ -78,39 +81,10 @@ def post_events(batch: EventBatch, services: ServicesDep) -> dict:
 
 def _count_minor_usage(services: Services, events: list[EventIn]) -> None:
     """Minors' events are activity too (the usage rule in compliance/minors.py)."""
-    config = services.settings.minors
+    gate = services.gate
     for user_id in {e.user_id for e in events}:
-        user = services.store.load_user(user_id)
-        if not minors.is_minor(user.age, user.minor_mode, config):
-            continue
-        for event in sorted((e for e in events if e.user_id == user_id), key=lambda e: e.ts):
-            day = minors.local_day(event.ts, config)
-            stored = services.store.get_usage(user_id, day)
-            state = minors.UsageState(day=day, last_activity=stored[0], seconds_used=stored[1]) if stored else None
-            updated = minors.add_activity(state, event.ts, config)
-            services.store.put_usage(user_id, updated.day, updated.last_activity, updated.seconds_used)
-
-
-class _TrendingCache:
-    """Trending is a periodic computation, not a per-request one: each worker keeps it briefly."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.entries: dict[tuple, tuple[float, list]] = {}
-
-    def get(self, key: tuple, compute) -> list:
-        now = time.monotonic()
-        with self.lock:
-            hit = self.entries.get(key)
-            if hit and now - hit[0] < TRENDING_CACHE_SECONDS:
-                return hit[1]
-        value = compute()
-        with self.lock:
-            self.entries[key] = (now, value)
-        return value
-
-
-_cache = _TrendingCache()
+        if gate.is_minor(services.store.load_user(user_id)):
+            gate.record_activity(user_id, [e.ts for e in events if e.user_id == user_id])
 
 
 @router.get("/v1/trending")
@@ -118,17 +92,19 @@ def trending(
     services: ServicesDep,
     request_id: RequestIdDep,
     user_id: Annotated[str, Query(min_length=1, max_length=128, pattern=ID_PATTERN)],
+    principal: PrincipalDep,
     k: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> dict:
     """The hot list (Art. 11, 13): distinct users, time decay, fake engagement discounted."""
+    principal.require(user_id)
     catalog = services.catalog
     if catalog is None:
         raise HTTPException(503, detail=f"not ready: {services.model_error or 'model not loaded'}")
     now = services.clock()
-    user = services.store.load_user(user_id)
-    minor = minors.is_minor(user.age, user.minor_mode, services.settings.minors)
+    audience = services.gate.admit(user_id, now, route="trending", request_id=request_id)
     shared = services.shared_state()
     config = services.settings.trending
+    eligible = audience.eligible(shared.blocked_items, catalog.age_rating)
 
     def compute() -> list:
         since = now - timedelta(hours=config.window_hours)
@@ -136,32 +112,31 @@ def trending(
         if not rows:
             return []
         events = pl.DataFrame(rows).select("event_id", "user_id", "item_id", "type", "ts")
-        created = services.store.profiles_created(events["user_id"].unique().to_list())
         result = compute_trending(
-            events, created, now, config, top_n=max(100, k),
+            events, _accounts(services, events["user_id"].unique().to_list(), since), now, config, top_n=max(100, k),
             catalog_item_ids=[str(i) for i in catalog.bundle.item_ids],
-            minor_safe=catalog.minor_safe if minor else None,
-            blocked=shared.blocked_items,
+            blocked=~eligible,
         )
         return list(result.items)
 
-    ranked = _cache.get((minor, shared.versions, int(now.timestamp() // TRENDING_CACHE_SECONDS)), compute)
+    active = tuple(i.id for i in shared.interventions)
+    bucket = int(now.timestamp() // TRENDING_CACHE_SECONDS)
+    ranked = services.trending_cache.get((audience.max_age_rating, shared.versions, active, bucket), compute)
     index = catalog.bundle.item_index
     pins = sorted(
-        (i for i in shared.interventions if i["kind"] == "pin" and i["surface"] == "trending" and i["item_id"] in index),
-        key=lambda i: i["position"],
+        (i for i in shared.interventions if i.kind == "pin" and i.surface == "trending" and str(i.item_id) in index),
+        key=lambda i: i.position,
     )
+    pinned_ids = {str(p.item_id) for p in pins}
     items: list[dict] = []
-    organic = [t for t in ranked if t.item_id not in {p["item_id"] for p in pins}]
+    organic = [t for t in ranked if t.item_id not in pinned_ids and eligible[index[t.item_id]]]
     for position in range(1, k + 1):
-        pin = next((p for p in pins if p["position"] == position), None)
+        pin = next((p for p in pins if p.position == position), None)
+        if pin is not None and not eligible[index[str(pin.item_id)]]:
+            pin = None  # safety and minors' rules win over a pin
         if pin is not None:
-            item = index[pin["item_id"]]
-            if shared.blocked_items[item] or (minor and not catalog.minor_safe[item]):
-                pin = None
-        if pin is not None:
-            entry = {"item_id": pin["item_id"], "slot": "pinned", "score": None, "distinct_users": None,
-                     "reason": explanations.pinned(pin["reason"])}
+            entry = {"item_id": str(pin.item_id), "slot": "pinned", "score": None, "distinct_users": None,
+                     "reason": explanations.pinned(pin.reason)}
         elif organic:
             top = organic.pop(0)
             entry = {"item_id": top.item_id, "slot": "trending", "score": round(top.score, 4),
@@ -177,12 +152,26 @@ def trending(
         reason = entry["reason"]
         entry["reason"] = {"code": reason.code, "text": reason.text}
         items.append(entry)
-    body = {"request_id": request_id, "user_id": user_id, "minor_mode": minor, "as_of": now.isoformat(),
+    body = {"request_id": request_id, "user_id": user_id, "minor_mode": audience.minor, "as_of": now.isoformat(),
             "window_hours": config.window_hours, "items": items,
-            "manual_changes": [{"id": p["id"], "item_id": p["item_id"], "position": p["position"], "operator": p["operator"],
-                                "reason": p["reason"]} for p in pins]}
+            "manual_changes": [{"id": p.id, "item_id": str(p.item_id), "position": p.position, "operator": p.operator,
+                                "reason": p.reason} for p in pins]}
     services.logstore.append("trending", body)  # every list served is logged (Art. 23)
     return body
+
+
+def _accounts(services: Services, user_ids: list[str], since: datetime) -> pl.DataFrame:
+    """Who the engaging accounts are, for the trending rules: creation time and history before the
+    window (items in the model's training data plus distinct items in earlier stored events)."""
+    bundle = services.catalog.bundle
+    rows = services.store.accounts(user_ids, before=since)
+    for row in rows:
+        created = row["created_at"]
+        row["created_at"] = created.replace(tzinfo=UTC) if created is not None and created.tzinfo is None else created
+        index = bundle.user_index.get(row["user_id"])
+        trained = len(bundle.user_seen(index)) if index is not None else 0
+        row["prior_items"] = trained + row.pop("prior_events_items")
+    return pl.DataFrame(rows, schema={"user_id": pl.Utf8, "created_at": pl.Datetime("us", "UTC"), "prior_items": pl.Int64})
 
 
 # -- feature library (Art. 9) ------------------------------------------------------------------------

@@ -29,9 +29,13 @@ def healthz(services: ServicesDep) -> dict:
 
 @router.get("/readyz")
 def readyz(services: ServicesDep, response: Response) -> dict:
+    """Ready when the model is loaded. Stored records that cannot be read (skipped, never served)
+    are listed under `unreadable_records`: they do not stop serving, but an operator must fix them."""
     if not services.ready:
         response.status_code = 503
-    return {"ready": services.ready, "error": services.model_error}
+    else:
+        services.shared_state()  # re-reads the interventions and feature library when they changed
+    return {"ready": services.ready, "error": services.model_error, "unreadable_records": dict(services.unreadable)}
 
 
 @router.get("/metrics")

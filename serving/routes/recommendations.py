@@ -7,14 +7,14 @@ from datetime import datetime
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, HTTPException, Query
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from recsys.bundle import single_thread_inference
 from serving import metrics
-from serving.deps import PipelineDep, RequestIdDep, ServicesDep
-from serving.pipeline import AccessDenied, Recommendation, RecommendationRequest
+from serving.deps import PipelineDep, PrincipalDep, RequestIdDep, ServicesDep
+from compliance.logstore import request_id_time
+from serving.pipeline import Recommendation, RecommendationRequest
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 
@@ -118,30 +118,25 @@ def log_record(rec: Recommendation, body: RecommendationIn, served_at: datetime)
 
 
 @router.post("/recommendations", response_model=RecommendationOut, responses={403: {"model": RefusalOut}, 503: {}})
-async def recommend(body: RecommendationIn, services: ServicesDep, pipeline: PipelineDep, request_id: RequestIdDep):
+async def recommend(body: RecommendationIn, services: ServicesDep, pipeline: PipelineDep, request_id: RequestIdDep,
+                    principal: PrincipalDep):
     """A list for one user and surface, after the policy pipeline, with a reason per item; logged before it is sent."""
+    principal.require(body.user_id)
     _check_limits(body, services)
     # The work runs in a thread, at most `compute_threads` requests of this worker at a time.
     return await anyio.to_thread.run_sync(serve_list, body, services, pipeline, request_id, limiter=services.compute)
 
 
-def serve_list(body: RecommendationIn, services, pipeline, request_id: str) -> RecommendationOut | JSONResponse:
+def serve_list(body: RecommendationIn, services, pipeline, request_id: str) -> RecommendationOut:
     """Run the pipeline, append the log record, record the page; the blocking part of the route."""
     single_thread_inference()
     now = services.clock()
+    started = time.perf_counter()
+    audience = services.gate.admit(body.user_id, now, route="recommendations", request_id=request_id)
+    gate_ms = (time.perf_counter() - started) * 1e3
     request = RecommendationRequest(body.user_id, body.surface, body.page, body.k, body.session_id)
-    try:
-        rec = pipeline.run(request, now, request_id)
-    except AccessDenied as denied:
-        decision = denied.decision
-        services.logstore.append("recommendation_refused", {
-            "request_id": request_id, "user_id": body.user_id, "surface": body.surface, "page": body.page,
-            "code": decision.code, "reason": decision.message, "request": body.model_dump(),
-        })
-        metrics.REFUSALS.labels(decision.code).inc()
-        return JSONResponse(status_code=403, content={
-            "detail": decision.message, "code": decision.code, "retry_after_seconds": decision.retry_after_seconds,
-        })
+    rec = pipeline.run(request, audience, request_id)
+    rec.trace.timings_ms["gate"] = gate_ms
     started = time.perf_counter()
     services.logstore.append("recommendation", log_record(rec, body, now))  # before the response (Art. 23)
     pipeline.record(rec, now)
@@ -172,13 +167,25 @@ def serve_list(body: RecommendationIn, services, pipeline, request_id: str) -> R
     )
 
 
-@router.get("/recommendations/{request_id}")
+REQUEST_ID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-7[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$"
+
+
+@router.get("/recommendations/{request_id}", responses={403: {"model": RefusalOut}, 404: {}})
 def served_list(
-    request_id: Annotated[str, Field(max_length=64)],
+    request_id: Annotated[str, Path(max_length=36, pattern=REQUEST_ID_PATTERN,
+                                    description="the request_id of a served list (a UUIDv7)")],
     services: ServicesDep,
-    user_id: Annotated[str, Query(min_length=1, max_length=128, description="the user the list was served to")],
+    user_id: Annotated[str, Query(min_length=1, max_length=128, pattern=ID_PATTERN, description="the user the list was served to")],
+    current: RequestIdDep,
+    principal: PrincipalDep,
 ):
     """The logged list (same items, same order, same reasons) for the user it was served to (Art. 15)."""
+    principal.require(user_id)
+    try:
+        request_id_time(request_id)
+    except ValueError:
+        raise HTTPException(404, detail=f"no list {request_id!r} was served to user {user_id!r}") from None
+    services.gate.admit(user_id, services.clock(), route="recommendations/lookup", request_id=current)
     record = services.logstore.lookup(request_id, user_id)
     if record is None:
         raise HTTPException(404, detail=f"no list {request_id!r} was served to user {user_id!r}")

@@ -12,7 +12,8 @@ from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compliance import minors, tags
-from serving.deps import ServicesDep
+from serving.deps import PrincipalDep, ServicesDep
+from serving.auth import Principal
 from serving.routes.recommendations import ID_PATTERN
 from serving.services import Services
 from serving.state.store import UserState
@@ -64,7 +65,9 @@ class TagsOut(BaseModel):
     note: str | None = None
 
 
-def _require_user(services: Services, user_id: str) -> None:
+def _require_user(services: Services, user_id: str, principal: Principal) -> None:
+    """The caller is this user (403 otherwise), and the user exists (404)."""
+    principal.require(user_id)
     if not services.store.user_exists(user_id):
         raise HTTPException(404, detail=f"user_id: unknown user {user_id!r}")
 
@@ -80,15 +83,15 @@ def _settings_out(services: Services, user_id: str) -> SettingsOut:
 
 
 @router.get("/{user_id}/settings", response_model=SettingsOut)
-def get_settings(user_id: UserId, services: ServicesDep) -> SettingsOut:
-    _require_user(services, user_id)
+def get_settings(user_id: UserId, services: ServicesDep, principal: PrincipalDep) -> SettingsOut:
+    _require_user(services, user_id, principal)
     return _settings_out(services, user_id)
 
 
 @router.put("/{user_id}/settings", response_model=SettingsOut)
-def put_settings(user_id: UserId, body: SettingsIn, services: ServicesDep) -> SettingsOut:
+def put_settings(user_id: UserId, body: SettingsIn, services: ServicesDep, principal: PrincipalDep) -> SettingsOut:
     """Switch personalization off (or on) and set minors mode; effective from the next request."""
-    _require_user(services, user_id)
+    _require_user(services, user_id, principal)
     now = services.clock()
     clear_minor = "minor_mode" in body.model_fields_set and body.minor_mode is None
     services.logstore.append("settings", {"user_id": user_id, "change": body.model_dump(exclude_unset=True), "at": now.isoformat()})
@@ -122,16 +125,16 @@ def _profile(services: Services, user: UserState) -> tags.Profile:
 
 
 @router.get("/{user_id}/tags", response_model=TagsOut)
-def get_tags(user_id: UserId, services: ServicesDep) -> TagsOut:
+def get_tags(user_id: UserId, services: ServicesDep, principal: PrincipalDep) -> TagsOut:
     """The interest tags the user model holds, with weights and where they came from."""
-    _require_user(services, user_id)
+    _require_user(services, user_id, principal)
     return _tags_view(services, user_id)
 
 
 @router.post("/{user_id}/tags", response_model=TagsOut)
-def add_tag(user_id: UserId, body: TagIn, services: ServicesDep) -> TagsOut:
+def add_tag(user_id: UserId, body: TagIn, services: ServicesDep, principal: PrincipalDep) -> TagsOut:
     """Add an interest, or mark a category "not interested" (its items leave personalized lists)."""
-    _require_user(services, user_id)
+    _require_user(services, user_id, principal)
     banned = tags.is_banned(body.tag, services.settings.tags)
     if banned:
         raise HTTPException(422, detail=f"tag: {body.tag!r} cannot be a tag (sensitive or prohibited term {banned!r}, Art. 10)")
@@ -145,9 +148,10 @@ def add_tag(user_id: UserId, body: TagIn, services: ServicesDep) -> TagsOut:
 
 
 @router.delete("/{user_id}/tags/{tag}", response_model=TagsOut)
-def delete_tag(user_id: UserId, tag: Annotated[str, Path(min_length=1, max_length=64)], services: ServicesDep) -> TagsOut:
+def delete_tag(user_id: UserId, tag: Annotated[str, Path(min_length=1, max_length=64)], services: ServicesDep,
+               principal: PrincipalDep) -> TagsOut:
     """Delete a tag: it stops influencing retrieval, ranking and explanations from the next request."""
-    _require_user(services, user_id)
+    _require_user(services, user_id, principal)
     user = services.store.load_user(user_id)
     current = {t.name for t in _profile(services, user).tags}
     if tag not in current and user.tag_states.get(tag) != "not_interested":

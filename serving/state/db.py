@@ -118,6 +118,7 @@ events = Table(
     Column("ts", DateTime(timezone=True), nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
     Index("ix_events_ts", "ts"),
+    Index("ix_events_user_item", "user_id", "item_id"),  # a user's seen items; accounts' history (trending)
 )
 
 usage = Table(
@@ -171,7 +172,16 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
     try:
-        metadata.create_all(engine)
+        _create(engine)
     except OperationalError:  # another worker created the tables at the same moment
-        metadata.create_all(engine)
+        _create(engine)
     return engine
+
+
+def _create(engine: Engine) -> None:
+    """Tables that are missing, and indexes added to existing tables since they were made."""
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import Integer, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Integer, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -39,6 +39,7 @@ _RECENT_ITEMS = (select(_pages.c["items"]).where(_pages.c.user_id == bindparam("
 _RECORD_PAGE = insert(_pages)
 _VERSIONS = select(db.state_versions.c.name, db.state_versions.c.version).where(
     db.state_versions.c.name.in_(bindparam("names", expanding=True)))
+_EVENT_ITEMS = select(db.events.c.item_id).where(db.events.c.user_id == bindparam("user_id")).distinct()
 _USAGE = select(db.usage.c.last_activity, db.usage.c.seconds_used).where(
     and_(db.usage.c.user_id == bindparam("user_id"), db.usage.c.day == bindparam("day")))
 
@@ -250,24 +251,41 @@ class StateStore:
 
     # -- events and usage (Art. 13, 16) ------------------------------------------------------------
     def add_events(self, rows: list[dict]) -> int:
-        """Insert events whose event_id is new; returns how many were new (retries are idempotent)."""
+        """Insert events whose event_id is new; returns how many were new (retries are idempotent).
+
+        One INSERT ... ON CONFLICT DO NOTHING RETURNING: the database says which rows it inserted,
+        so concurrent posts of the same ids count each id exactly once between them."""
         if not rows:
             return 0
+        seen: set[str] = set()
+        unique = [r for r in rows if not (r["event_id"] in seen or seen.add(r["event_id"]))]  # first copy of each id
+        statement = _dialect_insert(self.engine.dialect.name)(db.events).on_conflict_do_nothing().returning(db.events.c.event_id)
+        inserted = 0
         with self.engine.begin() as conn:
-            ids = [r["event_id"] for r in rows]
-            seen = {r.event_id for r in conn.execute(select(db.events.c.event_id).where(db.events.c.event_id.in_(ids)))}
-            fresh, batch_ids = [], set()
-            for row in rows:
-                if row["event_id"] not in seen and row["event_id"] not in batch_ids:
-                    fresh.append(row)
-                    batch_ids.add(row["event_id"])
-            if fresh:
-                conn.execute(self._insert_ignore(db.events), fresh)
-        return len(fresh)
+            for start in range(0, len(unique), 500):
+                inserted += len(conn.execute(statement, unique[start : start + 500]).all())
+        return inserted
+
+    def event_items(self, user_id: str) -> list[str]:
+        """Every item the user has an event for (any type): items they already know."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(_EVENT_ITEMS, {"user_id": user_id}).scalars())
 
     def events_since(self, since: datetime) -> list[dict]:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(select(db.events).where(db.events.c.ts >= since))]
+
+    def accounts(self, user_ids: list[str], before: datetime) -> list[dict]:
+        """For the trending rules: each account's creation time (None: no profile) and how many
+        distinct items it engaged in stored events before `before`."""
+        e = db.events
+        created = self.profiles_created(user_ids)
+        with self.engine.connect() as conn:
+            prior = dict(conn.execute(
+                select(e.c.user_id, func.count(e.c.item_id.distinct()))
+                .where(and_(e.c.user_id.in_(user_ids), e.c.ts < before)).group_by(e.c.user_id)
+            ).tuples().all())
+        return [{"user_id": u, "created_at": created.get(u), "prior_events_items": int(prior.get(u, 0))} for u in user_ids]
 
     def profiles_created(self, user_ids: list[str]) -> dict[str, datetime | None]:
         with self.engine.connect() as conn:

@@ -71,7 +71,7 @@ def test_latency_writes_stages_indexes_http_and_goals(latency_result, bench_dirs
     size = saved["sizes"][0]
     assert size["n_items"] == 2_000
     stages = size["in_process"]["stages_ms"]
-    assert set(stages) == {"hydrate", "sources", "filters", "ranker", "policy", "explain", "log"}
+    assert set(stages) == {"gate", "hydrate", "sources", "filters", "ranker", "policy", "explain", "log"}
     assert all(stages[s]["mean"] > 0 for s in stages)
     assert size["in_process"]["total_ms"]["p50"] <= size["in_process"]["total_ms"]["p99"]
     on_off = size["in_process"]["policy_on_off"]

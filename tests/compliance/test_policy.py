@@ -149,9 +149,16 @@ def test_hash_ignores_the_order_positions_were_written_in() -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"kind": "pin", "item_id": "7"}, "a pin needs item_id and position"),
-        ({"kind": "pin", "item_id": "7", "position": 0}, "greater than or equal to 1"),
-        ({"kind": "pin", "item_id": "7", "position": 2, "category": "Drama"}, "category is not allowed"),
+        ({"kind": "pin", "item_id": "7", "surface": "home"}, "a pin needs item_id and position"),
+        ({"kind": "pin", "item_id": "7", "position": 0, "surface": "home"}, "greater than or equal to 1"),
+        ({"kind": "pin", "item_id": "7", "position": 2, "surface": "home", "category": "Drama"}, "does not take category"),
+        ({"kind": "pin", "item_id": "7", "position": 2, "surface": "home", "factor": 2}, "does not take factor"),
+        # the audit's findings: each was accepted by the API and then failed every list
+        ({"kind": "block", "item_id": "172", "category": "Animation"}, "exactly one of item_id or category"),
+        ({"kind": "block", "item_id": "7", "position": 3}, "a block does not take position"),
+        ({"kind": "block", "item_id": "7", "factor": 2}, "a block does not take factor"),
+        ({"kind": "boost", "item_id": "7", "factor": 2, "position": 1}, "a boost does not take position"),
+        ({"kind": "boost", "item_id": "7", "factor": 11}, "less than or equal to 10"),
         ({"kind": "block"}, "a block needs exactly one of item_id or category"),
         ({"kind": "boost", "item_id": "7", "category": "Drama", "factor": 2}, "exactly one of item_id or category"),
         ({"kind": "boost", "category": "Drama"}, "a boost needs a factor > 0"),

@@ -113,22 +113,25 @@ def test_switch_off_is_immediate_identical_and_reversible(client, adults):
     assert recommend(client, a)["mode"] == "personalized"
 
 
-def test_minors_only_get_minor_safe_items_on_every_path(client, minors_ids, trained):
+def test_minors_only_get_items_rated_for_their_band_on_every_path(client, minors_ids, data, trained):
     bundle, _ = trained
-    safe = dict(zip(bundle.items["item_id"].to_list(), bundle.items["minor_safe"].to_list()))
+    rating = dict(zip(bundle.items["item_id"].to_list(), bundle.items["age_rating"].to_list()))
+    ages = dict(zip(data.users["user_id"].to_list(), data.users["age"].to_list()))
+    config = client.app.state.services.settings.minors
     for user in minors_ids[:5]:
+        limit = config.max_age_rating(ages[user])
         for surface in ("home", "feed"):
             first = recommend(client, user, surface=surface, k=20)
             assert first["minor_mode"] is True
             second = recommend(client, user, surface=surface, page=1, k=20, session_id=first["session_id"])
             for item in first["items"] + second["items"]:
-                assert safe[item["item_id"]], f"{item['item_id']} is not minor-safe"
-                assert "minor_safe" in item["labels"]
+                assert rating[item["item_id"]] <= limit, f"{item['item_id']} is rated {rating[item['item_id']]}+"
+                assert ("minor_safe" in item["labels"]) == (rating[item["item_id"]] == 0)
 
 
 def test_a_pin_never_overrides_minors_mode(client, minors_ids, trained):
     bundle, _ = trained
-    unsafe = bundle.items.filter(~pl.col("minor_safe") & ~pl.col("flagged"))["item_id"][0]
+    unsafe = bundle.items.filter((pl.col("age_rating") == 18) & ~pl.col("flagged"))["item_id"][0]
     response = client.post("/v1/admin/interventions", headers=ADMIN, json={
         "kind": "pin", "surface": "home", "item_id": unsafe, "position": 2, "reason": "campaign"})
     assert response.status_code == 201
@@ -159,7 +162,7 @@ def test_bad_requests_get_a_clear_4xx(client, payload, fragment):
 def test_malformed_json_and_oversized_bodies_are_refused(client):
     response = client.post("/v1/recommendations", content=b"{not json", headers={"content-type": "application/json"})
     assert response.status_code == 422
-    big = b'{"user_id": "1", "pad": "' + b"x" * 70_000 + b'"}'
+    big = b'{"user_id": "1", "pad": "' + b"x" * 2_000_000 + b'"}'
     response = client.post("/v1/recommendations", content=big, headers={"content-type": "application/json"})
     assert response.status_code == 413
     assert "request body over" in response.json()["detail"]

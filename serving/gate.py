@@ -1,0 +1,127 @@
+"""The one gate in front of every route that returns items to a user (Art. 16 minors, Art. 9 and
+11 safety, Art. 15 consent).
+
+`ContentGate.admit` is the only way to get an `Audience`, and every function that produces items
+for a user takes one: `RecommendationPipeline.run`, the trending list, the logged-list lookup. So a
+new route cannot serve items without passing the gate, and the gate decides in one place:
+
+- minors mode: who is a minor (profile age or guardian switch), the night curfew and the daily
+  budget (refused with 403 and a code, the refusal logged), the activity counted toward the budget,
+  and the highest item age rating the user's band may see;
+- safety: items blocked by an operator, matched by the feature library or flagged by the dataset,
+  and items rated above the user's band, are excluded on every route (`Audience.exclusions`);
+- consent: whether the user allows personalized lists (the switch, and minors' default).
+
+A black-box test (tests/serving/test_gate.py) drives every operation of the OpenAPI schema as a
+minor in curfew and as an over-budget minor, so a route that forgets the gate fails it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from compliance import minors
+from compliance.logstore import LogStore
+from serving import metrics
+from serving.state.store import StateStore, UserState
+
+log = logging.getLogger("recsys.serving")
+
+
+class AccessDenied(Exception):
+    """Minors mode refuses this request (curfew or daily budget); carries the decision."""
+
+    def __init__(self, decision: minors.AccessDecision):
+        super().__init__(decision.message)
+        self.decision = decision
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Who is asking and what the rules in force let them receive. Made only by `ContentGate.admit`."""
+
+    user: UserState
+    now: datetime
+    minor: bool
+    max_age_rating: int | None  # None: an adult, no rating limit
+    personalization_allowed: bool  # the user's switch; minors get non-personalized lists by default
+    usage: minors.AccessDecision  # budget and minutes used today (minors), allowed
+
+    @property
+    def user_id(self) -> str:
+        return self.user.user_id
+
+    def exclusions(self, items: np.ndarray, blocked: np.ndarray, age_rating: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """The safety filters for candidate `items` (catalog indices), as (reason, removed mask):
+        blocked/flagged/feature-library items for everyone, items rated above the band for minors."""
+        checks = [("blocked", blocked[items])]
+        if self.max_age_rating is not None:
+            checks.append(("age_rating", age_rating[items] > self.max_age_rating))
+        return checks
+
+    def eligible(self, blocked: np.ndarray, age_rating: np.ndarray) -> np.ndarray:
+        """Bool mask over the whole catalog of the items this audience may receive."""
+        keep = ~blocked
+        if self.max_age_rating is not None:
+            keep &= age_rating <= self.max_age_rating
+        return keep
+
+
+class ContentGate:
+    def __init__(self, store: StateStore, logstore: LogStore, config: minors.MinorsConfig):
+        self.store = store
+        self.logstore = logstore
+        self.config = config
+
+    def admit(self, user_id: str, now: datetime, *, route: str, request_id: str) -> Audience:
+        """The audience of one request, or AccessDenied (logged, counted) when minors mode refuses it.
+        An admitted minor's request counts toward the day's usage."""
+        user = self.store.load_user(user_id)
+        config = self.config
+        minor = minors.is_minor(user.age, user.minor_mode, config)
+        decision = minors.AccessDecision(allowed=True)
+        if minor:
+            decision = self._minor_access(user, now)
+            if not decision.allowed:
+                self.logstore.append("recommendation_refused", {
+                    "request_id": request_id, "user_id": user_id, "route": route, "code": decision.code,
+                    "reason": decision.message, "at": now.isoformat(),
+                })
+                metrics.REFUSALS.labels(decision.code).inc()
+                raise AccessDenied(decision)
+        return Audience(
+            user=user,
+            now=now,
+            minor=minor,
+            max_age_rating=minors.max_age_rating(user.age, user.minor_mode, config),
+            personalization_allowed=user.personalization and (not minor or config.personalized),
+            usage=decision,
+        )
+
+    def _minor_access(self, user: UserState, now: datetime) -> minors.AccessDecision:
+        day = minors.local_day(now, self.config)
+        stored = self.store.get_usage(user.user_id, day)
+        state = minors.UsageState(day=day, last_activity=stored[0], seconds_used=stored[1]) if stored else None
+        decision = minors.check_access(now, user.age, user.minor_mode, state, self.config)
+        if decision.allowed:
+            self.record_activity(user.user_id, [now], state)
+        return decision
+
+    def record_activity(self, user_id: str, moments: list[datetime], state: minors.UsageState | None = None) -> None:
+        """Count activities (requests, events) of a minor toward their daily usage, in time order."""
+        for moment in sorted(moments):
+            day = minors.local_day(moment, self.config)
+            if state is None or state.day != day:
+                stored = self.store.get_usage(user_id, day)
+                state = minors.UsageState(day=day, last_activity=stored[0], seconds_used=stored[1]) if stored else None
+            updated = minors.add_activity(state, moment, self.config)
+            if updated != state:
+                self.store.put_usage(user_id, updated.day, updated.last_activity, updated.seconds_used)
+            state = updated
+
+    def is_minor(self, user: UserState) -> bool:
+        return minors.is_minor(user.age, user.minor_mode, self.config)
