@@ -30,6 +30,7 @@ def serve_command(
         from serving.config import Settings
 
         settings = Settings()
+        settings.auth.check()  # a server that cannot authenticate users does not start
     except (ValidationError, ValueError) as exc:
         _fail(f"configuration: {_first_line(exc)}")
     _check_log_dir(settings.logs.dir)
@@ -50,11 +51,12 @@ def serve_command(
 
     try:
         check_port_free(host, port)
+        supervisor = Supervisor("serving.asgi:app", host, port, workers, options)  # binds the workers' sockets
     except PortInUse as exc:
         _fail(str(exc))
     typer.echo(f"serving {settings.model_uri} on http://{host}:{port} ({workers} workers, one SO_REUSEPORT socket each); "
                "docs at /docs")
-    raise typer.Exit(Supervisor("serving.asgi:app", host, port, workers, options).run())
+    raise typer.Exit(supervisor.run())
 
 
 def _check_log_dir(directory: Path) -> None:

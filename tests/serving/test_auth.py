@@ -157,3 +157,15 @@ def test_jwt_mode_without_a_key_refuses_to_build_the_app(make_settings):
 
     with pytest.raises(ValueError, match="needs exactly one of jwt_secret"):
         create_app(make_settings(auth=AuthConfig(mode="jwt")))
+
+
+def test_recsys_serve_refuses_to_start_without_a_key(model_env):
+    import subprocess
+
+    from tests.conftest import RECSYS, free_port
+
+    env = {**model_env, "RECSYS_AUTH__MODE": "jwt"}
+    result = subprocess.run([RECSYS, "serve", "--port", str(free_port())], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    assert "auth: mode 'jwt' needs exactly one of jwt_secret" in result.stderr
