@@ -55,7 +55,7 @@ def model_env(tmp_path_factory, synthetic_dir) -> dict[str, str]:
 def trained(model_env):
     """(bundle, version) loaded from the registry by alias, as the server loads it."""
     from recsys.config import core_settings, environment
-    from training.registry import load_bundle
+    from recsys.registry import load_bundle
 
     with environment({k: v for k, v in model_env.items() if k.startswith(("MLFLOW_", "RECSYS_"))}):
         settings = core_settings()
@@ -187,3 +187,69 @@ def server_factory(model_env, tmp_path) -> Iterator[Callable[..., Server]]:
     yield make
     for server in servers:
         server.stop()
+
+
+# -- PostgreSQL: the state database's second backend (tests/serving/test_state_*.py) ----------------
+PG_CLUSTER_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "pg-cluster.sh"
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL server started by scripts/pg-cluster.sh, and fresh databases in it."""
+
+    def __init__(self, url: str, start_seconds: float):
+        self.url = url  # postgresql+psycopg://postgres@127.0.0.1:PORT/recsys
+        self.start_seconds = start_seconds  # how long starting it took (install excluded when already there)
+        self._made = 0
+
+    def create_database(self, prefix: str = "test", template: str = "template0") -> str:
+        """CREATE DATABASE ... TEMPLATE `template` (empty by default); returns its URL."""
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        self._made += 1
+        name = f"{''.join(c if c.isalnum() else '_' for c in prefix.lower())[:40]}_{self._made}"
+        admin = make_url(self.url)
+        with psycopg.connect(admin.set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        return admin.set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One PostgreSQL cluster for the whole session (installed first when missing), stopped at the end.
+    RECSYS_TEST_POSTGRES=skip skips the PostgreSQL cases on a machine that cannot run it."""
+    import shutil
+    import tempfile
+
+    if os.environ.get("RECSYS_TEST_POSTGRES") == "skip":
+        pytest.skip("RECSYS_TEST_POSTGRES=skip")
+    # Not under pytest's 0700 temporary folder: as root the cluster runs as `postgres`, which must reach it.
+    root = Path(tempfile.mkdtemp(prefix="recsys-pg-", dir="/tmp" if os.geteuid() == 0 else None))
+    started = time.perf_counter()
+    result = subprocess.run(["bash", str(PG_CLUSTER_SCRIPT), "start", str(root), str(free_port())],
+                            capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+    if result.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.fail(f"scripts/pg-cluster.sh start failed: {result.stderr.strip()[-2000:]} "
+                    "(RECSYS_TEST_POSTGRES=skip skips the PostgreSQL cases)", pytrace=False)
+    cluster = PostgresCluster(result.stdout.strip().splitlines()[-1], time.perf_counter() - started)
+    try:
+        yield cluster
+    finally:
+        subprocess.run(["bash", str(PG_CLUSTER_SCRIPT), "stop", str(root)], capture_output=True, timeout=120,
+                       stdin=subprocess.DEVNULL)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres_url(postgres, request) -> str:
+    """A fresh, empty PostgreSQL database for this test module."""
+    return postgres.create_database(request.module.__name__.rsplit(".", 1)[-1])
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def state_url(request, tmp_path_factory) -> str:
+    """This module's state database on each backend: a new SQLite file, a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('state') / 'state.db'}"
+    return request.getfixturevalue("postgres_url")

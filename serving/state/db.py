@@ -1,12 +1,19 @@
 """The state database: user settings and tags, served pages, interventions, complaints, events.
 
-SQLite file by default, PostgreSQL through `RECSYS_DATABASE_URL` (same code: SQLAlchemy Core).
-All per-user truth lives here, never only in a worker's memory, so a change made through one
-worker holds on every worker on the next request (Art. 15).
+SQLite file by default, PostgreSQL (psycopg 3: `postgresql+psycopg://`) through
+`RECSYS_DATABASE_URL`; same code, SQLAlchemy Core. All per-user truth lives here, never only in a
+worker's memory, so a change made through one worker holds on every worker on the next request
+(Art. 15).
+
+The tables below are what the code reads and writes; the schema itself is made and changed by the
+Alembic migrations in `serving/state/migrations/` (`make_engine` applies them at startup, `recsys
+db upgrade` on demand). A change here needs a migration (`recsys db revision --autogenerate -m
+...`); tests/serving/test_state_migrations.py fails when the two disagree.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import (
@@ -21,11 +28,35 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     create_engine,
     event,
 )
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine.url import URL
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC datetime on every backend.
+
+    Stored as `TIMESTAMP WITH TIME ZONE` on PostgreSQL and as SQLite's text `DATETIME` (which has
+    no zone: always UTC there). Values are converted to UTC when written (a naive value is taken
+    as UTC) and come back aware, in UTC, whatever the backend or the session's time zone."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if not isinstance(value, datetime):
+            return value
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if not isinstance(value, datetime):
+            return value
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
 
 metadata = MetaData()
 
@@ -34,7 +65,7 @@ user_profiles = Table(
     metadata,
     Column("user_id", String(128), primary_key=True),
     Column("age", Integer, nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=True),  # account creation (trending rules)
+    Column("created_at", UTCDateTime(), nullable=True),  # account creation (trending rules)
 )
 
 user_settings = Table(
@@ -43,7 +74,7 @@ user_settings = Table(
     Column("user_id", String(128), primary_key=True),
     Column("personalization", Boolean, nullable=False, default=True),
     Column("minor_mode", Boolean, nullable=True),  # guardian setting; None = not set
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
 )
 
 # One row per user decision about a tag: deleted (suppressed), added (an interest), not_interested.
@@ -53,7 +84,7 @@ user_tags = Table(
     Column("user_id", String(128), primary_key=True),
     Column("tag", String(128), primary_key=True),
     Column("state", String(16), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
 )
 
 served_pages = Table(
@@ -68,7 +99,7 @@ served_pages = Table(
     Column("items", JSON, nullable=False),  # item indices in the serving catalog
     Column("categories", JSON, nullable=False),  # their primary category codes, in order
     Column("contents", JSON, nullable=False),  # their content codes
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
     Index("ix_served_session", "user_id", "surface", "session_id", "page"),
     Index("ix_served_recent", "user_id", "id"),
 )
@@ -85,9 +116,9 @@ interventions = Table(
     Column("factor", Float, nullable=True),
     Column("operator", String(128), nullable=False),
     Column("reason", Text, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=True),
-    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=True),
+    Column("revoked_at", UTCDateTime(), nullable=True),
     Column("revoked_by", String(128), nullable=True),
 )
 
@@ -102,10 +133,10 @@ complaints = Table(
     Column("text", Text, nullable=False),
     Column("status", String(16), nullable=False),
     Column("resolution", Text, nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    Column("acknowledge_due", DateTime(timezone=True), nullable=False),
-    Column("resolve_due", DateTime(timezone=True), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("acknowledge_due", UTCDateTime(), nullable=False),
+    Column("resolve_due", UTCDateTime(), nullable=False),
 )
 
 events = Table(
@@ -115,8 +146,8 @@ events = Table(
     Column("user_id", String(128), nullable=False),
     Column("item_id", String(128), nullable=False),
     Column("type", String(16), nullable=False),
-    Column("ts", DateTime(timezone=True), nullable=False),
-    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("ts", UTCDateTime(), nullable=False),
+    Column("received_at", UTCDateTime(), nullable=False),
     Index("ix_events_ts", "ts"),
     Index("ix_events_user_item", "user_id", "item_id"),  # a user's seen items; accounts' history (trending)
 )
@@ -126,7 +157,7 @@ usage = Table(
     metadata,
     Column("user_id", String(128), primary_key=True),
     Column("day", String(10), primary_key=True),  # local date in the minors time zone
-    Column("last_activity", DateTime(timezone=True), nullable=False),
+    Column("last_activity", UTCDateTime(), nullable=False),
     Column("seconds_used", Float, nullable=False),
 )
 
@@ -135,8 +166,8 @@ feature_entries = Table(
     metadata,
     Column("id", String(64), primary_key=True),
     Column("entry", JSON, nullable=False),  # compliance.feature_library.FeatureEntry as JSON
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("removed_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("removed_at", UTCDateTime(), nullable=True),
     Column("removed_by", String(128), nullable=True),
 )
 
@@ -150,18 +181,41 @@ state_versions = Table(
 )
 
 
-def make_engine(url: str) -> Engine:
-    """Create the engine (and, for SQLite, its folder and WAL mode) and the tables."""
+def normalize_url(url: str | URL) -> URL:
+    """The URL with its driver made explicit: `postgresql://` and `postgres://` mean psycopg 3
+    (SQLAlchemy would otherwise look for psycopg2, which is not a dependency)."""
+    if isinstance(url, str) and url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL as it may be printed: the password masked."""
+    try:
+        return normalize_url(url).render_as_string(hide_password=True)
+    except Exception:  # not even a URL: say what was given
+        return str(url)
+
+
+def make_engine(url: str, *, upgrade: bool = True) -> Engine:
+    """Create the engine (and, for SQLite, its folder and WAL mode) and bring the schema to the
+    latest migration (`serving.state.migrate.upgrade`: safe when several workers start at once;
+    a database made by a release before migrations is recognised and adopted)."""
+    parsed = normalize_url(url)
+    sqlite = parsed.get_backend_name() == "sqlite"
     connect_args = {}
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
+    if sqlite and parsed.database and parsed.database != ":memory:":
+        path = Path(parsed.database)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RuntimeError(f"database_url: cannot create folder {path.parent}: {exc.strerror}") from None
         connect_args = {"timeout": 30, "check_same_thread": False}
-    engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not url.startswith("sqlite"))
-    if url.startswith("sqlite"):
+    engine = create_engine(parsed, connect_args=connect_args, pool_pre_ping=not sqlite)
+    if sqlite:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
@@ -171,17 +225,12 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
-    try:
-        _create(engine)
-    except OperationalError:  # another worker created the tables at the same moment
-        _create(engine)
+    if upgrade:
+        from serving.state.migrate import upgrade as upgrade_schema
+
+        try:
+            upgrade_schema(engine)
+        except BaseException:
+            engine.dispose()
+            raise
     return engine
-
-
-def _create(engine: Engine) -> None:
-    """Tables that are missing, and indexes added to existing tables since they were made."""
-    metadata.create_all(engine)
-    with engine.begin() as conn:
-        for table in metadata.sorted_tables:
-            for index in table.indexes:
-                index.create(conn, checkfirst=True)

@@ -2,18 +2,27 @@
 
 SQLAlchemy Core, not the ORM: the request path makes a handful of small queries per request
 and holds plain tuples, not mapped objects.
+
+Round trips (PostgreSQL): reads and single-statement writes run on autocommit connections, so a
+read is one round trip per statement and a write one statement (no BEGIN / COMMIT / ROLLBACK
+around them); writes of several statements run in one transaction. Concurrent writers are safe by
+construction, each with one atomic statement: events are inserted with ON CONFLICT DO NOTHING
+RETURNING (exact counts), usage and state versions are INSERT ... ON CONFLICT DO UPDATE computing
+the new value in SQL from the row the database holds (no read-modify-write in Python).
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
 
-from sqlalchemy import Integer, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Float, Integer, and_, bindparam, case, cast, delete, extract, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from served.query import ServedPage, UserState
 from serving.state import db
 
 TAG_STATES = ("deleted", "added", "not_interested")
@@ -44,42 +53,37 @@ _USAGE = select(db.usage.c.last_activity, db.usage.c.seconds_used).where(
     and_(db.usage.c.user_id == bindparam("user_id"), db.usage.c.day == bindparam("day")))
 
 
-@dataclass(frozen=True)
-class UserState:
-    """What the request path knows of a user before it recommends anything."""
-
-    user_id: str
-    known: bool  # has a profile or settings row
-    age: int | None
-    personalization: bool
-    minor_mode: bool | None
-    tag_states: dict[str, str] = field(default_factory=dict)  # tag -> deleted | added | not_interested
-
-    def tags_in(self, state: str) -> set[str]:
-        """The tags the user put in `state` (one of TAG_STATES)."""
-        return {tag for tag, s in self.tag_states.items() if s == state}
-
-
-@dataclass(frozen=True)
-class ServedPage:
-    page: int
-    session_id: str
-    items: list[int]
-    categories: list[int]
-    contents: list[int]
-
-
 class StateStore:
     """The service's state, shared by every worker through the database."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self._upsert = _upsert_for(engine.dialect.name)
+        dialect = engine.dialect.name
+        self._upsert = _upsert_for(dialect)
+        # PostgreSQL: the same pool, connections in autocommit mode (see the module docstring).
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT") if dialect == "postgresql" else None
+        self._bump_statement = _bump_statement(dialect)
+        self._add_usage_statement = _add_usage_statement(dialect)
+
+    def _read(self) -> Connection:
+        """A connection for reads (autocommit on PostgreSQL: no transaction to open and roll back)."""
+        return (self._autocommit or self.engine).connect()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A connection for a write of ONE statement: autocommitted by the database on PostgreSQL
+        (one round trip), in a transaction committed at the end on SQLite."""
+        if self._autocommit is not None:
+            with self._autocommit.connect() as conn:
+                yield conn
+        else:
+            with self.engine.begin() as conn:
+                yield conn
 
     # -- users -------------------------------------------------------------------------------
     def load_user(self, user_id: str) -> UserState:
         key = {"user_id": user_id}
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             profile = conn.execute(_PROFILE_AGE, key).first()
             settings = conn.execute(_SETTINGS, key).first()
             tags = conn.execute(_TAGS, key).all()
@@ -107,7 +111,7 @@ class StateStore:
         return len(rows)
 
     def user_exists(self, user_id: str) -> bool:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return conn.execute(
                 select(db.user_profiles.c.user_id).where(db.user_profiles.c.user_id == user_id)
             ).first() is not None or conn.execute(
@@ -116,23 +120,23 @@ class StateStore:
 
     def put_settings(self, user_id: str, now: datetime, personalization: bool | None, minor_mode: bool | None,
                      clear_minor_mode: bool = False) -> UserState:
-        with self.engine.begin() as conn:
-            current = conn.execute(
-                select(db.user_settings.c.personalization, db.user_settings.c.minor_mode).where(
-                    db.user_settings.c.user_id == user_id
-                )
-            ).first()
-            values = {
-                "personalization": personalization if personalization is not None else (current.personalization if current else True),
-                "minor_mode": None if clear_minor_mode else (minor_mode if minor_mode is not None else (current.minor_mode if current else None)),
-                "updated_at": now,
-            }
-            conn.execute(self._upsert(db.user_settings, {"user_id": user_id, **values}, ["user_id"], values))
+        """Change the settings given (None: keep; `clear_minor_mode`: back to not set), in one atomic
+        upsert: two concurrent changes of different settings both hold."""
+        t = db.user_settings
+        values = {"user_id": user_id, "personalization": True if personalization is None else personalization,
+                  "minor_mode": None if clear_minor_mode else minor_mode, "updated_at": now}
+        statement = _dialect_insert(self.engine.dialect.name)(t).values(**values)
+        changed = ["updated_at"] + (["personalization"] if personalization is not None else []) + (
+            ["minor_mode"] if clear_minor_mode or minor_mode is not None else [])
+        statement = statement.on_conflict_do_update(index_elements=["user_id"],
+                                                    set_={name: statement.excluded[name] for name in changed})
+        with self._write() as conn:
+            conn.execute(statement)
         return self.load_user(user_id)
 
     def set_tag_state(self, user_id: str, tag: str, state: str | None, now: datetime) -> None:
         """Record the user's decision about a tag; state None forgets the decision."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             if state is None:
                 conn.execute(delete(db.user_tags).where(and_(db.user_tags.c.user_id == user_id, db.user_tags.c.tag == tag)))
                 return
@@ -141,13 +145,13 @@ class StateStore:
 
     # -- served pages (session de-duplication, dispersal across pages, recent impressions) -------
     def session_pages(self, user_id: str, surface: str, session_id: str, before_page: int) -> list[ServedPage]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(_SESSION_PAGES, {"user_id": user_id, "surface": surface, "session_id": session_id,
                                                  "before_page": before_page}).all()
         return [ServedPage(r.page, r.session_id, r.items, r.categories, r.contents) for r in rows]
 
     def latest_session(self, user_id: str, surface: str) -> str | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(_LATEST_SESSION, {"user_id": user_id, "surface": surface}).first()
         return row.session_id if row else None
 
@@ -155,13 +159,13 @@ class StateStore:
         """Items shown to the user in their last `pages` served pages, any surface or session."""
         if pages <= 0:
             return []
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(_RECENT_ITEMS, {"user_id": user_id, "pages": int(pages)}).all()
         return [item for row in rows for item in row.items]
 
     def record_page(self, *, request_id: str, user_id: str, surface: str, session_id: str, page: int,
                     items: list[int], categories: list[int], contents: list[int], now: datetime) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(_RECORD_PAGE, {"request_id": request_id, "user_id": user_id, "surface": surface,
                                         "session_id": session_id, "page": page, "items": items,
                                         "categories": categories, "contents": contents, "created_at": now})
@@ -172,22 +176,13 @@ class StateStore:
 
     def versions(self, *names: str) -> tuple[int, ...]:
         """The versions of `names` (0 for one never bumped), in one query."""
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             found = dict(conn.execute(_VERSIONS, {"names": list(names)}).tuples().all())
         return tuple(found.get(name, 0) for name in names)
 
     def _bump(self, conn: Connection, name: str) -> None:
-        updated = conn.execute(
-            update(db.state_versions).where(db.state_versions.c.name == name).values(version=db.state_versions.c.version + 1)
-        ).rowcount
-        if not updated:
-            try:
-                with conn.begin_nested():
-                    conn.execute(insert(db.state_versions).values(name=name, version=1))
-            except IntegrityError:
-                conn.execute(
-                    update(db.state_versions).where(db.state_versions.c.name == name).values(version=db.state_versions.c.version + 1)
-                )
+        """Version + 1 (1 for a new name), one atomic statement: concurrent bumps all count."""
+        conn.execute(self._bump_statement, {"name": name})
 
     # -- interventions (Art. 11, 13) ------------------------------------------------------------------
     def add_intervention(self, values: dict) -> dict:
@@ -197,7 +192,7 @@ class StateStore:
         return self.get_intervention(new_id)
 
     def get_intervention(self, intervention_id: int) -> dict | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(select(db.interventions).where(db.interventions.c.id == intervention_id)).first()
         return dict(row._mapping) if row else None
 
@@ -208,7 +203,7 @@ class StateStore:
             query = query.where(t.c.revoked_at.is_(None))
             if now is not None:
                 query = query.where(or_(t.c.expires_at.is_(None), t.c.expires_at > now))
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [dict(r._mapping) for r in conn.execute(query).all()]
 
     def revoke_intervention(self, intervention_id: int, operator: str, now: datetime) -> dict | None:
@@ -224,12 +219,12 @@ class StateStore:
     # -- complaints (Art. 26) -----------------------------------------------------------------------
     def add_complaint(self, values: dict) -> dict:
         values = {"id": uuid.uuid4().hex, **values}
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(insert(db.complaints).values(**values))
         return self.get_complaint(values["id"])
 
     def get_complaint(self, complaint_id: str) -> dict | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(select(db.complaints).where(db.complaints.c.id == complaint_id)).first()
         return dict(row._mapping) if row else None
 
@@ -237,13 +232,13 @@ class StateStore:
         query = select(db.complaints).order_by(db.complaints.c.created_at.desc()).limit(limit)
         if status:
             query = query.where(db.complaints.c.status == status)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [dict(r._mapping) for r in conn.execute(query).all()]
 
     def update_complaint(self, complaint_id: str, expected_status: str, values: dict) -> dict | None:
         """Change a complaint only if it is still in `expected_status` (no lost concurrent update)."""
         t = db.complaints
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             changed = conn.execute(
                 update(t).where(and_(t.c.id == complaint_id, t.c.status == expected_status)).values(**values)
             ).rowcount
@@ -254,25 +249,28 @@ class StateStore:
         """Insert events whose event_id is new; returns how many were new (retries are idempotent).
 
         One INSERT ... ON CONFLICT DO NOTHING RETURNING: the database says which rows it inserted,
-        so concurrent posts of the same ids count each id exactly once between them."""
+        so concurrent posts of the same ids count each id exactly once between them. Rows go in in
+        event_id order: two batches sharing ids lock them in the same order and cannot deadlock."""
         if not rows:
             return 0
-        seen: set[str] = set()
-        unique = [r for r in rows if not (r["event_id"] in seen or seen.add(r["event_id"]))]  # first copy of each id
+        first: dict[str, dict] = {}
+        for row in rows:
+            first.setdefault(row["event_id"], row)  # the first copy of each id
+        unique = [first[event_id] for event_id in sorted(first)]
         statement = _dialect_insert(self.engine.dialect.name)(db.events).on_conflict_do_nothing().returning(db.events.c.event_id)
         inserted = 0
-        with self.engine.begin() as conn:
+        with (self._write() if len(unique) <= 500 else self.engine.begin()) as conn:
             for start in range(0, len(unique), 500):
                 inserted += len(conn.execute(statement, unique[start : start + 500]).all())
         return inserted
 
     def event_items(self, user_id: str) -> list[str]:
         """Every item the user has an event for (any type): items they already know."""
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return list(conn.execute(_EVENT_ITEMS, {"user_id": user_id}).scalars())
 
     def events_since(self, since: datetime) -> list[dict]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [dict(r._mapping) for r in conn.execute(select(db.events).where(db.events.c.ts >= since))]
 
     def accounts(self, user_ids: list[str], before: datetime) -> list[dict]:
@@ -280,7 +278,7 @@ class StateStore:
         distinct items it engaged in stored events before `before`."""
         e = db.events
         created = self.profiles_created(user_ids)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             prior = dict(conn.execute(
                 select(e.c.user_id, func.count(e.c.item_id.distinct()))
                 .where(and_(e.c.user_id.in_(user_ids), e.c.ts < before)).group_by(e.c.user_id)
@@ -288,24 +286,37 @@ class StateStore:
         return [{"user_id": u, "created_at": created.get(u), "prior_events_items": int(prior.get(u, 0))} for u in user_ids]
 
     def profiles_created(self, user_ids: list[str]) -> dict[str, datetime | None]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 select(db.user_profiles.c.user_id, db.user_profiles.c.created_at).where(db.user_profiles.c.user_id.in_(user_ids))
             ).all()
         return {r.user_id: r.created_at for r in rows}
 
-    def get_usage(self, user_id: str, day: str) -> tuple[datetime, float] | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(_USAGE, {"user_id": user_id, "day": day}).first()
-        if row is None:
-            return None
-        last = row.last_activity if row.last_activity.tzinfo else row.last_activity.replace(tzinfo=UTC)
-        return (last, row.seconds_used)
+    def get_usage(self, user_id: str, day: str | date) -> tuple[datetime, float] | None:
+        """(last activity, seconds used) of the user's local `day`, None before any activity."""
+        with self._read() as conn:
+            row = conn.execute(_USAGE, {"user_id": user_id, "day": _day(day)}).first()
+        return (row.last_activity, row.seconds_used) if row is not None else None
 
-    def put_usage(self, user_id: str, day: str, last_activity: datetime, seconds_used: float) -> None:
+    def put_usage(self, user_id: str, day: str | date, last_activity: datetime, seconds_used: float) -> None:
+        """Overwrite a day's usage (tests, corrections). Counting activity is `add_usage`."""
         values = {"last_activity": last_activity, "seconds_used": seconds_used}
-        with self.engine.begin() as conn:
-            conn.execute(self._upsert(db.usage, {"user_id": user_id, "day": day, **values}, ["user_id", "day"], values))
+        with self._write() as conn:
+            conn.execute(self._upsert(db.usage, {"user_id": user_id, "day": _day(day), **values}, ["user_id", "day"], values))
+
+    def add_usage(self, user_id: str, day: str | date, moment: datetime, gap_cap_s: float,
+                  floor_s: float) -> tuple[datetime, float]:
+        """Count one activity of a minor at `moment` (in their local `day`) into that day's usage and
+        return the day's (last activity, seconds used) after it: `compliance.minors.add_activity`'s
+        rule, computed by the database in one INSERT ... ON CONFLICT DO UPDATE, so concurrent
+        activity on several workers never loses time. The first activity of the day counts
+        `floor_s`; a later one the gap since the last activity when 0 < gap <= `gap_cap_s`, else
+        `floor_s`; one not after the last activity changes nothing."""
+        with self._write() as conn:
+            row = conn.execute(self._add_usage_statement, {
+                "user_id": user_id, "day": _day(day), "moment": moment, "cap_s": float(gap_cap_s), "floor_s": float(floor_s),
+            }).one()
+        return (row.last_activity, float(row.seconds_used))  # SQLite RETURNING can give 60 for 60.0
 
     # -- feature library (Art. 9) -------------------------------------------------------------------
     def add_feature_entry(self, entry_id: str, entry: dict, now: datetime) -> bool:
@@ -330,7 +341,7 @@ class StateStore:
 
     def feature_entries(self) -> list[dict]:
         t = db.feature_entries
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [r.entry for r in conn.execute(select(t.c.entry).where(t.c.removed_at.is_(None)).order_by(t.c.created_at))]
 
     def _insert_ignore(self, table):
@@ -348,6 +359,43 @@ def _dialect_insert(name: str):
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert
+
+
+def _day(day: str | date) -> str:
+    return day.isoformat() if isinstance(day, date) else day
+
+
+def _bump_statement(dialect: str):
+    t = db.state_versions
+    statement = _dialect_insert(dialect)(t).values(name=bindparam("name"), version=1)
+    return statement.on_conflict_do_update(index_elements=[t.c.name], set_={"version": t.c.version + 1})
+
+
+def _add_usage_statement(dialect: str):
+    """The usage rule as one upsert; every SET expression reads the row as the database holds it
+    (on PostgreSQL the latest committed version, the row locked until commit)."""
+    t = db.usage
+    floor = bindparam("floor_s", type_=Float)
+    statement = _dialect_insert(dialect)(t).values(
+        user_id=bindparam("user_id"), day=bindparam("day"), last_activity=bindparam("moment", type_=db.UTCDateTime()),
+        seconds_used=floor,
+    )
+    new, old = statement.excluded.last_activity, t.c.last_activity
+    if dialect == "postgresql":
+        gap = cast(extract("epoch", new - old), Float)  # exact: microseconds, as timedelta.total_seconds()
+    else:  # SQLite stores 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC): whole seconds and microseconds, in integers
+        def micros(value):
+            return cast(func.strftime("%s", value), Integer) * 1_000_000 + cast(func.substr(value, 21, 6), Integer)
+
+        gap = cast(micros(new) - micros(old), Float) / 1_000_000.0
+    return statement.on_conflict_do_update(
+        index_elements=[t.c.user_id, t.c.day],
+        set_={
+            "seconds_used": case((gap <= 0, t.c.seconds_used), (gap <= bindparam("cap_s", type_=Float), t.c.seconds_used + gap),
+                                 else_=t.c.seconds_used + floor),
+            "last_activity": case((gap <= 0, old), else_=new),
+        },
+    ).returning(t.c.last_activity, t.c.seconds_used)
 
 
 def _upsert_for(dialect: str):

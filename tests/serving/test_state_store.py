@@ -1,0 +1,297 @@
+"""Every StateStore method on both backends, SQLite and PostgreSQL (real databases, no mocks):
+each test runs once per backend (the `state_url` fixture in tests/conftest.py), on tables emptied
+before it. Timestamps come back timezone-aware in UTC on both, whatever the session's time zone."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import text
+
+from compliance import minors
+from serving.state import db
+from serving.state.db import make_engine
+from serving.state.store import StateStore
+
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+@pytest.fixture(scope="module")
+def state_engine(state_url):
+    engine = make_engine(state_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def store(state_engine) -> StateStore:
+    with state_engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text(f"TRUNCATE {', '.join(t.name for t in db.metadata.sorted_tables)} RESTART IDENTITY"))
+        else:
+            for table in reversed(db.metadata.sorted_tables):
+                conn.execute(table.delete())
+    return StateStore(state_engine)
+
+
+def utc(value: datetime) -> bool:
+    return value.tzinfo is not None and value.utcoffset() == timedelta(0)
+
+
+def page(store: StateStore, request_id: str, user: str = "u1", surface: str = "home", session: str = "s1", number: int = 0,
+         items: list[int] | None = None, now: datetime = T0) -> None:
+    items = items if items is not None else [number * 10 + i for i in range(3)]
+    store.record_page(request_id=request_id, user_id=user, surface=surface, session_id=session, page=number, items=items,
+                      categories=[i % 4 for i in items], contents=[i + 1000 for i in items], now=now)
+
+
+def event(event_id: str, user: str = "u1", item: str = "i1", ts: datetime = T0, kind: str = "click") -> dict:
+    return {"event_id": event_id, "user_id": user, "item_id": item, "type": kind, "ts": ts, "received_at": ts}
+
+
+# -- users: profiles, settings, tags ------------------------------------------------------------------
+def test_users_profiles_settings_and_tags(store):
+    unknown = store.load_user("nobody")
+    assert (unknown.known, unknown.age, unknown.personalization, unknown.minor_mode, unknown.tag_states) == (
+        False, None, True, None, {})
+    assert not store.user_exists("nobody")
+
+    rows = [{"user_id": "adult", "age": 30, "created_at": T0}, {"user_id": "kid", "age": 10, "created_at": None}]
+    assert store.seed_profiles(rows, "data-a") == 2
+    assert store.seed_profiles(rows + [{"user_id": "late", "age": 40, "created_at": T0}], "data-a") == 0  # once per source
+    assert store.seed_profiles([{"user_id": "adult", "age": 99, "created_at": T0}, {"user_id": "b", "age": 20, "created_at": T0}],
+                               "data-b") == 2  # another dataset: new users in, existing ones kept
+    assert store.load_user("adult").age == 30 and store.user_exists("b") and not store.user_exists("late")
+    assert store.seed_profiles([], "data-c") == 0
+    assert store.profiles_created(["adult", "kid", "nobody"]) == {"adult": T0, "kid": None}
+
+    state = store.put_settings("adult", T0, personalization=False, minor_mode=None)
+    assert (state.known, state.age, state.personalization, state.minor_mode) == (True, 30, False, None)
+    assert store.put_settings("adult", T0, personalization=None, minor_mode=True).personalization is False  # kept
+    assert store.load_user("adult").minor_mode is True
+    cleared = store.put_settings("adult", T0, personalization=True, minor_mode=None, clear_minor_mode=True)
+    assert (cleared.personalization, cleared.minor_mode) == (True, None)
+    settings_only = store.put_settings("new-user", T0, personalization=None, minor_mode=False)
+    assert (settings_only.known, settings_only.personalization, settings_only.minor_mode) == (True, True, False)
+    assert store.user_exists("new-user")
+
+    store.set_tag_state("adult", "comedy", "deleted", T0)
+    store.set_tag_state("adult", "drama", "added", T0)
+    store.set_tag_state("adult", "horror", "not_interested", T0)
+    store.set_tag_state("adult", "drama", "not_interested", T0 + timedelta(seconds=1))  # a decision replaces the last
+    user = store.load_user("adult")
+    assert user.tag_states == {"comedy": "deleted", "drama": "not_interested", "horror": "not_interested"}
+    assert user.tags_in("not_interested") == {"drama", "horror"}
+    store.set_tag_state("adult", "comedy", None, T0)  # forget
+    store.set_tag_state("adult", "never-set", None, T0)
+    assert store.load_user("adult").tag_states == {"drama": "not_interested", "horror": "not_interested"}
+
+
+# -- served pages ---------------------------------------------------------------------------------------
+def test_served_pages_sessions_and_recent_items(store):
+    assert store.session_pages("u1", "home", "s1", 5) == [] and store.latest_session("u1", "home") is None
+    assert store.recent_items("u1", 3) == []
+    page(store, "r0", number=0, items=[1, 2, 3])
+    page(store, "r1", number=1, items=[4, 5])
+    page(store, "r2", number=2, items=[6])
+    page(store, "r-other-surface", surface="feed", session="s9", number=0, items=[7])
+    page(store, "r-other-user", user="u2", number=0, items=[8])
+    page(store, "r3", session="s2", number=0, items=[9, 10])
+
+    pages = store.session_pages("u1", "home", "s1", before_page=2)
+    assert [(p.page, p.session_id, p.items) for p in pages] == [(0, "s1", [1, 2, 3]), (1, "s1", [4, 5])]
+    assert pages[0].categories == [1, 2, 3] and pages[0].contents == [1001, 1002, 1003]
+    assert [p.page for p in store.session_pages("u1", "home", "s1", before_page=100)] == [0, 1, 2]
+    assert store.latest_session("u1", "home") == "s2" and store.latest_session("u1", "feed") == "s9"
+    assert store.latest_session("u2", "feed") is None
+    assert store.recent_items("u1", 2) == [9, 10, 7]  # newest page first, any surface or session
+    assert sorted(store.recent_items("u1", 100)) == [1, 2, 3, 4, 5, 6, 7, 9, 10]
+    assert store.recent_items("u1", 0) == []
+
+
+# -- versions, interventions, feature library -------------------------------------------------------------
+def test_versions_interventions_and_their_version(store):
+    assert store.version("interventions") == 0 and store.versions("interventions", "features", "x") == (0, 0, 0)
+    pin = store.add_intervention({"kind": "pin", "surface": "home", "item_id": "i1", "position": 1, "operator": "op",
+                                  "reason": "editorial", "created_at": T0, "expires_at": T0 + timedelta(days=1)})
+    block = store.add_intervention({"kind": "block", "category": "Horror", "operator": "op", "reason": "r", "created_at": T0})
+    boost = store.add_intervention({"kind": "boost", "item_id": "i2", "factor": 1.5, "operator": "op", "reason": "r",
+                                    "created_at": T0, "expires_at": T0 + timedelta(hours=1)})
+    assert store.version("interventions") == 3
+    assert (pin["kind"], pin["surface"], pin["position"], pin["revoked_at"]) == ("pin", "home", 1, None)
+    assert boost["factor"] == 1.5 and block["category"] == "Horror"
+    assert store.get_intervention(pin["id"]) == pin and store.get_intervention(10_000) is None
+
+    assert [r["id"] for r in store.list_interventions()] == [pin["id"], block["id"], boost["id"]]
+    later = T0 + timedelta(hours=2)  # the boost expired
+    assert [r["id"] for r in store.list_interventions(now=later)] == [pin["id"], block["id"]]
+
+    revoked = store.revoke_intervention(block["id"], "op2", later)
+    assert (revoked["revoked_at"], revoked["revoked_by"]) == (later, "op2")
+    assert store.revoke_intervention(block["id"], "op3", later + timedelta(seconds=1))["revoked_by"] == "op2"  # once
+    assert store.revoke_intervention(10_000, "op", later) is None
+    assert store.version("interventions") == 4
+    assert [r["id"] for r in store.list_interventions(now=later)] == [pin["id"]]
+    assert len(store.list_interventions(now=later, include_inactive=True)) == 3
+
+
+def test_feature_library_entries(store):
+    entry = {"id": "f1", "kind": "keyword", "pattern": "spoiler", "category": "spam", "author": "a"}
+    assert store.add_feature_entry("f1", entry, T0) is True
+    assert store.add_feature_entry("f1", {**entry, "pattern": "other"}, T0) is False  # ids are unique; not bumped
+    assert store.add_feature_entry("f2", {**entry, "id": "f2"}, T0 + timedelta(seconds=1)) is True
+    assert store.feature_entries() == [entry, {**entry, "id": "f2"}] and store.version("features") == 2
+    assert store.remove_feature_entry("f1", "op", T0) is True
+    assert store.remove_feature_entry("f1", "op", T0) is False and store.remove_feature_entry("nope", "op", T0) is False
+    assert store.feature_entries() == [{**entry, "id": "f2"}] and store.version("features") == 3
+
+
+# -- complaints -----------------------------------------------------------------------------------------
+def test_complaints(store):
+    def complaint(user: str, at: datetime) -> dict:
+        return store.add_complaint({"kind": "complaint", "subject_type": "item", "subject_id": "i1", "user_id": user,
+                                    "text": "why this?", "status": "received", "created_at": at, "updated_at": at,
+                                    "acknowledge_due": at + timedelta(days=1), "resolve_due": at + timedelta(days=15)})
+
+    first = complaint("u1", T0)
+    second = complaint("u2", T0 + timedelta(minutes=1))
+    assert len(first["id"]) == 32 and first["status"] == "received" and first["resolution"] is None
+    assert store.get_complaint(first["id"]) == first and store.get_complaint("nope") is None
+    assert [c["id"] for c in store.list_complaints()] == [second["id"], first["id"]]  # newest first
+    assert [c["id"] for c in store.list_complaints(limit=1)] == [second["id"]]
+
+    acknowledged = store.update_complaint(first["id"], "received", {"status": "acknowledged", "updated_at": T0})
+    assert acknowledged["status"] == "acknowledged"
+    assert store.update_complaint(first["id"], "received", {"status": "resolved"}) is None  # not in that status any more
+    assert [c["id"] for c in store.list_complaints(status="acknowledged")] == [first["id"]]
+    resolved = store.update_complaint(first["id"], "acknowledged", {"status": "resolved", "resolution": "explained"})
+    assert (resolved["status"], resolved["resolution"]) == ("resolved", "explained")
+
+
+# -- events and accounts --------------------------------------------------------------------------------------
+def test_events_are_idempotent_and_feed_the_history_queries(store):
+    batch = [event("e1", item="i1"), event("e2", item="i2", ts=T0 + timedelta(hours=1)), event("e1", item="ignored")]
+    assert store.add_events(batch) == 2  # a repeated id in one batch counts once, and its first copy is kept
+    assert store.add_events(batch) == 0  # a resent batch counts nothing
+    assert store.add_events([]) == 0
+    big = [event(f"b{i:04d}", user="u2", item=f"i{i % 7}", ts=T0 - timedelta(days=1)) for i in range(1_203)]
+    assert store.add_events(big + big[:10]) == 1_203  # beyond one statement's 500 rows
+    assert sorted(store.event_items("u1")) == ["i1", "i2"] and len(store.event_items("u2")) == 7
+    assert store.event_items("nobody") == []
+
+    since = store.events_since(T0 + timedelta(minutes=30))
+    assert [(e["event_id"], e["item_id"], e["ts"]) for e in since] == [("e2", "i2", T0 + timedelta(hours=1))]
+    assert len(store.events_since(T0 - timedelta(days=2))) == 1_205
+
+    store.seed_profiles([{"user_id": "u2", "age": 20, "created_at": T0 - timedelta(days=30)}], "data")
+    accounts = store.accounts(["u1", "u2", "nobody"], before=T0 + timedelta(minutes=30))
+    assert accounts == [
+        {"user_id": "u1", "created_at": None, "prior_events_items": 1},
+        {"user_id": "u2", "created_at": T0 - timedelta(days=30), "prior_events_items": 7},
+        {"user_id": "nobody", "created_at": None, "prior_events_items": 0},
+    ]
+
+
+# -- minors' usage ----------------------------------------------------------------------------------------
+def test_usage_get_put_and_add(store):
+    day = date(2026, 3, 2)
+    assert store.get_usage("kid", day) is None and store.get_usage("kid", "2026-03-02") is None
+    store.put_usage("kid", day, T0, 120.0)
+    assert store.get_usage("kid", "2026-03-02") == (T0, 120.0)  # a date and its ISO string name the same day
+    store.put_usage("kid", "2026-03-02", T0 + timedelta(seconds=5), 125.5)
+    assert store.get_usage("kid", day) == (T0 + timedelta(seconds=5), 125.5)
+
+    assert store.add_usage("kid2", day, T0, 300, 60) == (T0, 60.0)  # first activity: the floor
+    assert store.add_usage("kid2", day, T0 + timedelta(seconds=30.25), 300, 60) == (T0 + timedelta(seconds=30.25), 90.25)
+    assert store.add_usage("kid2", day, T0 + timedelta(seconds=10), 300, 60) == (T0 + timedelta(seconds=30.25), 90.25)  # older
+    assert store.add_usage("kid2", day, T0 + timedelta(seconds=30.25), 300, 60)[1] == 90.25  # simultaneous
+    assert store.add_usage("kid2", day, T0 + timedelta(hours=1), 300, 60) == (T0 + timedelta(hours=1), 150.25)  # a pause
+    assert store.add_usage("kid2", day, T0 + timedelta(hours=1, seconds=300), 300, 60)[1] == 450.25  # exactly the cap
+    assert store.add_usage("kid2", date(2026, 3, 3), T0 + timedelta(days=1), 300, 60) == (T0 + timedelta(days=1), 60.0)
+    assert store.get_usage("kid2", day) == (T0 + timedelta(hours=1, seconds=300), 450.25)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_add_usage_is_exactly_the_rule_of_compliance_minors(store, seed):
+    """Random activity (in and out of order, within and beyond the gap cap, microsecond times,
+    across local days) gives exactly, to the bit, what folding `minors.add_activity` gives."""
+    config = minors.MinorsConfig()
+    rng = random.Random(seed)
+    moment = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)  # 23:00 in Shanghai: the local day changes within the run
+    states: dict[date, minors.UsageState | None] = {}
+    for _ in range(150):
+        moment += timedelta(microseconds=rng.choice([
+            rng.randint(1, 10**6), rng.randint(1, 300 * 10**6), rng.randint(300 * 10**6, 900 * 10**6),
+            -rng.randint(1, 60 * 10**6), 0, config.activity_gap_cap_seconds * 10**6,
+        ]))
+        day = minors.local_day(moment, config)
+        expected = minors.add_activity(states.get(day), moment, config)
+        states[day] = expected
+        got = store.add_usage("kid", day, moment, config.activity_gap_cap_seconds, config.activity_floor_seconds)
+        assert got == (expected.last_activity, expected.seconds_used), (moment, states.get(day))
+    assert len(states) >= 2  # across a local midnight
+
+
+# -- time -----------------------------------------------------------------------------------------------------
+def test_timestamps_round_trip_as_aware_utc(store, state_url, request):
+    """Whatever zone a datetime is written in (or none: taken as UTC), it comes back aware, in UTC,
+    the same instant; comparisons in SQL use the instant (a non-UTC `now` filters correctly)."""
+    if state_url.startswith("postgresql"):  # a session time zone far from UTC: psycopg returns +08:00 values
+        shanghai_url = request.getfixturevalue("postgres").create_database("timestamps")
+        engine = make_engine(shanghai_url)
+        request.addfinalizer(engine.dispose)
+        with engine.begin() as conn:
+            conn.execute(text(f"ALTER DATABASE {engine.url.database} SET timezone TO 'Asia/Shanghai'"))
+        engine.dispose()  # new connections get the database's time zone
+        with engine.connect() as conn:
+            assert conn.execute(text("SHOW timezone")).scalar() == "Asia/Shanghai"
+        store = StateStore(engine)
+    local = datetime(2026, 3, 2, 18, 30, 15, 123456, tzinfo=SHANGHAI)  # 10:30:15.123456 UTC
+    naive = datetime(2026, 3, 2, 10, 30, 15, 123456)  # taken as UTC
+    instant = datetime(2026, 3, 2, 10, 30, 15, 123456, tzinfo=UTC)
+
+    intervention = store.add_intervention({"kind": "block", "item_id": "i1", "operator": "op", "reason": "r",
+                                           "created_at": local, "expires_at": local + timedelta(hours=1)})
+    assert intervention["created_at"] == instant and intervention["created_at"].tzinfo == UTC
+    assert intervention["expires_at"] == instant + timedelta(hours=1) and utc(intervention["expires_at"])
+    just_before_expiry = (instant + timedelta(minutes=59)).astimezone(SHANGHAI)
+    assert len(store.list_interventions(now=just_before_expiry)) == 1
+    assert store.list_interventions(now=(instant + timedelta(minutes=61)).astimezone(SHANGHAI)) == []
+    revoked = store.revoke_intervention(intervention["id"], "op", naive)
+    assert revoked["revoked_at"] == instant and revoked["revoked_at"].tzinfo == UTC
+
+    complaint = store.add_complaint({"kind": "complaint", "subject_type": "item", "subject_id": None, "user_id": "u",
+                                     "text": "t", "status": "received", "created_at": local, "updated_at": naive,
+                                     "acknowledge_due": local, "resolve_due": local})
+    for key in ("created_at", "updated_at", "acknowledge_due", "resolve_due"):
+        assert complaint[key] == instant and complaint[key].tzinfo == UTC, key
+
+    store.add_events([event("e1", ts=local), event("e2", ts=naive + timedelta(seconds=1))])
+    found = store.events_since(local)
+    assert [(e["event_id"], e["ts"]) for e in found] == [("e1", instant), ("e2", instant + timedelta(seconds=1))]
+    assert all(e["ts"].tzinfo == UTC and e["received_at"].tzinfo == UTC for e in found)
+    assert [e["event_id"] for e in store.events_since((instant + timedelta(microseconds=1)).astimezone(SHANGHAI))] == ["e2"]
+
+    store.seed_profiles([{"user_id": "p", "age": 20, "created_at": local}], "tz")
+    assert store.profiles_created(["p"])["p"].tzinfo == UTC and store.profiles_created(["p"])["p"] == instant
+
+    last, _ = store.add_usage("kid", "2026-03-02", local, 300, 60)
+    assert last == instant and last.tzinfo == UTC
+    last, used = store.add_usage("kid", "2026-03-02", naive + timedelta(seconds=2.5), 300, 60)  # the gap is across zones
+    assert (last, used) == (instant + timedelta(seconds=2.5), 62.5)
+    assert store.get_usage("kid", "2026-03-02")[0].tzinfo == UTC
+
+
+def test_every_public_store_method_has_a_test_here():
+    """A method added to StateStore without a test on both backends fails here."""
+    import inspect
+    import pathlib
+
+    source = pathlib.Path(__file__).read_text()
+    public = [name for name, _ in inspect.getmembers(StateStore, inspect.isfunction) if not name.startswith("_")]
+    untested = [name for name in public if f".{name}(" not in source]
+    assert public and not untested, f"StateStore methods without a test in {__file__}: {untested}"
