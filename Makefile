@@ -33,12 +33,17 @@ serve: train
 	RECSYS_AUTH__MODE=$${RECSYS_AUTH__MODE:-development} $(BIN)/recsys serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 # MovieLens-100K is fetched (from the RecBole wheel on PyPI) so the tests on the real labels run too.
+# The state tests also run on PostgreSQL: a throwaway cluster the suite starts (scripts/pg-cluster.sh),
+# from Debian's postgresql, installed here when missing.
 test: install
 	bash scripts/test-deps.sh
+	bash scripts/pg-cluster.sh install
 	$(BIN)/recsys data fetch $(DATASET)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 bench: train
+	bash scripts/bench-deps.sh
 	$(BIN)/recsys bench all
 
 # Audits the server `make serve` runs (start it first, in another shell); exit 1 on any failed article.

@@ -35,6 +35,20 @@ HttpMaxOption = Annotated[
     typer.Option("--http-max-items", help="Measure over HTTP only up to this catalog size (e.g. 1M; the server's "
                                           "workers each hold the model, so 5M needs about 3x the memory of 1M)."),
 ]
+RealPathOption = Annotated[
+    bool, typer.Option("--real-path/--no-real-path",
+                       help="Also run the real-path section: the registered model under `recsys serve`, driven by wrk "
+                            "(install: scripts/bench-deps.sh), against a bare FastAPI floor.")
+]
+ModelUriOption = Annotated[
+    str | None, typer.Option("--model-uri", help="Real path: MLflow model URI to serve (default: the registered model, "
+                                                 "models:/<name>@<alias> of the configured MLflow store).")
+]
+DatabaseUrlOption = Annotated[
+    str | None, typer.Option("--database-url", help="Real path: the server's state database (default: a fresh SQLite "
+                                                    "file; e.g. postgresql+psycopg://user@host/db, used as it is).")
+]
+WrkDurationOption = Annotated[float, typer.Option("--wrk-duration", help="Real path: seconds of wrk per run.", min=1)]
 UrlOption = Annotated[
     str | None, typer.Option("--url", help="Audit this running server instead of starting one (e.g. http://127.0.0.1:8000).")
 ]
@@ -122,21 +136,34 @@ def _guarded(action, fatal: bool = True) -> bool:
         return False
 
 
+def _real_path_config(workers: int = 2, model_uri: str | None = None, database_url: str | None = None,
+                      wrk_duration: float = 10.0, wrk_warmup: float = 3.0, wrk_concurrency: str = "1,8",
+                      wrk_threads: int = 1, floor_workers: str = "1,2", profile_seconds: float = 0.0):
+    from benchmarks.latency import RealPathConfig
+
+    return RealPathConfig(model_uri=model_uri, database_url=database_url, workers=workers, duration_s=wrk_duration,
+                          warmup_s=wrk_warmup, concurrency=parse_ints(wrk_concurrency, "--wrk-concurrency"),
+                          threads=wrk_threads, floor_workers=parse_ints(floor_workers, "--floor-workers"),
+                          profile_s=profile_seconds)
+
+
 def _latency(directory: Path, machine: dict, sizes: str, requests: int, inprocess_requests: int, concurrency: str,
              workers: int, users: int | None, index_kinds: str, hnsw_max_items: int, http: bool, cache: Path,
-             http_max_items: str | None = None) -> None:
+             http_max_items: str | None = None, real_path=None, synthetic: bool = True) -> None:
+    """`real_path`: a RealPathConfig (None: not run); `synthetic`: False runs the real path only."""
     from benchmarks.latency import LatencyConfig, run
 
     config = LatencyConfig(
-        sizes=parse_sizes(sizes), users=users, requests=requests, inprocess_requests=inprocess_requests,
+        sizes=parse_sizes(sizes) if synthetic else (), users=users, requests=requests, inprocess_requests=inprocess_requests,
         concurrency=parse_ints(concurrency, "--concurrency"), workers=workers,
         index_kinds=tuple(k.strip() for k in index_kinds.split(",") if k.strip()), hnsw_max_items=hnsw_max_items, http=http,
-        http_max_items=_one_size(http_max_items) if http_max_items else None,
+        http_max_items=_one_size(http_max_items) if http_max_items else None, real_path=real_path,
     )
     run(config, directory, cache, machine)
 
 
-def _quality(directory: Path, machine: dict, dataset: str, seeds: str, mlflow: bool, training_config: Path | None) -> None:
+def _quality(directory: Path, machine: dict, dataset: str, seeds: str, mlflow: bool, training_config: Path | None,
+             quick: bool = False) -> None:
     from benchmarks.quality import QualityConfig, run
     from training.config import ConfigError, load_config
 
@@ -144,7 +171,8 @@ def _quality(directory: Path, machine: dict, dataset: str, seeds: str, mlflow: b
         training = load_config(training_config) if training_config else None
     except ConfigError as exc:
         raise ValueError(f"--training-config: {exc}") from None
-    run(QualityConfig(dataset=dataset, seeds=parse_ints(seeds, "--seeds"), mlflow=mlflow), directory, machine, training)
+    run(QualityConfig(dataset=dataset, seeds=parse_ints(seeds, "--seeds"), mlflow=mlflow, quick=quick), directory, machine,
+        training)
 
 
 def _compliance(directory: Path, machine: dict, url: str | None, admin_token: str | None, workers: int, lists: int,
@@ -169,13 +197,32 @@ def latency_command(
     http: Annotated[bool, typer.Option(help="Also measure over HTTP against a real server.")] = True,
     http_max_items: HttpMaxOption = None,
     cache: Annotated[Path, typer.Option(help="Where trained models per size are cached.", file_okay=False)] = CACHE,
+    real_path: RealPathOption = True,
+    real_path_only: Annotated[bool, typer.Option("--real-path-only", help="Run only the real-path section (no synthetic "
+                                                                           "catalogs); other sections already in --out are kept.")] = False,
+    model_uri: ModelUriOption = None,
+    database_url: DatabaseUrlOption = None,
+    wrk_duration: WrkDurationOption = 10.0,
+    wrk_warmup: Annotated[float, typer.Option(help="Real path: untimed wrk seconds per server first (0: none).", min=0)] = 3.0,
+    wrk_concurrency: Annotated[str, typer.Option(help="Real path: wrk connections per run, comma-separated.")] = "1,8",
+    wrk_threads: Annotated[int, typer.Option(help="Real path: wrk threads (1 leaves the other core to the server).", min=1)] = 1,
+    floor_workers: Annotated[str, typer.Option(help="Real path: worker counts of the bare-app floor, comma-separated.")] = "1,2",
+    profile_seconds: Annotated[float, typer.Option(help="Real path: afterwards, py-spy records each worker under wrk for "
+                                                        "this long (untimed; 0: no profile).", min=0)] = 0.0,
 ) -> None:
-    """Per-stage in-process timings, policies on vs off, Faiss index choice, and HTTP load at each size."""
+    """Per-stage in-process timings, policies on vs off, Faiss index choice, and HTTP load at each size;
+    then the real path (the registered model's real users over HTTP with wrk) against a bare-app floor."""
+    if real_path_only and not real_path:
+        _fail("--real-path-only and --no-real-path exclude each other")
     directory = _run_dir(out)
     machine = _machine(directory)
-    _guarded(lambda: _latency(directory, machine, sizes, requests, inprocess_requests, concurrency, workers, users,
-                              index_kinds, hnsw_max_items, http, cache, http_max_items))
-    _guarded(lambda: _report(directory))
+    ok = _guarded(lambda: _latency(
+        directory, machine, sizes, requests, inprocess_requests, concurrency, workers, users, index_kinds,
+        hnsw_max_items, http, cache, http_max_items, synthetic=not real_path_only,
+        real_path=_real_path_config(workers, model_uri, database_url, wrk_duration, wrk_warmup, wrk_concurrency,
+                                    wrk_threads, floor_workers, profile_seconds) if real_path else None))
+    if ok:
+        _guarded(lambda: _report(directory))
 
 
 @app.command("quality")
@@ -185,11 +232,14 @@ def quality_command(
     seeds: SeedsOption = "0,1,2",
     mlflow: Annotated[bool, typer.Option(help="Log the result to the MLflow experiment 'benchmarks'.")] = True,
     training_config: Annotated[Path | None, typer.Option(help="Training config file (JSON/TOML); default: the defaults.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Small tuning grids and short SASRec+ training (a smoke run).")] = False,
 ) -> None:
-    """The offline protocol over several seeds: baselines, two-stage, two-stage + policy pipeline."""
+    """The offline protocol over several seeds under both exclusion rules: the peers (MostPopular,
+    recency-popularity, ItemKNN, RP3beta, EASE, ALS, SASRec+, each tuned on validation), the two-stage
+    model, and the served home and feed lists."""
     directory = _run_dir(out)
     machine = _machine(directory)
-    _guarded(lambda: _quality(directory, machine, dataset, seeds, mlflow, training_config))
+    _guarded(lambda: _quality(directory, machine, dataset, seeds, mlflow, training_config, quick))
     _guarded(lambda: _report(directory))
 
 
@@ -219,14 +269,20 @@ def all_command(
     dataset: Annotated[str, typer.Option(help="Quality dataset name or folder.")] = "movielens-100k",
     http: Annotated[bool, typer.Option(help="Latency over HTTP too.")] = True,
     http_max_items: HttpMaxOption = None,
+    real_path: RealPathOption = True,
+    model_uri: ModelUriOption = None,
+    database_url: DatabaseUrlOption = None,
+    wrk_duration: WrkDurationOption = 10.0,
 ) -> None:
-    """Latency, quality and compliance into one run directory, then the report."""
+    """Latency (synthetic catalogs and the real path), quality and compliance into one run directory, then the report."""
     directory = _run_dir(out)
     machine = _machine(directory)
     # A failing benchmark does not stop the others; the command fails at the end if any did.
     results = [
         _guarded(lambda: _latency(directory, machine, sizes, requests, 2_000, "1,8,32", 2, None, "flat,hnsw,ivf",
-                                  1_000_000, http, CACHE, http_max_items), fatal=False),
+                                  1_000_000, http, CACHE, http_max_items,
+                                  real_path=_real_path_config(2, model_uri, database_url, wrk_duration) if real_path else None),
+                 fatal=False),
         _guarded(lambda: _quality(directory, machine, dataset, seeds, True, None), fatal=False),
         _guarded(lambda: _compliance(directory, machine, url, None, 2, 40, None), fatal=False),
     ]

@@ -7,6 +7,12 @@ benchmarks/results/cache/), then
 - the Faiss index choice: exact vs HNSW vs IVF, recall@K against exact search and search latency;
 - over HTTP: a real `recsys serve` (2 workers, 127.0.0.1) under concurrency 1, 8 and 32 for a fixed
   request count: throughput, p50/p95/p99/p99.9 and peak RSS of the server.
+Then the real path (`real_path` section; `recsys bench latency --real-path-only` runs only it): the
+registered model (MovieLens-100K by `make serve`) or a given model URI, served by `recsys serve
+--workers 2` with fresh state, driven over HTTP by wrk at concurrency 1 and 8 for a fixed duration
+with every real user of the model round-robin (feed, k=10), with the server's own per-stage means
+and p99 from /metrics; and, in the same run, the floor: a bare FastAPI app returning a fixed body of
+a real response's size, served the same way (1 and 2 workers), under the same wrk settings.
 Goals are reported against, never asserted: a slow machine still gets its report.
 """
 
@@ -31,9 +37,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from benchmarks.loadgen import LoadConfig, run_load, summarize_ms
+from benchmarks.loadgen import LoadConfig, find_wrk, run_load, run_wrk, summarize_ms, wrk_script, wrk_version
 from benchmarks.machine import self_peak_rss_mb
-from benchmarks.server import ServerProcess, recsys_executable
+from benchmarks.server import FLOOR_BODY_ENV, ServerProcess, floor_command, recsys_executable
 
 STAGES = ("gate", "hydrate", "sources", "filters", "ranker", "policy", "explain", "log")
 DEFAULT_SIZES = (100_000, 1_000_000)
@@ -53,10 +59,42 @@ class BenchmarkError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class RealPathConfig:
+    """The real-path section: the served model, its server and the wrk load."""
+
+    model_uri: str | None = None  # None: models:/<name>@<alias> of the configured MLflow store
+    database_url: str | None = None  # None: a fresh SQLite file; else this database, used as it is
+    workers: int = 2
+    concurrency: tuple[int, ...] = (1, 8)
+    duration_s: float = 10.0  # per wrk run
+    warmup_s: float = 3.0  # untimed wrk run per server before its first timed one
+    threads: int = 1  # wrk threads
+    floor_workers: tuple[int, ...] = (1, 2)  # () skips the floor
+    surface: str = "feed"
+    k: int = 10
+    wrk: str = "wrk"  # the executable (a name on PATH or a path)
+    timeout_s: float = 10.0  # wrk's per-request timeout
+    profile_s: float = 0.0  # > 0: after the timed runs, py-spy records each worker under wrk c=max for this long
+    model_env: dict[str, str] = field(default_factory=dict)  # e.g. another MLflow store (MLFLOW_*, RECSYS_*)
+
+    def __post_init__(self) -> None:
+        if not self.concurrency or any(c < 1 for c in self.concurrency):
+            raise BenchmarkError(f"--wrk-concurrency: levels must be >= 1, got {list(self.concurrency)}")
+        if any(c < self.threads for c in self.concurrency):
+            raise BenchmarkError(f"--wrk-concurrency: wrk needs at least one connection per thread ({self.threads})")
+        if not self.duration_s >= 1 or self.warmup_s < 0:
+            raise BenchmarkError(f"--wrk-duration: at least 1 second, got {self.duration_s}")
+        if self.workers < 1 or self.threads < 1 or any(w < 1 for w in self.floor_workers):
+            raise BenchmarkError("--workers, --wrk-threads and --floor-workers must be >= 1")
+        if self.k < 1:
+            raise BenchmarkError(f"k must be >= 1, got {self.k}")
+
+
+@dataclass(frozen=True)
 class LatencyConfig:
     """Sizes, request counts and limits of one latency run."""
 
-    sizes: tuple[int, ...] = DEFAULT_SIZES
+    sizes: tuple[int, ...] = DEFAULT_SIZES  # () with real_path set: the real path only
     users: int | None = None  # users per synthetic catalog; None: n_items // 50 within 2,000..20,000
     interactions_per_user: float = 20.0
     seed: int = 0
@@ -71,9 +109,12 @@ class LatencyConfig:
     http: bool = True
     http_max_items: int | None = None  # HTTP only for catalogs up to this size (memory: 2 workers each hold the model)
     training: dict = field(default_factory=lambda: json.loads(json.dumps(CHEAP_TRAINING)))
+    real_path: RealPathConfig | None = None  # the real-path section (None: not run)
 
     def __post_init__(self) -> None:
-        if not self.sizes or any(not isinstance(s, int) or s < 100 for s in self.sizes):
+        if not self.sizes and self.real_path is None:
+            raise BenchmarkError("--sizes: give at least one size, e.g. --sizes 100k,1M (or run the real path)")
+        if any(not isinstance(s, int) or s < 100 for s in self.sizes):
             raise BenchmarkError(f"--sizes: item counts must be integers >= 100, got {list(self.sizes)}")
         if self.users is not None and self.users < 10:
             raise BenchmarkError(f"--users: need at least 10 users, got {self.users}")
@@ -175,7 +216,7 @@ def train_argv() -> list[str]:
 def load_model(model: CachedModel):
     """(bundle, version) of the cached model, loaded the way the server loads it."""
     from recsys.config import environment
-    from training.registry import load_bundle
+    from recsys.registry import load_bundle
 
     with environment(model.env):
         return load_bundle()
@@ -185,23 +226,14 @@ def load_model(model: CachedModel):
 # In-process timings: the route's path, stage by stage, on one core
 # ---------------------------------------------------------------------------------------------------
 def policies_off_pipeline_class():
-    """The serving pipeline with the list policies off: the engine keeps only its always-on rule
-    (an item at most once) and no relaxation order, i.e. the top k by score. Everything else
-    (sources, filters, ranker, explanations) is the unchanged serving code."""
-    from compliance.policy import ITEM_DEDUP
-    from recsys.pipeline.rerank import CandidateSet, SlateContext, UniqueItems, select
+    """The serving pipeline with the list policies off (a configuration of the one served path:
+    the engine keeps only its always-on rule, an item at most once, and no relaxation order, i.e.
+    the top k by score). Everything else (sources, filters, ranker, explanations) is unchanged."""
+    from functools import partial
+
     from serving.pipeline import RecommendationPipeline
 
-    class PoliciesOffPipeline(RecommendationPipeline):
-        def select(self, query, shared, items, scores, sources):
-            catalog = self.catalog
-            candidates = CandidateSet(item=items, score=scores, category=catalog.category[items],
-                                      content=catalog.content[items], source=sources)
-            rules = [UniqueItems(ITEM_DEDUP)]
-            served = np.fromiter((i for p in query.earlier_pages for i in p.items), dtype=np.int64)
-            return select(candidates, query.request.k, rules, SlateContext(served_items=served), ()), rules
-
-    return PoliciesOffPipeline
+    return partial(RecommendationPipeline, policies=False)
 
 
 def adult_known_users(bundle, limit: int, seed: int) -> list[str]:
@@ -238,10 +270,10 @@ def stage_summary(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
 
 def bench_in_process(bundle, version: str, users: list[str], config: LatencyConfig, workdir: Path) -> dict:
     """Stage timings of the route's path, then policies on vs off, both on one core."""
-    from compliance.logstore import LogConfig
+    from compliance.logstore import LogConfig, new_request_id
     from serving.config import Settings
     from serving.pipeline import RecommendationRequest
-    from serving.routes.recommendations import RecommendationIn, log_record
+    from serving.routes.recommendations import RecommendationIn
     from serving.services import build_services
 
     settings = Settings(database_url=f"sqlite:///{workdir / 'state.db'}", logs=LogConfig(dir=workdir / "logs"))
@@ -270,17 +302,13 @@ def bench_in_process(bundle, version: str, users: list[str], config: LatencyConf
                 now = services.clock()
                 audience = services.gate.admit(body.user_id, now, route="bench", request_id="bench")
                 admitted = clock()
-                rec = pipeline.run(request, audience)
-                rec.trace.timings_ms["gate"] = (admitted - started) * 1e3
-                ran = clock()
-                services.logstore.append("recommendation", log_record(rec, body, now))
-                pipeline.record(rec, now)
+                rec = pipeline.serve(request, audience, new_request_id(), services.logstore,
+                                     timings={"gate": (admitted - started) * 1e3})
                 ended = clock()
                 if i >= warmup:
-                    rec.trace.timings_ms["log"] = (ended - ran) * 1e3
                     rows.append(dict(rec.trace.timings_ms))
                     totals.append((ended - started) * 1e3)
-                    pipeline_only.append((ran - started) * 1e3)
+                    pipeline_only.append((ended - started) * 1e3 - rec.trace.timings_ms["log"])
             # 2. Policies on vs off, interleaved (order alternating) on the same requests.
             for i in range(warmup + n):
                 request = RecommendationRequest(users[(i * 7) % len(users)], "home", 0, 10)
@@ -449,6 +477,411 @@ def bench_http(model: CachedModel, users: list[str], config: LatencyConfig, work
 
 
 # ---------------------------------------------------------------------------------------------------
+# The real path: the served model's real users over HTTP (wrk), against the floor of a bare app
+# ---------------------------------------------------------------------------------------------------
+_HISTOGRAM_LINE = re.compile(r"^recsys_stage_seconds_(bucket|sum|count)\{([^}]*)\} (\S+)$", re.MULTILINE)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def scrape_stage_histograms(url: str) -> dict[str, dict]:
+    """The `recsys_stage_seconds` histogram per stage from /metrics (summed over every worker):
+    {stage: {"sum": seconds, "count": n, "buckets": {upper bound in seconds: cumulative count}}}."""
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+    except httpx.HTTPError as exc:
+        raise BenchmarkError(f"cannot read {url}/metrics: {exc}") from None
+    return parse_stage_histograms(text)
+
+
+def parse_stage_histograms(text: str) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for kind, labels, value in _HISTOGRAM_LINE.findall(text):
+        names = dict(_LABEL.findall(labels))
+        if "stage" not in names:
+            continue
+        entry = out.setdefault(names["stage"], {"sum": 0.0, "count": 0.0, "buckets": {}})
+        if kind == "bucket":
+            le = float("inf") if names.get("le") == "+Inf" else float(names["le"])
+            entry["buckets"][le] = entry["buckets"].get(le, 0.0) + float(value)
+        else:
+            entry[kind] += float(value)
+    return out
+
+
+def histogram_quantile(q: float, buckets: dict[float, float]) -> float | None:
+    """The q-quantile of a cumulative histogram {upper bound: count}, interpolated linearly inside
+    its bucket (as Prometheus' histogram_quantile); the highest finite bound if it falls in +Inf."""
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]] if bounds else 0.0
+    if total <= 0:
+        return None
+    rank = q * total
+    low, below = 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if bound == float("inf"):
+                return low
+            if count == below:
+                return bound
+            return low + (bound - low) * (rank - below) / (count - below)
+        low, below = bound, count
+    return low
+
+
+def stage_stats_between(before: dict[str, dict], after: dict[str, dict]) -> dict[str, dict]:
+    """Per stage, over the requests between two scrapes: count, mean ms (from _sum/_count deltas)
+    and p99 ms (from the bucket deltas, interpolated inside the bucket whose bounds are given)."""
+    out = {}
+    for stage in [*STAGES, *sorted(set(after) - set(STAGES))]:
+        if stage not in after:
+            continue
+        now, then = after[stage], before.get(stage, {"sum": 0.0, "count": 0.0, "buckets": {}})
+        count = now["count"] - then["count"]
+        if count <= 0:
+            continue
+        buckets = {le: n - then["buckets"].get(le, 0.0) for le, n in now["buckets"].items()}
+        p99 = histogram_quantile(0.99, buckets)
+        bounds = sorted(buckets)
+        upper = next((b for b in bounds if buckets[b] >= 0.99 * count), bounds[-1] if bounds else None)
+        lower = max((b for b in bounds if b < (upper or 0)), default=0.0)
+        out[stage] = {"count": int(count), "mean_ms": round((now["sum"] - then["sum"]) / count * 1e3, 3),
+                      "p99_ms": None if p99 is None else round(p99 * 1e3, 3),
+                      "p99_bucket_ms": [round(lower * 1e3, 3), None if upper in (None, float("inf")) else round(upper * 1e3, 3)]}
+    return out
+
+
+def redact_url(url: str) -> str:
+    """A database URL without its password."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is reported as given, minus anything after '@'
+        return re.sub(r"//[^@/]*@", "//***@", url)
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and all its descendants (from /proc)."""
+    from benchmarks.machine import process_tree
+
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for child in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def _thread_cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """(main threads, other threads) CPU seconds of worker processes: in a uvicorn worker the main
+    thread runs the event loop (HTTP, middleware, validation, serialization); the others are the
+    route's compute threads and the log's fsync thread."""
+    tick = os.sysconf("SC_CLK_TCK")
+    main = other = 0.0
+    for pid in pids:
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            seconds = (int(fields[11]) + int(fields[12])) / tick
+            if task.name == str(pid):
+                main += seconds
+            else:
+                other += seconds
+    return main, other
+
+
+def _machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot (/proc/stat, every core)."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    total = sum(values[:8])
+    return (total - idle) / tick, total / tick
+
+
+def _children_cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_accounted_run(server: ServerProcess, run) -> tuple:
+    """Run `run()` (a wrk run) and account the CPU spent meanwhile: by the server's process tree,
+    by wrk (this process's reaped children) and by everything else on the machine (other users of
+    a shared machine: the noise of the measurement)."""
+    workers = server.worker_pids()
+    threads0 = _thread_cpu_seconds(workers)
+    server0, wrk0, (busy0, total0) = _tree_cpu_seconds(server.process.pid), _children_cpu_seconds(), _machine_cpu_seconds()
+    started = time.perf_counter()
+    result = run()
+    wall = time.perf_counter() - started
+    threads1 = _thread_cpu_seconds(workers)
+    server_s = _tree_cpu_seconds(server.process.pid) - server0
+    wrk_s = _children_cpu_seconds() - wrk0
+    busy1, total1 = _machine_cpu_seconds()
+    other_s = max(0.0, (busy1 - busy0) - server_s - wrk_s)
+    return result, {"server_cores": round(server_s / wall, 2), "wrk_cores": round(wrk_s / wall, 2),
+                    "other_processes_cores": round(other_s / wall, 2),
+                    "machine_cores": round((total1 - total0) / wall) if total1 > total0 else os.cpu_count(),
+                    "server_cpu_ms_per_response": round(server_s * 1e3 / max(1, result.requests), 3),
+                    "worker_cpu_ms_per_response": {
+                        "event_loop_thread": round((threads1[0] - threads0[0]) * 1e3 / max(1, result.requests), 3),
+                        "other_threads": round((threads1[1] - threads0[1]) * 1e3 / max(1, result.requests), 3)}}
+
+
+def real_path_model(config: RealPathConfig) -> dict:
+    """The served model: its URI, version, dataset and every user with a history (the real users,
+    shuffled once, seed 0: round-robin then does not walk the ids in order)."""
+    from recsys.config import core_settings, environment
+    from recsys.registry import load_bundle
+
+    with environment(config.model_env):
+        settings = core_settings()
+        uri = config.model_uri or f"models:/{settings.model_name}@{settings.model_alias}"
+        try:
+            bundle, version = load_bundle(uri)
+        except Exception as exc:  # noqa: BLE001 - registry, MLflow or bundle errors: one line naming the URI
+            raise BenchmarkError(f"--model-uri: cannot load {uri}: {' '.join(str(exc).split())[:300]} "
+                                 "(train one first: recsys train --dataset movielens-100k)") from None
+    users = [str(u) for u in bundle.user_index]
+    if not users:
+        raise BenchmarkError(f"--model-uri: {uri} has no user with a history to request lists for")
+    ages = dict(zip(bundle.users["user_id"].cast(str).to_list(), bundle.users["age"].to_list()))
+    random.Random(0).shuffle(users)
+    dataset = dict((bundle.manifest or {}).get("dataset") or {})
+    info = {"uri": uri, "version": version, "dataset": dataset.get("name"), "n_items": int(len(bundle.item_ids)),
+            "n_users": len(users), "minors": sum(1 for u in users if (ages.get(u) or 99) < 18),
+            "index": {k: v for k, v in dict(bundle.index.params).items() if k in ("kind", "nlist", "nprobe", "hnsw_m")},
+            "users": users}
+    del bundle
+    gc.collect()
+    return info
+
+
+def _real_response_body(url: str, bodies: list[dict], sample: int = 25) -> bytes:
+    """One real response of median size among the first `sample` users: the floor returns it."""
+    responses, last = [], None
+    with httpx.Client(timeout=60) as client:
+        for body in bodies[:sample]:
+            last = client.post(f"{url}{RECOMMENDATIONS_PATH}", json=body)
+            if last.status_code == 200:
+                responses.append(last.content)
+    if not responses:
+        raise BenchmarkError(f"the real server answered no list for the first {sample} users "
+                             f"(last: {last.status_code} {last.text[:300]})")
+    responses.sort(key=len)
+    return responses[len(responses) // 2]
+
+
+def _profile_workers(server: ServerProcess, wrk: str, script: Path, config: RealPathConfig, out_dir: Path) -> dict:
+    """py-spy records every worker while wrk drives the top concurrency level (untimed: sampling
+    slows the workers). Raw collapsed stacks go to out_dir; the summary keeps the top frames."""
+    pyspy = Path(sys.executable).with_name("py-spy")
+    if not pyspy.exists():
+        found = shutil.which("py-spy")
+        if not found:
+            return {"skipped": "py-spy is not installed in the venv"}
+        pyspy = Path(found)
+    duration = max(1, round(config.profile_s))
+    recorders = []
+    for pid in server.worker_pids():
+        output = out_dir / f"real_path_profile_{pid}.txt"
+        recorders.append((output, subprocess.Popen(
+            [str(pyspy), "record", "--pid", str(pid), "--duration", str(duration), "--rate", "200",
+             "--format", "raw", "--output", str(output)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)))
+    time.sleep(0.5)
+    # The lowest concurrency: one request at a time per worker, so a sample's stack is where that
+    # request's time goes (under concurrency the samples also count the threads' GIL waits).
+    load = run_wrk(wrk, server.url, script, min(config.concurrency), duration, config.threads, config.timeout_s)
+    errors = []
+    for output, recorder in recorders:
+        try:
+            _, stderr = recorder.communicate(timeout=duration + 60)
+        except subprocess.TimeoutExpired:
+            recorder.kill()
+            _, stderr = recorder.communicate()
+        if recorder.returncode != 0 or not output.exists():
+            errors.append(stderr.decode(errors="replace").strip()[-300:])
+    files = [o for o, _ in recorders if o.exists()]
+    summary = summarize_profile(files)
+    return {"seconds": duration, "rate_hz": 200, "concurrency": min(config.concurrency),
+            "lists_per_s_while_sampled": load.lists_per_s, "files": [f.name for f in files], "errors": errors, **summary}
+
+
+IDLE_LEAVES = ("Condition.wait (threading.py", "Event.wait (threading.py", "EpollSelector.select (selectors.py",
+               "Thread._wait_for_tstate_lock (threading.py", "select (selectors.py", "Queue.get (queue.py")
+PROJECT_DIRS = ("serving/", "served/", "compliance/", "recsys/", "training/")
+
+
+def summarize_profile(files: list[Path], top: int = 25) -> dict:
+    """From py-spy raw (collapsed) stacks, leaving out the samples of threads waiting (innermost
+    frame a Condition/Event wait, the event loop's epoll, an idle worker thread's queue): the share
+    of busy samples in which each project function is on the stack (inclusive), in which each
+    function of any code is the innermost frame (self), and in which each project line is the
+    innermost project frame (where the project's own code spends it, libraries below included)."""
+    inclusive: dict[str, int] = {}
+    leaf: dict[str, int] = {}
+    own: dict[str, int] = {}
+    threads: dict[str, int] = {}
+    total = busy = 0
+    frame_re = re.compile(r"^(.*) \((.*):(\d+)\)$")
+    for file in files:
+        for line in file.read_text(errors="replace").splitlines():
+            stack, _, count = line.rstrip().rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            n = int(count)
+            total += n
+            frames = stack.split(";")
+            if frames[-1].startswith(IDLE_LEAVES):
+                continue
+            busy += n
+            joined = ";".join(frames)
+            kind = ("event loop" if "BaseEventLoop.run_forever" in joined else
+                    "compute threads (the route's work)" if "WorkerThread.run (anyio" in joined else "other threads")
+            threads[kind] = threads.get(kind, 0) + n
+            seen = set()
+            innermost = None
+            for frame in frames:
+                match = frame_re.match(frame)
+                if not match:
+                    continue
+                function, path, lineno = match.groups()
+                short = _project_path(path, PROJECT_DIRS)
+                if short is None:
+                    continue
+                key = f"{short}:{function}"
+                if key not in seen:
+                    seen.add(key)
+                    inclusive[key] = inclusive.get(key, 0) + n
+                innermost = f"{short}:{lineno} ({function})"
+            if innermost:
+                own[innermost] = own.get(innermost, 0) + n
+            match = frame_re.match(frames[-1])
+            key = f"{match[1]} ({match[2]})" if match else frames[-1]
+            leaf[key] = leaf.get(key, 0) + n
+
+    def ranked(counts: dict[str, int], name: str) -> list[dict]:
+        return [{name: k, "share": round(v / busy, 4) if busy else 0.0}
+                for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:top]]
+
+    return {"samples": total, "busy_samples": busy, "threads": ranked(threads, "thread"), "inclusive": ranked(inclusive, "frame"),
+            "self": ranked(leaf, "frame"), "innermost_project_line": ranked(own, "line")}
+
+
+def _project_path(path: str, prefixes: tuple[str, ...]) -> str | None:
+    for prefix in prefixes:
+        index = path.find(prefix)
+        if index >= 0 and ".venv" not in path and "site-packages" not in path:
+            return path[index:]
+    return None
+
+
+def bench_real_path(config: RealPathConfig, workdir: Path, out_dir: Path | None = None) -> dict:
+    """The model's real users over HTTP against `recsys serve`, and the floor app, in one run."""
+    wrk = find_wrk(config.wrk)
+    version_text = wrk_version(wrk)
+    say("real path: loading the model's users")
+    model = real_path_model(config)
+    users = model.pop("users")
+    bodies = [{"user_id": u, "surface": config.surface, "page": 0, "k": config.k} for u in users]
+    workdir.mkdir(parents=True, exist_ok=True)
+    script = workdir / "real_path.lua"
+    script.write_text(wrk_script(RECOMMENDATIONS_PATH, bodies, config.threads))
+    fresh = config.database_url is None
+    env = {**config.model_env, "RECSYS_MODEL_URI": model["uri"]}
+
+    def load(url: str, concurrency: int, seconds: float):
+        return run_wrk(wrk, url, script, concurrency, seconds, config.threads, config.timeout_s)
+
+    levels, floors, profile = [], {w: [] for w in config.floor_workers}, None
+    with contextlib.ExitStack() as stack:
+        say(f"real path: starting recsys serve --workers {config.workers} ({model['uri']}, version {model['version']})")
+        started = time.perf_counter()
+        real = stack.enter_context(ServerProcess(env=env, workers=config.workers, workdir=workdir / "real",
+                                                 database_url=config.database_url))
+        startup_s = round(time.perf_counter() - started, 1)
+        body = _real_response_body(real.url, bodies)
+        body_file = workdir / "floor-body.json"
+        body_file.write_bytes(body)
+        floor_servers = {}
+        for w in config.floor_workers:
+            floor_servers[w] = stack.enter_context(ServerProcess(env={FLOOR_BODY_ENV: str(body_file)}, workers=w,
+                                                                 workdir=workdir / f"floor-{w}", command=floor_command()))
+        if config.warmup_s >= 1:  # untimed: every worker's first requests pay one-off costs
+            for server in (real, *floor_servers.values()):
+                load(server.url, max(config.concurrency), config.warmup_s)
+        # Interleaved per concurrency level (real, then each floor) so that drift in the machine's
+        # load hits both sides of the ratio alike.
+        for concurrency in config.concurrency:
+            before = scrape_stage_histograms(real.url)
+            result, cpu = _cpu_accounted_run(real, lambda: load(real.url, concurrency, config.duration_s))
+            time.sleep(0.5)  # requests in flight when wrk stopped finish and are observed
+            stages = stage_stats_between(before, scrape_stage_histograms(real.url))
+            levels.append({**result.to_dict(), "cpu": cpu, "server_stages": stages,
+                           "server_lists": max((v["count"] for v in stages.values()), default=0),
+                           "server_stage_sum_mean_ms": round(sum(v["mean_ms"] for v in stages.values()), 3)})
+            say(f"real path c={concurrency}: {result.lists_per_s:.0f} lists/s, p50 {result.latency_ms['p50']:.1f} ms, "
+                f"p99 {result.latency_ms['p99']:.1f} ms, non-2xx {result.non_2xx}")
+            for w, server in floor_servers.items():
+                floor, cpu = _cpu_accounted_run(server, lambda: load(server.url, concurrency, config.duration_s))
+                floors[w].append({**floor.to_dict(), "cpu": cpu})
+                say(f"floor ({w} worker{'s' if w > 1 else ''}) c={concurrency}: {floor.requests_per_s:.0f} req/s, "
+                    f"p50 {floor.latency_ms['p50']:.2f} ms, p99 {floor.latency_ms['p99']:.2f} ms")
+        if config.profile_s > 0 and out_dir is not None:
+            say(f"real path: py-spy on {len(real.worker_pids())} workers for {config.profile_s:g} s (untimed)")
+            profile = _profile_workers(real, wrk, script, config, out_dir)
+        real_rss = real.peak_rss()
+        floor_rss = {w: s.peak_rss() for w, s in floor_servers.items()}
+        failed_starts = len(real.failed_starts)
+    ratios = []
+    for level in levels:
+        for w, runs in floors.items():
+            floor = next(f for f in runs if f["concurrency"] == level["concurrency"])
+            ratios.append({
+                "concurrency": level["concurrency"], "floor_workers": w,
+                "throughput": round(level["lists_per_s"] / floor["requests_per_s"], 4) if floor["requests_per_s"] else None,
+                "p50": round(level["latency_ms"]["p50"] / floor["latency_ms"]["p50"], 2) if floor["latency_ms"]["p50"] else None,
+                "p99": round(level["latency_ms"]["p99"] / floor["latency_ms"]["p99"], 2) if floor["latency_ms"]["p99"] else None,
+            })
+    return {
+        "model": model,
+        "server": {"command": f"recsys serve --workers {config.workers}", "workers": config.workers,
+                   "startup_seconds": startup_s, "failed_starts": failed_starts,
+                   "database": redact_url(config.database_url) if config.database_url else "sqlite (a fresh file)",
+                   "state": "fresh (empty database and log directory)" if fresh else
+                            "the given --database-url as it is (not reset); a fresh log directory",
+                   "peak_rss_mb": real_rss},
+        "load": {"tool": version_text, "threads": config.threads, "duration_s": config.duration_s,
+                 "warmup_s": config.warmup_s, "timeout_s": config.timeout_s,
+                 "request": {"method": "POST", "path": RECOMMENDATIONS_PATH, "surface": config.surface, "page": 0,
+                             "k": config.k, "users": len(users), "order": "every user with a history, round-robin"}},
+        "response_bytes": len(body),
+        "levels": levels,
+        "floor": {"app": "bare FastAPI, POST /v1/recommendations returns a fixed body (a real response's bytes)",
+                  "server": "uvicorn, NoDelayH11Protocol, access log off; N > 1 under serving.workers.Supervisor",
+                  "body_bytes": len(body),
+                  "servers": [{"workers": w, "levels": runs, "peak_rss_mb": floor_rss[w]} for w, runs in floors.items()]},
+        "ratios": ratios,
+        "profile": profile,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
 # One size, all sizes, goals
 # ---------------------------------------------------------------------------------------------------
 def bench_size(n_items: int, config: LatencyConfig, cache_root: Path) -> dict:
@@ -518,8 +951,31 @@ def goals(sizes: list[dict]) -> list[dict]:
     ]
 
 
+def _carry_over(result: dict, previous_file: Path) -> None:
+    """A section this run did not measure (the synthetic sizes under --real-path-only, the real path
+    under --no-real-path) is kept from the run directory's previous latency.json, so the two can be
+    run one after the other into one report."""
+    try:
+        previous = json.loads(previous_file.read_text())
+    except (OSError, ValueError):
+        return
+    carried = []
+    if not result["sizes"] and previous.get("sizes"):
+        result.update(sizes=previous["sizes"], goals=previous.get("goals", result["goals"]))
+        result["config"].update({k: v for k, v in previous.get("config", {}).items() if k != "real_path"})
+        carried.append("sizes")
+    if result["real_path"] is None and previous.get("real_path"):
+        result["real_path"] = previous["real_path"]
+        result["config"]["real_path"] = previous.get("config", {}).get("real_path")
+        carried.append("real_path")
+    if carried:
+        result["carried_over"] = {"sections": carried, "from_run_started_at": previous.get("started_at")}
+
+
 def run(config: LatencyConfig, out_dir: Path, cache_root: Path, machine: dict | None = None) -> dict:
     """Every size in `config`, then the goals; writes out_dir/latency.json and returns it."""
+    if config.real_path is not None:
+        find_wrk(config.real_path.wrk)  # before hours of synthetic sizes, not after
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_root.mkdir(parents=True, exist_ok=True)
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -527,6 +983,13 @@ def run(config: LatencyConfig, out_dir: Path, cache_root: Path, machine: dict | 
     sizes = []
     for n_items in sorted(config.sizes):
         sizes.append(bench_size(n_items, config, cache_root))
+    real_path = None
+    if config.real_path is not None:
+        workdir = Path(tempfile.mkdtemp(prefix="latency-real-path-"))
+        try:
+            real_path = bench_real_path(config.real_path, workdir, out_dir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
     result = {
         "benchmark": "latency",
         "started_at": started_at,
@@ -535,6 +998,8 @@ def run(config: LatencyConfig, out_dir: Path, cache_root: Path, machine: dict | 
         "machine": machine,
         "sizes": sizes,
         "goals": goals(sizes),
+        "real_path": real_path,
     }
+    _carry_over(result, out_dir / "latency.json")
     (out_dir / "latency.json").write_text(json.dumps(result, indent=2, default=str))
     return result

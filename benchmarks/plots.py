@@ -249,8 +249,11 @@ def quality_accuracy(quality: dict, path: Path) -> Path | None:
     k = quality["config"]["k"]
     names = list(models)
     _style()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, metric, title in ((axes[0], f"ndcg_at_{k}", f"NDCG@{k}"), (axes[1], f"recall_at_{k}", f"Recall@{k}")):
+    fig, axes = plt.subplots(1, 2, figsize=(max(11, 1.1 * len(names) + 2), 4))
+    # The served reality (every seen item excluded) when the run has it, next to the published protocol.
+    first = (f"unseen_ndcg_at_{k}", f"NDCG@{k}, seen items excluded") if f"unseen_ndcg_at_{k}" in models[names[0]] \
+        else (f"recall_at_{k}", f"Recall@{k}")
+    for ax, metric, title in ((axes[0], *first), (axes[1], f"ndcg_at_{k}", f"NDCG@{k}, train positives excluded")):
         means = [models[m][metric]["mean"] for m in names]
         spread = [models[m][metric]["std"] for m in names]
         bars = ax.bar(range(len(names)), means, yerr=spread, capsize=4, color=_model_colors(names))
@@ -258,8 +261,10 @@ def quality_accuracy(quality: dict, path: Path) -> Path | None:
         ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
         ax.set_title(f"{title} (mean ± std over {len(quality['config']['seeds'])} seed(s))")
         ax.set_ylim(0, max(means) * 1.25 if max(means) > 0 else 1)
-    price = quality["summary"]["price_of_compliance"]["ndcg_delta"]["mean"]
-    fig.suptitle(f"Accuracy on {quality['dataset']['name']}: the policy pipeline changes NDCG@{k} by {price:+.4f}",
+    price = quality["summary"]["price_of_compliance"]
+    delta = price.get("unseen_ndcg_delta", price["ndcg_delta"])["mean"]
+    fig.suptitle(f"Accuracy on {quality['dataset']['name']}: the policy pipeline "
+                 f"({price.get('surface', quality['config'].get('surface', 'home'))}) changes NDCG@{k} by {delta:+.4f}",
                  fontweight="bold")
     return _save(fig, path)
 
@@ -270,9 +275,10 @@ def quality_beyond(quality: dict, path: Path) -> Path | None:
     k = quality["config"]["k"]
     names = list(models)
     _style()
-    panels = ((f"catalog_coverage_at_{k}", f"catalog coverage@{k}"), (f"genres_at_{k}", f"distinct genres in top {k}"),
-              ("dispersal_violations_per_list", "dispersal violations per list"))
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.9))
+    prefix = "unseen_" if f"unseen_genres_at_{k}" in models[names[0]] else ""  # the served reality's lists when present
+    panels = ((f"{prefix}catalog_coverage_at_{k}", f"catalog coverage@{k}"), (f"{prefix}genres_at_{k}", f"distinct genres in top {k}"),
+              (f"{prefix}dispersal_violations_per_list", "dispersal violations per list"))
+    fig, axes = plt.subplots(1, 3, figsize=(max(13, 1.2 * len(names) + 4), 3.9))
     for ax, (metric, title) in zip(axes, panels):
         means = [models[m][metric]["mean"] for m in names]
         spread = [models[m][metric]["std"] for m in names]
@@ -308,4 +314,56 @@ def audit_overview(compliance: dict, path: Path) -> Path | None:
     totals = compliance["audit"]["totals"]
     ax.set_title(f"Black-box audit: {totals['checks_passed']} of {totals['checks']} checks passed "
                  f"({totals['requests']} requests)")
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The real path against the floor
+# ---------------------------------------------------------------------------------------------------
+REAL_STAGE_COLORS = {"gate": "#BAB0AC", **STAGE_COLORS}
+
+
+def real_path(latency: dict, path: Path) -> Path | None:
+    """Left: latency CDFs of the real path and of the floor at each concurrency (log ms). Right:
+    the server's mean ms per stage at each concurrency, stacked, with wrk's p50 beside it."""
+    real = latency.get("real_path")
+    if not real or not real.get("levels"):
+        return None
+    _style()
+    fig, (ax, axs) = plt.subplots(1, 2, figsize=(11.5, 4.4), gridspec_kw={"width_ratios": [3, 2]})
+    floors = real.get("floor", {}).get("servers", [])
+    floor = next((f for f in floors if f["workers"] == real["server"]["workers"]), floors[-1] if floors else None)
+    for color, level in zip(LEVEL_COLORS, real["levels"]):
+        c = level["concurrency"]
+        cdf = np.asarray(level["cdf_ms"])
+        if len(cdf):
+            ax.plot(cdf, np.linspace(0, 1, len(cdf)), color=color, linewidth=2,
+                    label=f"real path c={c}: {level['lists_per_s']:.0f} lists/s")
+        twin = next((lv for lv in (floor or {}).get("levels", []) if lv["concurrency"] == c), None)
+        if twin and twin["cdf_ms"]:
+            cdf = np.asarray(twin["cdf_ms"])
+            ax.plot(cdf, np.linspace(0, 1, len(cdf)), color=color, linewidth=1.3, linestyle=":",
+                    label=f"floor ({floor['workers']} w) c={c}: {twin['requests_per_s']:.0f} req/s")
+    ax.axhline(0.99, color="#999999", linewidth=0.6)
+    ax.set_xscale("log")
+    _log_ms_axis(ax.xaxis)
+    ax.set_xlabel("latency, ms (log; wrk)")
+    ax.set_ylabel("fraction of requests")
+    ax.set_title("Real path vs floor (bare FastAPI, same body size)")
+    ax.legend(fontsize=8, loc="lower right")
+    stages = [s for s in REAL_STAGE_COLORS if any(s in lv.get("server_stages", {}) for lv in real["levels"])]
+    x = np.arange(len(real["levels"]))
+    bottom = np.zeros(len(x))
+    for stage in stages:
+        means = np.asarray([lv.get("server_stages", {}).get(stage, {}).get("mean_ms", 0.0) for lv in real["levels"]])
+        axs.bar(x, means, 0.55, bottom=bottom, color=REAL_STAGE_COLORS[stage], label=stage)
+        bottom += means
+    for i, level in enumerate(real["levels"]):
+        axs.text(i, bottom[i], f"stages {bottom[i]:.1f} ms\nwrk p50 {level['latency_ms']['p50']:.1f} ms",
+                 ha="center", va="bottom", fontsize=8)
+    axs.set_xticks(x, [f"c={lv['concurrency']}" for lv in real["levels"]])
+    axs.set_ylim(0, max(bottom.max(), 1e-3) * 1.35)
+    axs.set_ylabel("mean ms per list inside the server")
+    axs.set_title("Server stages (/metrics)")
+    axs.legend(fontsize=7.5, ncol=2, loc="upper left")
     return _save(fig, path)

@@ -267,29 +267,136 @@ def latency_section(latency: dict, out: Path) -> list[Block]:
     return blocks
 
 
+def _ratio(value, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _cores(real: dict) -> str:
+    return str(next((lv["cpu"]["machine_cores"] for lv in real["levels"] if lv.get("cpu")), "?"))
+
+
+def _cpu_cells(level: dict) -> list[str]:
+    cpu = level.get("cpu")
+    if not cpu:
+        return ["–", "–"]
+    split = cpu.get("worker_cpu_ms_per_response")
+    per = _ms(cpu["server_cpu_ms_per_response"])
+    if split:
+        per += f" ({_ms(split['event_loop_thread'])} loop + {_ms(split['other_threads'])} threads)"
+    return [per,
+            f"{cpu['server_cores']:.2f} / {cpu['wrk_cores']:.2f} / {cpu['other_processes_cores']:.2f}"]
+
+
+def real_path_section(latency: dict, out: Path) -> list[Block]:
+    """The served model's real users over HTTP (wrk) against the bare-app floor, side by side."""
+    real = latency["real_path"]
+    model, server, load = real["model"], real["server"], real["load"]
+    req = load["request"]
+    blocks: list[Block] = [
+        Heading(2, "Real path: the served model over HTTP, against the floor"),
+        Para(f"Model `{model['uri']}` (version {model['version']}, dataset {model.get('dataset') or 'unknown'}, "
+             f"{_items(model['n_items'])} items, {model.get('index', {}).get('kind', '?')} index) served by "
+             f"`{server['command']}` on 127.0.0.1, state {server['state']} ({server['database']}); ready in "
+             f"{server['startup_seconds']} s"
+             + (f", **{server['failed_starts']} start(s) exited during startup and were retried**" if server.get("failed_starts") else "")
+             + f". Load: {load['tool']}, {load['threads']} thread, {load['duration_s']:g} s per run after "
+             f"{load['warmup_s']:g} s untimed per server, `{req['method']} {req['path']}` for all {_items(req['users'])} "
+             f"users with a history ({model.get('minors', 0)} minors), round-robin, surface `{req['surface']}`, page 0, "
+             f"k={req['k']}. The floor: {real['floor']['app']} ({real['floor']['body_bytes']:,} bytes), "
+             f"{real['floor']['server']}, driven by the same wrk settings, interleaved with the real path level by level."),
+    ]
+    rows = []
+    for lv in real["levels"]:
+        rows.append([f"**real path** ({server['workers']} workers)", str(lv["concurrency"]), f"{lv['lists_per_s']:.0f}",
+                     _ms(lv["latency_ms"]["p50"]), _ms(lv["latency_ms"]["p90"]), _ms(lv["latency_ms"]["p99"]),
+                     _ms(lv["latency_ms"]["p99_9"]), str(lv["non_2xx"]), str(sum(lv["socket_errors"].values())), *_cpu_cells(lv)])
+    for floor in real["floor"]["servers"]:
+        for lv in floor["levels"]:
+            rows.append([f"floor ({floor['workers']} worker{'s' if floor['workers'] > 1 else ''})", str(lv["concurrency"]),
+                         f"{lv['requests_per_s']:.0f}", _ms(lv["latency_ms"]["p50"]), _ms(lv["latency_ms"]["p90"]),
+                         _ms(lv["latency_ms"]["p99"]), _ms(lv["latency_ms"]["p99_9"]), str(lv["non_2xx"]),
+                         str(sum(lv["socket_errors"].values())), *_cpu_cells(lv)])
+    blocks.append(Table(["target", "concurrency", "lists/s (2xx)", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "non-2xx",
+                         "socket errors", "server CPU ms / response", "cores: server / wrk / others"], rows))
+    blocks.append(Para("CPU over each run, from /proc: the server's process tree (CPU ms per response: its work per list, "
+                       "whatever the concurrency; in brackets the workers' event-loop thread, which parses HTTP, runs the "
+                       "middleware, validates and serializes, and their other threads: the route's compute threads and the "
+                       "log's fsync thread), wrk, and every other process on the machine (a shared machine's noise: "
+                       f"compare ratios measured in one run). Machine: {_cores(real)} cores."))
+    if real.get("ratios"):
+        blocks += [Para("Real path / floor at the same concurrency (throughput: the share of the floor's rate the real "
+                        "path reaches; latency: how many times the floor's):"),
+                   Table(["concurrency", "floor workers", "throughput real/floor", "p50 real/floor", "p99 real/floor"],
+                         [[str(r["concurrency"]), str(r["floor_workers"]), _ratio(r["throughput"], 3), _ratio(r["p50"]),
+                           _ratio(r["p99"])] for r in real["ratios"]])]
+    stages = [st for st in plots.REAL_STAGE_COLORS if any(st in lv.get("server_stages", {}) for lv in real["levels"])]
+    stages += sorted({st for lv in real["levels"] for st in lv.get("server_stages", {})} - set(stages))
+    if stages:
+        rows = []
+        for st in stages:
+            cells = []
+            for lv in real["levels"]:
+                v = lv.get("server_stages", {}).get(st)
+                share = v["mean_ms"] / lv["server_stage_sum_mean_ms"] if v and lv.get("server_stage_sum_mean_ms") else None
+                cells.append("–" if not v else f"{_ms(v['mean_ms'])} / {_ms(v['p99_ms'])} ({100 * share:.0f} %)")
+            rows.append([st, *cells])
+        rows.append(["**sum of stage means**", *[f"{_ms(lv.get('server_stage_sum_mean_ms'))} (wrk p50 {_ms(lv['latency_ms']['p50'])})"
+                                                  for lv in real["levels"]]])
+        rows.append(["lists counted by the server", *[f"{lv.get('server_lists', 0):,} (wrk 2xx {lv['ok']:,})" for lv in real["levels"]]])
+        blocks += [Para("Inside the server (`recsys_stage_seconds` from `/metrics` read before and after each run, every "
+                        "worker): mean from the _sum/_count deltas, p99 from the bucket deltas, interpolated inside its "
+                        "bucket (bounds 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25 ms...: a coarse tail)."),
+                   Table(["stage (mean / p99 ms, share)", *[f"c={lv['concurrency']}" for lv in real["levels"]]], rows)]
+    figure = plots.real_path(latency, out / "real_path.png")
+    if figure:
+        blocks.append(Figure(figure, "The real path against the floor: latency CDFs (wrk) and the server's stage means."))
+    profile = real.get("profile")
+    if profile and profile.get("busy_samples"):
+        def cell(entries: list[dict], i: int, key: str) -> list[str]:
+            return [f"`{entries[i][key]}`", f"{100 * entries[i]['share']:.1f} %"] if i < len(entries) else ["", ""]
+
+        n = max(len(profile["inclusive"]), len(profile["self"]), len(profile["innermost_project_line"]))
+        blocks += [Para(f"py-spy on every worker for {profile['seconds']} s at {profile['rate_hz']} Hz under wrk "
+                        f"c={profile['concurrency']} (an untimed run: {profile['lists_per_s_while_sampled']:.0f} lists/s while "
+                        f"sampled); {profile['busy_samples']:,} busy samples of {profile['samples']:,} (waiting threads left "
+                        f"out); raw stacks: {', '.join(profile['files'])}. By thread: "
+                        + ", ".join(f"{t['thread']} {100 * t['share']:.0f} %" for t in profile.get("threads", []))
+                        + ". Shares of busy samples: a project function on the stack; a function (any code) as the "
+                        "innermost frame; a project line as the innermost project frame."),
+                   Table(["project function (inclusive)", "share", "innermost frame (self)", "share",
+                          "innermost project line", "share"],
+                         [[*cell(profile["inclusive"], i, "frame"), *cell(profile["self"], i, "frame"),
+                           *cell(profile["innermost_project_line"], i, "line")] for i in range(min(n, 20))])]
+    return blocks
+
+
 def quality_section(quality: dict, out: Path) -> list[Block]:
+    from benchmarks.quality import tables as quality_tables
+
     k = quality["config"]["k"]
-    models = quality["summary"]["models"]
     price = quality["summary"]["price_of_compliance"]
     seeds = quality["config"]["seeds"]
+    surfaces = quality["config"].get("surfaces") or [quality["config"]["surface"]]
     blocks: list[Block] = [
         Heading(2, "Quality"),
         Para(f"Dataset {quality['dataset']['name']} ({quality['dataset']['interactions']:,} interactions, "
              f"{quality['dataset']['items']:,} items, {quality['dataset']['users']:,} users); protocol: "
              f"{quality['protocol']}. Seeds {', '.join(map(str, seeds))}: mean ± standard deviation. The policy "
              "pipeline is the serving engine (`recsys.pipeline.rerank.select`) with the rules of page 0 of the "
-             f"{quality['config']['surface']} surface (`build_rules(PolicyConfig(), ...)`): item and content "
-             "de-duplication, dispersal and the front-screen mainstream slots, over the retrieval candidates plus "
-             "the mainstream pool, all scored by the ranker."),
+             f"{' and '.join(surfaces)} surface(s) (`build_rules(PolicyConfig(), ...)`): item and content "
+             "de-duplication, dispersal and (home) the front-screen mainstream slots, over the retrieval candidates "
+             "plus the extra sources, all scored by the ranker. Violation columns count what each raw list would "
+             "break (dispersal: more than 2 of a primary category in any 5 positions; duplicates by content key)."),
     ]
-    rows = [[m, _pm(v[f"recall_at_{k}"]), _pm(v[f"ndcg_at_{k}"]), _pm(v[f"catalog_coverage_at_{k}"], 3),
-             _pm(v[f"genres_at_{k}"], 2), _pm(v["dispersal_violations_per_list"], 2),
-             f"{100 * v['lists_with_dispersal_violation']['mean']:.0f} %", _pm(v["content_duplicates_per_list"], 3)]
-            for m, v in models.items()]
-    blocks.append(Table(["model", f"Recall@{k}", f"NDCG@{k}", f"coverage@{k}", f"genres@{k}",
-                         "dispersal violations / list", "lists violating dispersal", "content duplicates / list"], rows))
-    blocks.append(Para(f"**Price of compliance**: NDCG@{k} {price['ndcg_delta']['mean']:+.4f} ± {price['ndcg_delta']['std']:.4f} "
-                       f"({100 * price['ndcg_relative']['mean']:+.1f} % relative) — {price['explanation']}."))
+    for title, headers, rows in quality_tables(quality):
+        if rows:
+            blocks += [Heading(3, title), Table(headers, rows)]
+    blocks.append(Para(f"**Price of compliance** ({price.get('surface', surfaces[0])}): NDCG@{k} "
+                       f"{price['ndcg_delta']['mean']:+.4f} ± {price['ndcg_delta']['std']:.4f} "
+                       f"({100 * price['ndcg_relative']['mean']:+.1f} % relative)"
+                       + (f", unseen NDCG@{k} {price['unseen_ndcg_delta']['mean']:+.4f} "
+                          f"({100 * price['unseen_ndcg_relative']['mean']:+.1f} %)" if "unseen_ndcg_delta" in price else "")
+                       + f" — {price['explanation']}."))
     for name, builder, caption in (("quality_accuracy.png", plots.quality_accuracy, f"NDCG@{k} and Recall@{k} per model."),
                                    ("quality_beyond.png", plots.quality_beyond, "Coverage, genre diversity and dispersal violations.")):
         figure = builder(quality, out / name)
@@ -355,12 +462,14 @@ def build(run_dir: Path, title: str | None = None) -> tuple[Path, Path]:
     ran = [name for name, data in (("latency", latency), ("quality", quality), ("compliance", compliance)) if data]
     blocks.append(Para(f"Benchmarks in this run: {', '.join(ran)}. Rerun with `recsys bench all` (or `make bench`); "
                        "the JSON files next to this report hold every number."))
-    if latency:
+    if latency and latency.get("sizes"):
         blocks += goals_section(latency)
     if machine:
         blocks += machine_section(machine)
-    if latency:
+    if latency and latency.get("sizes"):
         blocks += latency_section(latency, run_dir)
+    if latency and latency.get("real_path"):
+        blocks += real_path_section(latency, run_dir)
     if quality:
         blocks += quality_section(quality, run_dir)
     if compliance:

@@ -24,7 +24,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from recsys.pipeline.rerank import Boost, Dispersal, Exclude, Pin, PoolSlots, Rule, UniqueContent, UniqueItems
+from recsys.pipeline.rerank import (
+    Boost,
+    Dispersal,
+    Exclude,
+    Pin,
+    PoolSlots,
+    Rule,
+    UniqueContent,
+    UniqueItems,
+    rule_from_config,
+)
 
 __all__ = [
     "BLOCK",
@@ -130,6 +140,39 @@ class FrontScreenPolicy(_Config):
         return sorted(value)
 
 
+BUILT_IN_ATTRIBUTES = ("item", "category", "content", "source")
+
+
+class AttributeRule(_Config):
+    """A list rule over any item attribute, declared in config (Art. 12 applied to a column of the
+    dataset's items, e.g. a creator or series): `dispersal` keeps at most `max_per_window` items
+    of one value in any `window` consecutive positions; `unique` shows each value once per session.
+    Built through the engine's one rule registry (`recsys.pipeline.rerank.RULE_TYPES`)."""
+
+    type: Literal["dispersal", "unique"]
+    attribute: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
+    window: int | None = Field(None, ge=2, le=100)
+    max_per_window: int | None = Field(None, ge=1)
+    across_pages: bool = True
+    title: str | None = Field(None, max_length=80, description="how the transparency page names the rule")
+
+    @model_validator(mode="after")
+    def _buildable(self) -> AttributeRule:
+        if self.type == "dispersal" and (self.window is None or self.max_per_window is None):
+            raise ValueError(f"rules.{self.name}: a dispersal rule needs window and max_per_window")
+        if self.type == "unique" and (self.window is not None or self.max_per_window is not None):
+            raise ValueError(f"rules.{self.name}: a unique rule takes no window or max_per_window")
+        self.rule()  # the engine's own checks (e.g. max_per_window < window), as a config error
+        return self
+
+    def rule(self) -> Rule:
+        spec: dict[str, Any] = {"type": self.type, "attribute": self.attribute, "name": self.name}
+        if self.type == "dispersal":
+            spec.update(window=self.window, max_per_window=self.max_per_window, across_pages=self.across_pages)
+        return rule_from_config(spec)
+
+
 class PolicyConfig(_Config):
     """The whole list policy. Rules named in `relaxation_order` may give way, first named first,
     only when the candidates cannot satisfy all of them; rules not named never give way."""
@@ -139,23 +182,31 @@ class PolicyConfig(_Config):
     front_screen: FrontScreenPolicy = FrontScreenPolicy()
     relaxation_order: list[str] = [DISPERSAL, FRONT_SCREEN, CONTENT_DEDUP]
     max_k: int = Field(100, ge=1, le=1000)
+    rules: list[AttributeRule] = []  # rules over any item attribute (README: "add a policy")
 
-    @field_validator("relaxation_order")
-    @classmethod
-    def _relaxation_order(cls, value: list[str]) -> list[str]:
-        for name in value:
+    @model_validator(mode="after")
+    def _relaxation_order(self) -> PolicyConfig:
+        names = [rule.name for rule in self.rules]
+        clash = [n for n in names if n in (*RELAXABLE_RULES, *HARD_RULES)] or [n for n in names if names.count(n) > 1]
+        if clash:
+            raise ValueError(f"rules: name {clash[0]!r} is taken; give each rule its own name")
+        relaxable = (*RELAXABLE_RULES, *names)
+        for name in self.relaxation_order:
             if name in HARD_RULES:
                 raise ValueError(
                     f"relaxation_order: {name!r} is a hard rule and is never relaxed; "
-                    f"relaxable rules: {', '.join(RELAXABLE_RULES)}"
+                    f"relaxable rules: {', '.join(relaxable)}"
                 )
-            if name not in RELAXABLE_RULES:
-                raise ValueError(
-                    f"relaxation_order: unknown rule {name!r}; relaxable rules: {', '.join(RELAXABLE_RULES)}"
-                )
-        if len(set(value)) != len(value):
-            raise ValueError(f"relaxation_order names a rule twice: {value}")
-        return value
+            if name not in relaxable:
+                raise ValueError(f"relaxation_order: unknown rule {name!r}; relaxable rules: {', '.join(relaxable)}")
+        if len(set(self.relaxation_order)) != len(self.relaxation_order):
+            raise ValueError(f"relaxation_order names a rule twice: {self.relaxation_order}")
+        return self
+
+    @property
+    def extra_attributes(self) -> tuple[str, ...]:
+        """Item attributes the declared rules name beyond the engine's built-in columns."""
+        return tuple(sorted({r.attribute for r in self.rules} - set(BUILT_IN_ATTRIBUTES)))
 
     @model_validator(mode="after")
     def _positions_fit_the_page(self) -> PolicyConfig:
@@ -315,6 +366,7 @@ def build_rules(
             name=DISPERSAL,
         )
     )
+    rules.extend(spec.rule() for spec in config.rules)
     front = config.front_screen
     if surface in front.surfaces and page in front.pages and front.positions:
         rules.append(PoolSlots(tuple(p - 1 for p in front.positions), front.pool, name=FRONT_SCREEN))
@@ -384,6 +436,14 @@ _TITLES = {ITEM_DEDUP: "No repeats", CONTENT_DEDUP: "Content de-duplication", DI
            FRONT_SCREEN: "Front screen"}
 
 
+def _title(config: PolicyConfig, name: str) -> str:
+    """A rule's title on the transparency page (built-in, or a declared rule's own)."""
+    if name in _TITLES:
+        return _TITLES[name]
+    declared = next((r for r in config.rules if r.name == name), None)
+    return (declared.title if declared and declared.title else name.replace("_", " ").capitalize())
+
+
 def _and(words: Iterable[object]) -> str:
     words = [str(w) for w in words]
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
@@ -426,6 +486,13 @@ def describe(config: PolicyConfig) -> list[PolicyText]:
             f"category" + (", counted across page boundaries." if d.across_pages else ", within each page."),
         ),
     ]
+    for rule in config.rules:
+        if rule.type == "dispersal":
+            text = (f"In any {rule.window} consecutive positions, at most {rule.max_per_window} items share a "
+                    f"{rule.attribute}" + (", counted across page boundaries." if rule.across_pages else ", within each page."))
+        else:
+            text = f"Items with the same {rule.attribute} are shown once per session."
+        out.append(PolicyText(name=rule.name, articles=(12,), title=_title(config, rule.name), text=text))
     if f.surfaces and f.pages and f.positions:
         out.append(
             PolicyText(
@@ -453,16 +520,16 @@ def describe(config: PolicyConfig) -> list[PolicyText]:
     )
     order = config.relaxation_order
     if order:
-        steps = ", then ".join(_TITLES[name] for name in order)
+        steps = ", then ".join(_title(config, name) for name in order)
         text = (
             f"When the available items cannot satisfy every rule at once, rules give way in this order: "
             f"{steps}; each only as far as needed, and every rule that gives way is reported with the list. "
-            f"{_TITLES[ITEM_DEDUP]} never gives way."
+            f"{_title(config, ITEM_DEDUP)} never gives way."
         )
     else:
         text = "No rule gives way: when the available items cannot satisfy every rule, the list is shorter."
     never = [name for name in RELAXABLE_RULES if name not in order]
     if order and never:
-        text += f" Never relaxed: {', '.join(_TITLES[name] for name in never)}."
+        text += f" Never relaxed: {', '.join(_title(config, name) for name in never)}."
     out.append(PolicyText(name="relaxation", articles=(12, 13), title="When rules conflict", text=text))
     return out

@@ -1,4 +1,4 @@
-"""The offline evaluation protocol (DESIGN.md) and its metrics, for any model that ranks items.
+"""The offline evaluation protocol (docs/DESIGN.md) and its metrics, for any model that ranks items.
 
 Protocol: positives are ratings >= 4; each user's positives are sorted by time (ties by item id)
 and the last ceil(0.2 n) go to test. Every item is ranked; Recall@10 = hits / min(10, |test|),

@@ -12,3 +12,5 @@ if ! command -v chromium >/dev/null 2>&1; then
         exit 1
     fi
 fi
+# wrk drives the latency benchmark's real-path section, which the benchmark smoke test runs.
+bash "$(dirname "$0")/bench-deps.sh"

@@ -26,6 +26,7 @@ from compliance.policy import PolicyConfig
 from compliance.tags import TagPolicy
 from compliance.trending import TrendingConfig
 from recsys.config import core_settings
+from served.path import POPULAR_CANDIDATES, RETRIEVAL_CANDIDATES
 from serving.auth import AuthConfig
 
 SURFACES = ("home", "feed", "related", "trending")
@@ -63,8 +64,8 @@ class Settings(BaseSettings):
     max_page: int = 50
     # Fits the largest accepted request, a batch of 1,000 events with every id at its longest (~0.5 MB).
     max_body_bytes: int = 1024 * 1024
-    retrieval_candidates: int = 200  # Faiss top-N fed to the filters and the ranker
-    popular_candidates: int = 300  # size of the non-personalized popularity source
+    retrieval_candidates: int = RETRIEVAL_CANDIDATES  # Faiss top-N fed to the filters and the ranker
+    popular_candidates: int = POPULAR_CANDIDATES  # size of the non-personalized popularity source
     recent_pages_excluded: int = 5  # personalized lists skip items shown in the user's last N pages
     state_refresh_seconds: float = 0.0  # 0: interventions and feature library re-read when their version changes
     # Requests one worker computes at once. 1 (default): a worker's requests queue for the pipeline

@@ -19,15 +19,13 @@ minor in curfew and as an over-budget minor, so a route that forgets the gate fa
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime
-
-import numpy as np
 
 from compliance import minors
 from compliance.logstore import LogStore
 from serving import metrics
-from serving.state.store import StateStore, UserState
+from served.query import Audience, UserState
+from serving.state.store import StateStore
 
 log = logging.getLogger("recsys.serving")
 
@@ -38,37 +36,6 @@ class AccessDenied(Exception):
     def __init__(self, decision: minors.AccessDecision):
         super().__init__(decision.message)
         self.decision = decision
-
-
-@dataclass(frozen=True)
-class Audience:
-    """Who is asking and what the rules in force let them receive. Made only by `ContentGate.admit`."""
-
-    user: UserState
-    now: datetime
-    minor: bool
-    max_age_rating: int | None  # None: an adult, no rating limit
-    personalization_allowed: bool  # the user's switch; minors get non-personalized lists by default
-    usage: minors.AccessDecision  # budget and minutes used today (minors), allowed
-
-    @property
-    def user_id(self) -> str:
-        return self.user.user_id
-
-    def exclusions(self, items: np.ndarray, blocked: np.ndarray, age_rating: np.ndarray) -> list[tuple[str, np.ndarray]]:
-        """The safety filters for candidate `items` (catalog indices), as (reason, removed mask):
-        blocked/flagged/feature-library items for everyone, items rated above the band for minors."""
-        checks = [("blocked", blocked[items])]
-        if self.max_age_rating is not None:
-            checks.append(("age_rating", age_rating[items] > self.max_age_rating))
-        return checks
-
-    def eligible(self, blocked: np.ndarray, age_rating: np.ndarray) -> np.ndarray:
-        """Bool mask over the whole catalog of the items this audience may receive."""
-        keep = ~blocked
-        if self.max_age_rating is not None:
-            keep &= age_rating <= self.max_age_rating
-        return keep
 
 
 class ContentGate:
@@ -108,20 +75,17 @@ class ContentGate:
         state = minors.UsageState(day=day, last_activity=stored[0], seconds_used=stored[1]) if stored else None
         decision = minors.check_access(now, user.age, user.minor_mode, state, self.config)
         if decision.allowed:
-            self.record_activity(user.user_id, [now], state)
+            self.record_activity(user.user_id, [now])
         return decision
 
-    def record_activity(self, user_id: str, moments: list[datetime], state: minors.UsageState | None = None) -> None:
-        """Count activities (requests, events) of a minor toward their daily usage, in time order."""
+    def record_activity(self, user_id: str, moments: list[datetime]) -> None:
+        """Count activities (requests, events) of a minor toward their daily usage: one atomic
+        statement each (`StateStore.add_usage`, the rule of `minors.add_activity` in SQL), so
+        activity on two workers at once never loses time."""
+        config = self.config
         for moment in sorted(moments):
-            day = minors.local_day(moment, self.config)
-            if state is None or state.day != day:
-                stored = self.store.get_usage(user_id, day)
-                state = minors.UsageState(day=day, last_activity=stored[0], seconds_used=stored[1]) if stored else None
-            updated = minors.add_activity(state, moment, self.config)
-            if updated != state:
-                self.store.put_usage(user_id, updated.day, updated.last_activity, updated.seconds_used)
-            state = updated
+            self.store.add_usage(user_id, minors.local_day(moment, config), moment,
+                                 config.activity_gap_cap_seconds, config.activity_floor_seconds)
 
     def is_minor(self, user: UserState) -> bool:
         return minors.is_minor(user.age, user.minor_mode, self.config)

@@ -1,223 +1,100 @@
-"""The request path: a declared list of small named stages, each seeing what earlier ones dropped.
+"""The server's request path: read the user's state, run the served path, remember the page.
 
-    query hydration ► candidate sources ► filters ► scorer ► policy engine ► explanations ► log
+    gate (serving/gate.py) ► hydrate: this session's pages, recent items, the user's events
+    ► ServedPath (served/path.py): sources ► filters ► ranker ► policy engine ► explanations
+    ► the route logs the list (before the response) and records the page
 
-Read `RecommendationPipeline.run` top to bottom to know the whole request. Stages hold numpy
-arrays; every filter reports what it removed and why (`Trace.dropped`), and the trace goes into
-the recommendation log and the response, so any list can be explained and reproduced.
+Everything a user is shown is decided in `served.path.ServedPath`, the code the Art. 8 review and
+the benchmarks run too; this module only adds what needs the state database.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
-from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from functools import cached_property
 
 import numpy as np
 
-from compliance import explanations, minors, tags
-from compliance.feature_library import LibraryMatch
-from compliance.policy import Intervention, PolicyConfig, build_rules, config_hash
-from recsys.pipeline.rerank import CandidateSet, SlateContext, Source, select
-from serving.catalog import Catalog
-from serving.gate import Audience
-from serving.state.store import ServedPage, StateStore
+from compliance import minors, tags
+from compliance.policy import PolicyConfig
+from served.catalog import Catalog
+from served.path import NON_PERSONALIZED, PERSONALIZED, Query, Recommendation, ServedPath, SharedState
+from compliance.logstore import LogStore
+from served.query import Audience, RecommendationRequest
+from serving import metrics
+from serving.state.store import StateStore
 
-log = logging.getLogger("recsys.serving")
-
-PERSONALIZED = "personalized"
-NON_PERSONALIZED = "non_personalized"
-
-@dataclass(frozen=True)
-class RecommendationRequest:
-    user_id: str
-    surface: str
-    page: int
-    k: int
-    session_id: str | None = None
-
-
-@dataclass
-class Query:
-    """The hydrated request: who asks, in which mode, and what this session already showed."""
-
-    request: RecommendationRequest
-    request_id: str
-    now: datetime
-    audience: Audience  # admitted by the gate: minors' band, consent
-    mode: str
-    mode_reason: str
-    session_id: str
-    earlier_pages: list[ServedPage]
-    history: np.ndarray  # effective history (suppressed tag categories removed), personalized only
-    seen: np.ndarray  # every item the user interacted with (any rating, any event type), personalized only
-    user_vector: np.ndarray | None
-    profile: tags.Profile | None
-    recent: np.ndarray  # items shown in the user's last N pages (personalized only)
-
-
-    @cached_property
-    def served_items(self) -> np.ndarray:
-        """Items of the earlier pages of this session (never shown again in it)."""
-        return np.fromiter((i for p in self.earlier_pages for i in p.items), dtype=np.int64)
-
-    @cached_property
-    def served_contents(self) -> np.ndarray:
-        return np.fromiter((c for p in self.earlier_pages for c in p.contents), dtype=np.int64)
-
-
-@dataclass
-class Trace:
-    """What each stage did: timings, candidate counts per source, drops per reason."""
-
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    candidates: dict[str, int] = field(default_factory=dict)
-    dropped: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
-    blocked_by_feature: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class ServedItem:
-    item_id: str
-    position: int
-    score: float
-    category: str
-    slot: str
-    labels: list[str]
-    reason: explanations.Reason
-
-
-@dataclass
-class Recommendation:
-    request_id: str
-    user_id: str
-    surface: str
-    page: int
-    session_id: str
-    mode: str
-    mode_reason: str
-    minor: bool
-    model_version: str
-    index_build_id: str
-    policy_hash: str
-    items: list[ServedItem]
-    violations: list[dict]
-    policies: list[str]
-    trace: Trace
-
-
-@dataclass
-class SharedState:
-    """Admin-edited state every worker keeps a copy of, reloaded when its version moves."""
-
-    interventions: list[Intervention]  # readable, not revoked, not expired
-    blocked_items: np.ndarray  # bool mask: block interventions + feature-library matches + flagged
-    feature_match: LibraryMatch | None
-    versions: tuple[int, int]
+__all__ = ["NON_PERSONALIZED", "PERSONALIZED", "Recommendation", "RecommendationPipeline", "RecommendationRequest",
+           "SharedState"]
 
 
 class RecommendationPipeline:
-    """Assembles one list for one request. Built once per worker from the loaded model."""
+    """The served path with the server's state. Built once per worker from the loaded model."""
 
     def __init__(self, catalog: Catalog, store: StateStore, policy: PolicyConfig, minors_config: minors.MinorsConfig,
                  tag_policy: tags.TagPolicy, *, retrieval_candidates: int, popular_candidates: int,
-                 recent_pages_excluded: int, shared_state_loader, model_healthy: bool = True):
+                 recent_pages_excluded: int, shared_state_loader: Callable[[], SharedState], model_healthy: bool = True,
+                 policies: bool = True):
         self.catalog = catalog
         self.store = store
-        self.policy = policy
-        self.policy_hash = config_hash(policy)
-        self.minors_config = minors_config
-        self.tag_policy = tag_policy
-        self.retrieval_candidates = retrieval_candidates
-        self.popular_candidates = popular_candidates
         self.recent_pages_excluded = recent_pages_excluded
         self._load_shared = shared_state_loader
-        self.model_healthy = model_healthy
-        bundle = catalog.bundle
-        self.index_build_id = bundle.index.build_id
-        # The non-personalized sources per age band (None: adults), so a minor's are full-length.
-        bands = {None, *(band.max_rating for band in minors_config.rating_bands)}
-        self._popular = {r: self._rated(catalog.popular_order, r)[:popular_candidates] for r in bands}
-        self._mainstream = {r: self._rated(catalog.mainstream_order, r)[:popular_candidates] for r in bands}
-        self._category_code = {name: code for code, name in enumerate(catalog.category_names)}
-        self._item_category_sets = [frozenset(c) for c in catalog.item_categories]
-        item_ids, categories = bundle.item_ids, catalog.category_names
-        self._labels = {"item": lambda i: str(item_ids[i]), "category": lambda c: categories[c]}
+        self.path = ServedPath(catalog, policy, minors_config, tag_policy, retrieval_candidates=retrieval_candidates,
+                               popular_candidates=popular_candidates, policies=policies, model_healthy=model_healthy)
 
-    def _rated(self, order: np.ndarray, max_rating: int | None) -> np.ndarray:
-        return order if max_rating is None else order[self.catalog.age_rating[order] <= max_rating]
+    @property
+    def policy_hash(self) -> str:
+        return self.path.policy_hash
 
-    # ------------------------------------------------------------------------------------------
+    @property
+    def index_build_id(self) -> str:
+        return self.path.index_build_id
+
+    def serve(self, request: RecommendationRequest, audience: Audience, request_id: str, logstore: LogStore,
+              timings: Mapping[str, float] | None = None) -> Recommendation:
+        """The one place a served list is written: computed, logged before the response (Art. 23;
+        `LogStoreUnavailable` refuses the request), remembered as a page of the session, counted.
+        `timings` are stages measured before this one (the gate's), for the stage metrics."""
+        recommendation = self.run(request, audience, request_id)
+        recommendation.trace.timings_ms = {**(timings or {}), **recommendation.trace.timings_ms}
+        started = time.perf_counter()
+        logstore.append("recommendation", recommendation.log_record())
+        self.record(recommendation, audience.now)
+        recommendation.trace.timings_ms["log"] = (time.perf_counter() - started) * 1e3
+        for stage, ms in recommendation.trace.timings_ms.items():
+            metrics.STAGE_SECONDS.labels(stage).observe(ms / 1e3)
+        metrics.RECOMMENDATIONS.labels(recommendation.surface, recommendation.mode).inc()
+        for violation in recommendation.violations:
+            metrics.VIOLATIONS.labels(violation["rule"]).inc()
+        return recommendation
+
     def run(self, request: RecommendationRequest, audience: Audience, request_id: str | None = None) -> Recommendation:
-        """One list for `request`, for the `audience` the gate admitted (serving/gate.py)."""
-        if audience.user_id != request.user_id:
-            raise ValueError(f"audience is user {audience.user_id!r}, the request is for {request.user_id!r}")
-        trace = Trace()
-        clock = time.perf_counter
-        started = clock()
+        """One list for `request`, for the `audience` the gate admitted."""
+        started = time.perf_counter()
         shared = self._load_shared()
         query = self.hydrate(request, audience, request_id or new_request_id())
-        mark = clock()
-        trace.timings_ms["hydrate"] = (mark - started) * 1e3
+        hydrate_ms = (time.perf_counter() - started) * 1e3
+        recommendation = self.path.run(query, shared)
+        recommendation.trace.timings_ms = {"hydrate": hydrate_ms, **recommendation.trace.timings_ms}
+        return recommendation
 
-        try:
-            items, scores, sources = self._candidates_scored(query, shared, trace)
-        except Exception:
-            if query.mode != PERSONALIZED:
-                raise
-            # A failing model never fails the request: fall back to the non-personalized path.
-            log.exception("personalized path failed for request %s; serving non-personalized", query.request_id)
-            query = replace(query, mode=NON_PERSONALIZED, mode_reason="model_error", history=np.empty(0, dtype=np.int64),
-                            user_vector=None, profile=None, recent=np.empty(0, dtype=np.int64))
-            trace = Trace(timings_ms=trace.timings_ms)
-            items, scores, sources = self._candidates_scored(query, shared, trace)
-        mark = clock()
-
-        slate, rules = self.select(query, shared, items, scores, sources)
-        trace.timings_ms["policy"] = (clock() - mark) * 1e3
-        mark = clock()
-
-        served = self.explain(query, shared, items, slate)
-        trace.timings_ms["explain"] = (clock() - mark) * 1e3
-        for violation in slate.dropped:
-            trace.dropped["policy"][violation.reason] = trace.dropped["policy"].get(violation.reason, 0) + 1
-        return Recommendation(
-            request_id=query.request_id,
-            user_id=request.user_id,
-            surface=request.surface,
-            page=request.page,
-            session_id=query.session_id,
-            mode=query.mode,
-            mode_reason=query.mode_reason,
-            minor=audience.minor,
-            model_version=self.catalog.model_version,
-            index_build_id=self.index_build_id,
-            policy_hash=self.policy_hash,
-            items=served,
-            violations=[
-                {"rule": v.rule, "position": None if v.position is None else v.position + 1, "reason": v.reason}
-                for v in slate.violations
-            ],
-            policies=[rule.name for rule in rules],
-            trace=trace,
-        )
-
-    def _candidates_scored(self, query: Query, shared: SharedState, trace: Trace):
-        clock = time.perf_counter
-        mark = clock()
-        items, scores, sources = self.candidate_sources(query, shared, trace)
-        trace.timings_ms["sources"] = (clock() - mark) * 1e3
-        mark = clock()
-        items, scores, sources = self.filter(query, shared, items, scores, sources, trace)
-        trace.timings_ms["filters"] = (clock() - mark) * 1e3
-        mark = clock()
-        scores = self.score(query, items, scores, sources)
-        trace.timings_ms["ranker"] = (clock() - mark) * 1e3
-        return items, scores, sources
+    def hydrate(self, request: RecommendationRequest, audience: Audience, request_id: str) -> Query:
+        """The query, from the state database: this session's earlier pages, and for a user the
+        model knows, the items recently shown and the items of their stored events."""
+        store = self.store
+        session_id = request.session_id
+        if session_id is None:
+            session_id = (store.latest_session(request.user_id, request.surface) if request.page > 0 else None) or uuid.uuid4().hex
+        earlier = store.session_pages(request.user_id, request.surface, session_id, request.page) if request.page > 0 else []
+        recent = known = None
+        if audience.personalization_allowed and audience.user.personalization and request.user_id in self.catalog.bundle.user_index:
+            recent = np.asarray(store.recent_items(request.user_id, self.recent_pages_excluded), dtype=np.int64)
+            index = self.catalog.bundle.item_index
+            known = np.asarray([index[i] for i in store.event_items(request.user_id) if i in index], dtype=np.int64)
+        return self.path.make_query(request, audience, request_id, session_id=session_id, earlier_pages=earlier,
+                                    recent=recent, known_items=known)
 
     def record(self, recommendation: Recommendation, now: datetime) -> None:
         """Side effect: remember the page for session de-duplication and recent impressions."""
@@ -234,236 +111,6 @@ class RecommendationPipeline:
             contents=[int(self.catalog.content[i]) for i in item_idx],
             now=now,
         )
-
-    # -- stage 1: query hydration ----------------------------------------------------------------
-    def hydrate(self, request: RecommendationRequest, audience: Audience, request_id: str) -> Query:
-        session_id = request.session_id
-        if session_id is None:
-            session_id = (self.store.latest_session(request.user_id, request.surface) if request.page > 0 else None) or uuid.uuid4().hex
-        earlier = self.store.session_pages(request.user_id, request.surface, session_id, request.page) if request.page > 0 else []
-
-        bundle = self.catalog.bundle
-        user = audience.user
-        user_idx = bundle.user_index.get(request.user_id)
-        mode, reason = PERSONALIZED, "personalized"
-        if not user.personalization:
-            mode, reason = NON_PERSONALIZED, "personalization_off"
-        elif not audience.personalization_allowed:
-            mode, reason = NON_PERSONALIZED, "minor_mode"
-        elif not self.model_healthy:
-            mode, reason = NON_PERSONALIZED, "model_unavailable"
-        elif user_idx is None:
-            mode, reason = NON_PERSONALIZED, "cold_user"
-
-        history = seen = np.empty(0, dtype=np.int64)
-        vector, profile, recent = None, None, np.empty(0, dtype=np.int64)
-        if mode == PERSONALIZED:
-            history = np.asarray(bundle.user_history(user_idx), dtype=np.int64)
-            seen = self._seen(request.user_id, user_idx)
-            derived = tags.derive_tags([self.catalog.item_categories[i] for i in history], self.tag_policy)
-            profile = tags.effective_profile(derived, deleted=user.tags_in("deleted"), added=user.tags_in("added"),
-                                             not_interested=user.tags_in("not_interested"), policy=self.tag_policy)
-            if profile.suppressed_categories:
-                keep = np.fromiter(
-                    (not (self._item_category_sets[i] & profile.suppressed_categories) for i in history), dtype=bool, count=len(history)
-                )
-                history = history[keep]
-                vector = bundle.user_vector(history) if len(history) else None
-            else:
-                vector = bundle.user_factors[user_idx]
-            if vector is None:
-                mode, reason = NON_PERSONALIZED, "no_history_left"
-                history = seen = np.empty(0, dtype=np.int64)
-            else:
-                recent = np.asarray(self.store.recent_items(request.user_id, self.recent_pages_excluded), dtype=np.int64)
-        return Query(request, request_id, audience.now, audience, mode, reason, session_id, earlier, history, seen,
-                     vector, profile, recent)
-
-    def _seen(self, user_id: str, user_idx: int) -> np.ndarray:
-        """Seen means seen: every item of the training window at any rating (a 2-star film is not
-        recommended back) and every item of the user's stored events, of any type."""
-        index = self.catalog.bundle.item_index
-        events = [index[i] for i in self.store.event_items(user_id) if i in index]
-        trained = self.catalog.bundle.user_seen(user_idx)
-        return np.union1d(trained, np.asarray(events, dtype=np.int64)) if events else trained
-
-    # -- stage 2: candidate sources ------------------------------------------------------------------
-    def candidate_sources(self, query: Query, shared: SharedState, trace: Trace):
-        parts_items, parts_scores, parts_sources = [], [], []
-
-        def add(name: str, items: np.ndarray, scores: np.ndarray, source: Source) -> None:
-            trace.candidates[name] = int(len(items))
-            parts_items.append(items.astype(np.int64, copy=False))
-            parts_scores.append(scores.astype(np.float32, copy=False))
-            parts_sources.append(np.full(len(items), int(source), dtype=np.int8))
-
-        catalog = self.catalog
-        band = query.audience.max_age_rating
-        # Pins of this page come first, so an item both pinned and retrieved is a pin (pins are
-        # exempt from the personal filters below; the safety filters still apply to them).
-        pins = self._pins_for(query, shared)
-        if len(pins):
-            add("pinned", pins, catalog.popularity_score[pins], Source.PINNED)
-        if query.mode == PERSONALIZED:
-            # Deeper by what the seen filter will remove, so the ranker sees as many fresh
-            # candidates as it was trained on (training retrieves n + |seen| and drops the seen).
-            depth = min(self.retrieval_candidates + len(query.seen), catalog.n_items)
-            scores, idx = catalog.bundle.index.search(query.user_vector[None, :].astype(np.float32), depth)
-            found = idx[0] >= 0
-            add("retrieval", idx[0][found], scores[0][found], Source.RANKED)
-        popular = self._popular[band]
-        add("popular", popular, catalog.popularity_score[popular], Source.POPULAR)
-        mainstream = self._mainstream[band]
-        add("mainstream", mainstream, catalog.popularity_score[mainstream], Source.MAINSTREAM)
-        items = np.concatenate(parts_items)
-        scores = np.concatenate(parts_scores)
-        sources = np.concatenate(parts_sources)
-        # One row per item: keep the first occurrence (pins, retrieval, popular, mainstream).
-        _, first = np.unique(items, return_index=True)
-        first.sort()
-        return items[first], scores[first], sources[first]
-
-    def _pins_for(self, query: Query, shared: SharedState) -> np.ndarray:
-        """Items pinned on this surface and page (the pin rules of `select` place them)."""
-        index = self.catalog.bundle.item_index
-        request = query.request
-        pins = [
-            index[str(i.item_id)]
-            for i in shared.interventions
-            if i.kind == "pin" and str(i.item_id) in index and i.applies_to(request.surface) and i.page == request.page
-        ]
-        return np.asarray(pins, dtype=np.int64)
-
-    # -- stage 3: filters (each removes items for one named reason) -------------------------------
-    def filter(self, query: Query, shared: SharedState, items, scores, sources, trace: Trace):
-        catalog = self.catalog
-        # Safety first, the same gate as every route (blocked, flagged, feature library, age rating).
-        checks = query.audience.exclusions(items, shared.blocked_items, catalog.age_rating)
-        if query.earlier_pages:
-            checks.append(
-                ("served_this_session", np.isin(items, query.served_items) | np.isin(catalog.content[items], query.served_contents))
-            )
-        if query.mode == PERSONALIZED:
-            # An operator's pin holds for its TTL on every visit: the personal "already seen" and
-            # "recently shown" filters do not remove it (the user's "not interested" still does).
-            personal = sources != int(Source.PINNED)
-            checks.append(("already_interacted", np.isin(items, query.seen) & personal))
-            if len(query.recent):
-                checks.append(("recently_shown", np.isin(items, query.recent) & personal))
-            excluded = query.profile.excluded_categories if query.profile else set()
-            if excluded:
-                mask = np.fromiter((bool(self._item_category_sets[i] & excluded) for i in items), dtype=bool, count=len(items))
-                checks.append(("not_interested", mask))
-        keep = np.ones(len(items), dtype=bool)
-        for reason, removed in checks:
-            removed = removed & keep
-            count = int(removed.sum())
-            if count:
-                trace.dropped["filters"][reason] = count
-                if reason == "blocked" and shared.feature_match is not None:
-                    for item in items[removed]:
-                        entry = shared.feature_match.entry_for_item.get(int(item))
-                        if entry:
-                            trace.blocked_by_feature[entry] = trace.blocked_by_feature.get(entry, 0) + 1
-            keep &= ~removed
-        return items[keep], scores[keep], sources[keep]
-
-    # -- stage 4: scorer ------------------------------------------------------------------------
-    def score(self, query: Query, items: np.ndarray, scores: np.ndarray, sources: np.ndarray) -> np.ndarray:
-        if query.mode != PERSONALIZED or not len(items):
-            return scores  # popularity: the same for everyone in the same situation
-        bundle = self.catalog.bundle
-        retrieval_scores = bundle.item_factors[items] @ query.user_vector
-        features = bundle.features(query.user_vector, query.history, items, retrieval_scores)
-        return np.asarray(bundle.ranker.score(features), dtype=np.float32)
-
-    # -- stage 5: the policy engine (Art. 11, 12, 13) ---------------------------------------------
-    def select(self, query: Query, shared: SharedState, items, scores, sources):
-        catalog = self.catalog
-        request = query.request
-        rules, relaxation = build_rules(
-            self.policy,
-            surface=request.surface,
-            page=request.page,
-            interventions=shared.interventions,
-            item_index=catalog.bundle.item_index,
-            category_index=self._category_code,
-            now=query.now,
-        )
-        candidates = CandidateSet(
-            item=items,
-            score=scores,
-            category=catalog.category[items],
-            content=catalog.content[items],
-            source=sources,
-            pools={"mainstream": catalog.mainstream[items]},
-        )
-        trailing = [c for p in query.earlier_pages for c in p.categories]
-        context = SlateContext(
-            served_items=query.served_items,
-            served_contents=query.served_contents,
-            trailing_categories=np.asarray(trailing[-self.policy.dispersal.window :], dtype=np.int32),
-            position_offset=sum(len(p.items) for p in query.earlier_pages),
-            labels=self._labels,
-        )
-        slate = select(candidates, request.k, rules, context, relaxation)
-        return slate, rules
-
-    # -- stage 6: explanations (Art. 12, 15) --------------------------------------------------------
-    def explain(self, query: Query, shared: SharedState, items: np.ndarray, slate) -> list[ServedItem]:
-        catalog = self.catalog
-        chosen = items[slate.indices] if len(slate.indices) else np.empty(0, dtype=np.int64)
-        pins = {}
-        index = catalog.bundle.item_index
-        for intervention in shared.interventions:
-            if intervention.kind == "pin" and str(intervention.item_id) in index:
-                pins[index[str(intervention.item_id)]] = intervention
-        nearest = None
-        if query.mode == PERSONALIZED and len(query.history) and len(chosen):
-            nearest = explanations.nearest_liked(
-                catalog.bundle.item_factors[chosen], query.history, catalog.bundle.item_factors, top=2
-            )
-        interests = {t.name for t in query.profile.tags if t.source == "user"} if query.profile else set()
-        served = []
-        for position, (item, slot, score) in enumerate(zip(chosen, slate.slots, slate.scores)):
-            item = int(item)
-            category = catalog.category_of(item) or "uncategorised"
-            if slot == "pinned" and item in pins:
-                reason = explanations.pinned(pins[item].reason)
-            elif slot == "mainstream":
-                reason = explanations.editorial_front_screen()
-            elif query.mode == PERSONALIZED:
-                matched = interests & set(catalog.item_categories[item])
-                if matched:
-                    reason = explanations.interest_tag(sorted(matched)[0])
-                else:
-                    liked = [catalog.titles[j] for j in nearest[position] if j >= 0] if nearest is not None else []
-                    reason = explanations.because_liked(liked) if liked else explanations.popular_in_category(
-                        category, int(catalog.category_rank[item]) + 1
-                    )
-                slot = "personalized" if slot in ("ranked", "popular") else slot
-            else:
-                rank = int(catalog.popular_rank[item]) + 1
-                reason = explanations.popular(rank) if rank <= 100 else explanations.popular_in_category(
-                    category, int(catalog.category_rank[item]) + 1
-                )
-                slot = "popular" if slot == "ranked" else slot
-            labels = explanations.content_labels(
-                synthetic=bool(catalog.synthetic[item]), minor_safe=bool(catalog.minor_safe[item]),
-                mainstream=bool(catalog.mainstream[item]),
-            )
-            served.append(
-                ServedItem(
-                    item_id=str(catalog.bundle.item_ids[item]),
-                    position=position + 1,
-                    score=round(float(score), 6),
-                    category=category,
-                    slot=slot,
-                    labels=labels,
-                    reason=reason,
-                )
-            )
-        return served
 
 
 def new_request_id() -> str:

@@ -23,7 +23,7 @@ from compliance.feature_library import FeatureEntry, FeatureLibrary
 from compliance.logstore import LogStore
 from compliance.policy import Intervention
 from serving import metrics
-from serving.catalog import Catalog
+from served.catalog import Catalog
 from serving.config import Settings
 from serving.gate import ContentGate
 from serving.pipeline import RecommendationPipeline, SharedState
@@ -162,14 +162,18 @@ def build_services(settings: Settings, clock: Callable[[], datetime] | None = No
     gate = ContentGate(store, logstore, settings.minors)
     services = Services(settings=settings, store=store, logstore=logstore, clock=clock or utc_now, gate=gate)
     if bundle_loader is None:
-        from training.registry import load_bundle as bundle_loader
+        from recsys.registry import load_bundle as bundle_loader
     try:
         bundle, version = bundle_loader(settings.model_uri)
     except Exception as exc:  # the service stays up, not ready, and says why
         services.model_error = f"cannot load model {settings.model_uri}: {exc}"
         log.error(services.model_error)
         return services
-    attach_model(services, bundle, str(version))
+    try:
+        attach_model(services, bundle, str(version))
+    except ValueError as exc:  # the policy and the model do not fit (e.g. a rule names a column the items lack)
+        services.model_error = f"cannot serve model {settings.model_uri} with this policy: {exc}"
+        log.error(services.model_error)
     return services
 
 

@@ -92,7 +92,7 @@ def evaluate_command(
     """Evaluate MostPopular, ALS alone and the two-stage model on the dataset's test split (the offline protocol)."""
     from recsys.bundle import BundleError
     from recsys.schema import SchemaError
-    from training.registry import RegistryError, load_bundle
+    from recsys.registry import RegistryError, load_bundle
 
     try:
         bundle, version = load_bundle(model_uri)

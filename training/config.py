@@ -30,7 +30,7 @@ class ConfigError(ValueError):
 
 
 class ProtocolConfig(BaseModel):
-    """The offline protocol (DESIGN.md). Changing it makes numbers incomparable with peers."""
+    """The offline protocol (docs/DESIGN.md). Changing it makes numbers incomparable with peers."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -351,7 +351,7 @@ def log_evaluation(table: dict[str, dict[str, float]], model_uri: str, version: 
     """One MLflow run holding an evaluation table; returns its run id."""
     import mlflow
 
-    from training import registry
+    from recsys import registry
 
     _quiet_mlflow_logs()
     mlflow.set_tracking_uri(registry.tracking_uri())
@@ -392,14 +392,14 @@ def train(dataset: str | Path | Dataset, config: TrainingConfig | None = None, *
     Every run performs the periodic review (Art. 8) against `config.review` with the serving list
     `policy` (default: `PolicyConfig()`); a version that fails it is registered but never given
     the serving alias. `set_alias=False` withholds the alias in any case (a later gate may call
-    `training.registry.promote`). `reuse=True` returns the aliased version instead of training
+    `recsys.registry.promote`). `reuse=True` returns the aliased version instead of training
     when it was trained on the same data with the same config and policy and written in the
     current bundle format (`recsys.bundle.FORMAT_VERSION`, tag `bundle_format`). `source` (a dataset
     name or folder) is recorded so `recsys evaluate` can find the data again.
     """
     import mlflow
 
-    from training import registry
+    from recsys import registry
 
     config = (config or TrainingConfig()).effective()
     settings = core_settings()
@@ -444,7 +444,7 @@ def train(dataset: str | Path | Dataset, config: TrainingConfig | None = None, *
                     warnings.filterwarnings("ignore", message=".*input example was not provided.*")
                     model_info = mlflow.pyfunc.log_model(
                         name=registry.MODEL_ARTIFACT,
-                        python_model=registry.BundleModel(),  # pickled by reference to training.registry
+                        python_model=registry.BundleModel(),  # pickled by reference to recsys.registry
                         artifacts={registry.BUNDLE_ARTIFACT: str(offline.bundle_dir)},
                         pip_requirements=pip_requirements(),
                         signature=registry.signature(),
@@ -572,7 +572,7 @@ popular items; users without a history receive the non-personalised list.
 
 def _register(model_info, name: str, fingerprint: str, config_hash: str, full: bool, dataset: str,
               build_id: str, set_alias: bool, extra_tags: dict[str, str] | None = None) -> str | None:
-    from training import registry
+    from recsys import registry
 
     version = getattr(model_info, "registered_model_version", None)
     if version is None:
@@ -588,7 +588,7 @@ def _register(model_info, name: str, fingerprint: str, config_hash: str, full: b
 
 
 def _reusable(fingerprint: str, config_hash: str, policy: str) -> TrainResult | None:
-    from training import registry
+    from recsys import registry
 
     version = registry.aliased_version()
     if version is None:

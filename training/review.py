@@ -4,11 +4,11 @@ Art. 8 asks the provider to regularly review, evaluate and verify the algorithm'
 data and results, and forbids models that induce users into addiction. Here "regularly" means
 "every model version, before it can serve":
 
-1. `OfflineServing` replays the serving path for one user history without a server: the user
-   vector recomputed from the history, Faiss top-N with every seen item removed (the history and
-   the items rated below the positive threshold, as serving does with `ModelBundle.user_seen`),
-   flagged items removed, the mainstream pool added, every candidate scored by the ranker, then
-   the one constraint engine with the declared policy (page 0 of the home surface).
+1. `OfflineServing` runs the served path (`served.path.ServedPath`, the code the server runs) for
+   one user history without a server: the user vector (the stored one for a user's own history,
+   else recomputed), Faiss top-N, every seen item removed (any rating, `ModelBundle.user_seen`),
+   flagged items removed, the popular and editorial sources, the ranker, the one constraint engine
+   with the declared policy (page 0 of the home surface) — for an adult with default settings.
 2. Over the test users of the protocol split (a seeded sample of `list_users` on big data) it measures what the lists served would show:
    dispersal and de-duplication violation rates, the share of flagged items, and the protocol
    metrics of the served lists next to those of the model alone.
@@ -29,86 +29,81 @@ from datetime import UTC, datetime
 import numpy as np
 
 from compliance.audit import dispersal_violations
-from compliance.policy import PolicyConfig, build_rules, config_hash
+from compliance.minors import MinorsConfig
+from compliance.policy import PolicyConfig, config_hash
 from compliance.review import AddictionRisk, ReviewConfig, ReviewResult, addiction_risk, review
+from compliance.tags import TagPolicy
 from recsys.bundle import ModelBundle
 from recsys.evaluation import Split, summarize
-from recsys.pipeline.rerank import CandidateSet, SlateContext, Source, select
+from served.catalog import Catalog
+from served.path import POPULAR_CANDIDATES, ServedPath, SharedState
+from served.query import Audience, RecommendationRequest
 
 REVIEW_NOW = datetime(2026, 1, 1, tzinfo=UTC)  # no interventions offline; the date only gates their validity
+OFFLINE_USER = "offline-replay"  # the user id of a replay that names no user
 
 
 class OfflineServing:
-    """The serving path for one user history, without server, state or log (see the module doc).
+    """The served path for one user history, without server, state or log (see the module doc).
 
-    `model_list` is what the two-stage model alone ranks first; `served_list` is what the policy
-    pipeline would put on the first page of `surface`.
+    `served_list` is what the server would put on the first page of `surface` for an adult with
+    default settings and no state yet: the same code (`served.path.ServedPath`), no interventions,
+    flagged items blocked. `model_list` is what the two-stage model alone ranks first.
     """
 
     def __init__(self, bundle: ModelBundle, policy: PolicyConfig | None = None, surface: str = "home",
-                 n_candidates: int | None = None):
+                 n_candidates: int | None = None, popular_candidates: int = POPULAR_CANDIDATES):
         self.bundle = bundle
         self.policy = policy or PolicyConfig()
+        self.surface = surface
         self.n_candidates = int(n_candidates or bundle.n_candidates)
-        self.rules, self.relaxation = build_rules(self.policy, surface=surface, page=0, category_index={}, now=REVIEW_NOW)
-        self.blocked = np.asarray(bundle.flagged, dtype=bool)
-        self.pool = np.flatnonzero(np.asarray(bundle.mainstream, dtype=bool) & ~self.blocked)
+        self.minors = MinorsConfig()
+        catalog = Catalog.from_bundle(bundle, model_version="review")
+        self.path = ServedPath(catalog, self.policy, self.minors, TagPolicy(), retrieval_candidates=self.n_candidates,
+                               popular_candidates=popular_candidates)
+        self.shared = SharedState(interventions=[], blocked_items=catalog.flagged.copy(), feature_match=None, versions=(0, 0))
 
-    def _candidates(self, history: np.ndarray, served: bool, seen: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(history, user vector, candidate items, their sources): Faiss top-N with the history and
-        the `seen` items (any rating) removed; for the served path also flagged items removed and
-        the mainstream pool (minus the seen items) added."""
+    def _candidates(self, history: np.ndarray, seen: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(history, user vector, candidate items): Faiss top-N with the history and the `seen` items
+        (any rating) removed."""
         history = np.asarray(history, dtype=np.int64)
         if not len(history):
-            empty = np.empty(0, dtype=np.int64)
-            return history, np.zeros(0, dtype=np.float32), empty, empty
+            return history, np.zeros(0, dtype=np.float32), np.empty(0, dtype=np.int64)
         known = history if seen is None else np.union1d(history, np.asarray(seen, dtype=np.int64))
         vector = self.bundle.user_vector(history)
         depth = min(len(self.bundle.item_ids), self.n_candidates + len(known))
         found = self.bundle.index.search(vector[None, :], depth)[1][0]
-        retrieved = found[(found >= 0) & ~np.isin(found, known)][: self.n_candidates]
-        extra = np.empty(0, dtype=np.int64)
-        if served:
-            retrieved = retrieved[~self.blocked[retrieved]]
-            extra = self.pool[~np.isin(self.pool, known) & ~np.isin(self.pool, retrieved)]
-        sources = np.concatenate([np.full(len(retrieved), int(Source.RANKED)), np.full(len(extra), int(Source.MAINSTREAM))])
-        return history, vector, np.concatenate([retrieved, extra]), sources.astype(np.int8)
+        return history, vector, found[(found >= 0) & ~np.isin(found, known)][: self.n_candidates]
 
-    def _score(self, history: np.ndarray, vector: np.ndarray, items: np.ndarray) -> np.ndarray:
-        retrieval_scores = self.bundle.item_factors[items] @ vector
-        features = self.bundle.features(vector, history, items, retrieval_scores)
-        return np.asarray(self.bundle.ranker.score(features), dtype=np.float32)
-
-    def model_list(self, history: np.ndarray, k: int, seen: np.ndarray | None = None) -> np.ndarray:
+    def model_list(self, history: np.ndarray, k: int, seen: np.ndarray | None = None, user_id: str | None = None) -> np.ndarray:
         """Top-k of the two-stage model alone (no filter but the seen items, no policy); empty for an
         empty history."""
-        history, vector, items, _ = self._candidates(history, served=False, seen=seen)
+        history, vector, items = self._candidates(history, seen)
         if not len(items):
             return items
-        return items[np.argsort(-self._score(history, vector, items), kind="stable")[:k]]
+        retrieval_scores = self.bundle.item_factors[items] @ vector
+        scores = np.asarray(self.bundle.ranker.score(self.bundle.features(vector, history, items, retrieval_scores)))
+        return items[np.argsort(-scores, kind="stable")[:k]]
 
-    def served_list(self, history: np.ndarray, k: int, seen: np.ndarray | None = None) -> np.ndarray:
-        """The first page the policy pipeline would serve for this history (`seen`: every item the
-        user rated at any value, excluded like the history)."""
-        history, vector, items, sources = self._candidates(history, served=True, seen=seen)
-        if not len(items):
-            return items
-        candidates = CandidateSet(item=items, score=self._score(history, vector, items),
-                                  category=self.bundle.item_category[items], content=self.bundle.content_code[items],
-                                  source=sources, pools={"mainstream": self.bundle.mainstream[items]})
-        slate = select(candidates, k, self.rules, SlateContext(), self.relaxation)
-        return items[slate.indices]
+    def served_list(self, history: np.ndarray, k: int, seen: np.ndarray | None = None, user_id: str | None = None) -> np.ndarray:
+        """The first page the server would serve this history (`seen`: every item the user rated
+        at any value). With the user's id and their stored history, the stored user vector is used,
+        exactly as the server does; otherwise the vector is recomputed from `history`."""
+        request = RecommendationRequest(user_id or OFFLINE_USER, self.surface, 0, k)
+        audience = Audience.offline(request.user_id, REVIEW_NOW, self.minors)
+        query = self.path.make_query(request, audience, "review", session_id="review",
+                                     history=np.asarray(history, dtype=np.int64), known_items=seen)
+        return self.path.select_items(query, self.shared)
 
     def lists(self, histories: list[np.ndarray], k: int, served: bool = True,
-              seen: list[np.ndarray] | None = None) -> np.ndarray:
+              seen: list[np.ndarray] | None = None, user_ids: list[str] | None = None) -> np.ndarray:
         """(len(histories), k) item indices, -1 where a list is shorter than k; `seen[row]` (when
         given) are the items of that user to exclude besides the history."""
         out = np.full((len(histories), k), -1, dtype=np.int64)
         make = self.served_list if served else self.model_list
         for row, history in enumerate(histories):
-            chosen = make(history, k, None if seen is None else seen[row])
-            out[row, : len(chosen)] = chosen
+            chosen = make(history, k, None if seen is None else seen[row], None if user_ids is None else user_ids[row])
+            out[row, : len(chosen)] = chosen[:k]
         return out
 
     def recommender(self, k: int, served: bool = True, seen: list[np.ndarray] | None = None):
@@ -221,8 +216,9 @@ def _review(bundle: ModelBundle, split: Split, config: ReviewConfig, policy: Pol
     seen = [known.of(int(u)) for u in users]
     metrics: dict[str, float] = {}
     window, limit = policy.dispersal.window, policy.dispersal.max_per_window
+    user_ids = [str(bundle.user_ids[int(u)]) for u in users]
     for prefix, served in (("model", False), ("served", True)):
-        top = path.lists(histories, k, served, seen)
+        top = path.lists(histories, k, served, seen, user_ids)
         row = summarize(top, users, split, bundle.item_category, k)
         row.pop("users")
         row.update(list_violations(top, bundle.item_category, bundle.content_code, bundle.flagged, window, limit))

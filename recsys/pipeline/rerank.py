@@ -63,6 +63,7 @@ __all__ = [
     "Source",
     "UniqueContent",
     "UniqueItems",
+    "UniqueValues",
     "Violation",
     "rule_from_config",
     "select",
@@ -98,7 +99,7 @@ _COLUMNS: dict[str, type] = {
     "content": np.int64,
     "source": np.int8,
 }
-_ATTRIBUTES = ("item", "category", "content", "source")  # integer columns rules may refer to
+_ATTRIBUTES = ("item", "category", "content", "source")  # built-in integer columns; `extra` adds any other
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,8 +107,9 @@ class CandidateSet:
     """Candidates as aligned numpy columns; row i is candidate i.
 
     `item` is the item index, `score` higher-is-better, `category` the primary category code,
-    `content` a content key (equal keys = the same content), `source` a `Source` code, and `pools`
-    optional named boolean eligibility masks (e.g. ``pools["mainstream"]``).
+    `content` a content key (equal keys = the same content), `source` a `Source` code, `pools`
+    optional named boolean eligibility masks (e.g. ``pools["mainstream"]``), and `extra` any other
+    integer item attribute a rule may name (e.g. ``extra["creator"]``: equal codes = same creator).
     """
 
     item: np.ndarray
@@ -116,6 +118,7 @@ class CandidateSet:
     content: np.ndarray
     source: np.ndarray
     pools: Mapping[str, np.ndarray] = field(default_factory=dict)
+    extra: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         length = None
@@ -138,15 +141,26 @@ class CandidateSet:
                 )
             pools[str(pool)] = array
         object.__setattr__(self, "pools", pools)
+        extra = {}
+        for name, values in dict(self.extra).items():
+            if name in _COLUMNS:
+                raise ValueError(f"CandidateSet.extra[{name!r}]: {name!r} is a built-in column")
+            column = _column(values, f"CandidateSet.extra[{name!r}]", np.int64)
+            if column.shape[0] != length:
+                raise ValueError(f"CandidateSet.extra[{name!r}] has {column.shape[0]} rows, expected {length}")
+            extra[str(name)] = column
+        object.__setattr__(self, "extra", extra)
 
     def __len__(self) -> int:
         return int(self.item.shape[0])
 
     def attribute(self, name: str) -> np.ndarray:
-        """The integer column `name` (one of item, category, content, source)."""
-        if name not in _ATTRIBUTES:
-            raise ValueError(f"unknown candidate attribute {name!r}; allowed: {', '.join(_ATTRIBUTES)}")
-        return getattr(self, name)
+        """The integer column `name`: item, category, content, source, or one of `extra`."""
+        if name in _ATTRIBUTES:
+            return getattr(self, name)
+        if name in self.extra:
+            return self.extra[name]
+        raise ValueError(f"unknown candidate attribute {name!r}; available: {', '.join([*_ATTRIBUTES, *self.extra])}")
 
     @classmethod
     def concat(cls, parts: Sequence[CandidateSet]) -> CandidateSet:
@@ -158,12 +172,16 @@ class CandidateSet:
         if not parts:
             raise ValueError("CandidateSet.concat needs at least one part")
         names = sorted({name for part in parts for name in part.pools})
+        extras = set(parts[0].extra)
+        if any(set(p.extra) != extras for p in parts):
+            raise ValueError("CandidateSet.concat: every part needs the same extra attributes")
         columns = {name: np.concatenate([getattr(p, name) for p in parts]) for name in _COLUMNS}
+        extra = {name: np.concatenate([p.extra[name] for p in parts]) for name in sorted(extras)}
         masks = {
             name: np.concatenate([p.pools.get(name, np.zeros(len(p), dtype=bool)) for p in parts]) for name in names
         }
         if not len(columns["item"]):
-            return cls(**columns, pools=masks)
+            return cls(**columns, pools=masks, extra=extra)
         by_item = np.lexsort((-columns["score"].astype(np.float64), columns["item"]))
         sorted_items = columns["item"][by_item]
         starts = np.flatnonzero(np.r_[True, sorted_items[1:] != sorted_items[:-1]])
@@ -174,6 +192,7 @@ class CandidateSet:
         return cls(
             **{name: column[keep] for name, column in columns.items()},
             pools={name: mask[back] for name, mask in merged.items()},
+            extra={name: column[keep] for name, column in extra.items()},
         )
 
 
@@ -241,6 +260,7 @@ class SlateContext:
     position_offset: int = 0
     trailing_attributes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     labels: Mapping[str, Callable[[int], str]] = field(default_factory=dict, compare=False)
+    served_values: Mapping[str, frozenset[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "served_items", _int_set(self.served_items, "SlateContext.served_items"))
@@ -253,6 +273,8 @@ class SlateContext:
             for k, v in dict(self.trailing_attributes).items()
         }
         object.__setattr__(self, "trailing_attributes", trailing)
+        served = {str(k): _int_set(v, f"SlateContext.served_values[{k!r}]") for k, v in dict(self.served_values).items()}
+        object.__setattr__(self, "served_values", served)
         if int(self.position_offset) < 0:
             raise ValueError(f"SlateContext.position_offset must be >= 0, got {self.position_offset}")
         object.__setattr__(self, "position_offset", int(self.position_offset))
@@ -282,6 +304,8 @@ class SlateContext:
             position_offset=self.position_offset + len(rows),
             trailing_attributes=trailing,
             labels=self.labels,
+            served_values={name: values | frozenset(candidates.attribute(name)[rows].tolist())
+                           for name, values in self.served_values.items()},
         )
 
 
@@ -416,6 +440,32 @@ class UniqueContent(FilterRule):
 
 
 @dataclass(frozen=True)
+class UniqueValues(FilterRule):
+    """No two items with the same value of `attribute` on the page, nor a value served earlier in
+    the session (`SlateContext.served_values`): de-duplication over any item attribute, e.g. one
+    item per series. Relaxable: named in the relaxation order, it gives way like content dedup."""
+
+    attribute: str = "content"
+    name: str = "unique_values"
+    unique: ClassVar[bool] = True
+    relaxable: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check_attribute(self.attribute, "UniqueValues")
+
+    def excluded_values(self, context: SlateContext) -> frozenset[int]:
+        return context.served_values.get(self.attribute, frozenset())
+
+    def excluded_detail(self, value: str) -> str:
+        return f"{self.attribute} {value} was served earlier in this session"
+
+
+def _check_attribute(name: object, rule: str) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{rule}.attribute must name an item attribute, got {name!r}")
+
+
+@dataclass(frozen=True)
 class Exclude(FilterRule):
     """Drops every candidate whose `attribute` value is in `values` (e.g. blocked items). Hard."""
 
@@ -425,8 +475,7 @@ class Exclude(FilterRule):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "values", _int_set(self.values, f"Exclude({self.name}).values"))
-        if self.attribute not in _ATTRIBUTES:
-            raise ValueError(f"Exclude.attribute must be one of {', '.join(_ATTRIBUTES)}, got {self.attribute!r}")
+        _check_attribute(self.attribute, "Exclude")
 
     def excluded_values(self, context: SlateContext) -> frozenset[int]:
         return self.values
@@ -491,8 +540,7 @@ class Dispersal(ConstraintRule):
             raise ValueError(
                 f"Dispersal.max_per_window must be in 1..window-1 ({int(self.window) - 1}), got {self.max_per_window}"
             )
-        if self.attribute not in _ATTRIBUTES:
-            raise ValueError(f"Dispersal.attribute must be one of {', '.join(_ATTRIBUTES)}, got {self.attribute!r}")
+        _check_attribute(self.attribute, "Dispersal")
 
     def bind(self, view: RequestView) -> BoundConstraint:
         trailing = list(view.context.trailing(self.attribute)) if self.across_pages else []
@@ -530,6 +578,7 @@ class PoolSlots(ConstraintRule):
 RULE_TYPES: dict[str, type[Rule]] = {
     "unique_items": UniqueItems,
     "unique_content": UniqueContent,
+    "unique": UniqueValues,
     "exclude": Exclude,
     "dispersal": Dispersal,
     "pool_slots": PoolSlots,

@@ -2,13 +2,18 @@
 
 `MODELS` names every retrieval model; adding one is a module with a `Recommender` subclass plus an
 entry here. Classes are imported on first use, so importing this package does not load implicit.
+
+The quality benchmark's published peers (MostPopular, recency popularity, ItemKNN, RP3beta, EASE,
+ALS, SASRec+) share one interface, `HistoryRecommender` (fit on the protocol's time-ordered
+histories, score users over the catalog), built and tuned on a validation split by `peers.py`;
+`graph.py` (RP3beta), `recency.py` and `sasrec.py` hold the models `baselines.py` and `als.py` lack.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from recsys.retrieval.base import FactorModel, Recommender, RetrievalError
+from recsys.retrieval.base import FactorModel, HistoryRecommender, Recommender, RetrievalError
 
 MODELS: dict[str, str] = {
     "popular": "recsys.retrieval.baselines:MostPopular",
@@ -26,4 +31,4 @@ def model_class(kind: str) -> type[Recommender]:
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = ["MODELS", "FactorModel", "Recommender", "RetrievalError", "model_class"]
+__all__ = ["MODELS", "FactorModel", "HistoryRecommender", "Recommender", "RetrievalError", "model_class"]

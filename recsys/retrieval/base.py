@@ -3,15 +3,20 @@
 Borrowed from implicit: one narrow interface, plain numpy/scipy in and out, one module per
 algorithm. Adding a model is one class here-shaped plus one entry in `recsys.retrieval.MODELS`.
 `FactorModel` adds the embeddings the Faiss index and the ranker's features are built from.
+`HistoryRecommender` is the same interface for models that need the order or the time of each
+positive (recency popularity, SASRec): `fit` takes the protocol's time-ordered `Histories`.
 """
 
 from __future__ import annotations
 
 import abc
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from scipy.sparse import csr_matrix
+
+if TYPE_CHECKING:
+    from recsys.evaluation import Histories
 
 
 class RetrievalError(ValueError):
@@ -45,6 +50,37 @@ class Recommender(abc.ABC):
     def _check_fitted(self, attribute: str) -> None:
         if getattr(self, attribute, None) is None:
             raise RetrievalError(f"{type(self).__name__}: call fit() before scores()")
+
+
+class HistoryRecommender(abc.ABC):
+    """A model that learns from time-ordered positives and scores every item for a user.
+
+    `fit` takes `recsys.evaluation.Histories` (each user's positives in the protocol's order, with
+    timestamps); user indices of `scores` are the rows of that history. Everything a matrix model
+    learns from is `train.matrix()`, so any `Recommender` adapts (`recsys.retrieval.peers.FromMatrix`).
+    """
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def fit(self, train: Histories) -> HistoryRecommender:
+        """Learn from each user's time-ordered positives."""
+
+    @abc.abstractmethod
+    def scores(self, user_idx: np.ndarray) -> np.ndarray:
+        """Dense float32 scores (len(user_idx), n_items); higher is better. Used for full ranking."""
+
+    def _check_fitted(self, attribute: str) -> None:
+        if getattr(self, attribute, None) is None:
+            raise RetrievalError(f"{type(self).__name__}: call fit() before scores()")
+
+    @staticmethod
+    def _check_histories(train: Histories) -> Histories:
+        if not hasattr(train, "indptr") or not hasattr(train, "timestamps"):
+            raise RetrievalError(f"train: expected recsys.evaluation.Histories, got {type(train).__name__}")
+        if train.n_users == 0 or train.n_items == 0:
+            raise RetrievalError(f"train: empty histories ({train.n_users} users, {train.n_items} items)")
+        return train
 
 
 class FactorModel(Recommender):

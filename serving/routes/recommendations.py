@@ -10,10 +10,9 @@ import anyio
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from recsys.bundle import single_thread_inference
-from serving import metrics
-from serving.deps import PipelineDep, PrincipalDep, RequestIdDep, ServicesDep
 from compliance.logstore import request_id_time
+from recsys.bundle import single_thread_inference
+from serving.deps import PipelineDep, PrincipalDep, RequestIdDep, ServicesDep
 from serving.pipeline import Recommendation, RecommendationRequest
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
@@ -88,35 +87,6 @@ def _check_limits(body: RecommendationIn, services) -> None:
         raise HTTPException(422, detail=f"page: must be in 0..{settings.max_page}, got {body.page}")
 
 
-def log_record(rec: Recommendation, body: RecommendationIn, served_at: datetime) -> dict:
-    """The Art. 23 log record of one served list: enough to explain and reproduce it."""
-    return {
-        "request_id": rec.request_id,
-        "user_id": rec.user_id,
-        "surface": rec.surface,
-        "page": rec.page,
-        "session_id": rec.session_id,
-        "mode": rec.mode,
-        "mode_reason": rec.mode_reason,
-        "minor_mode": rec.minor,
-        "model_version": rec.model_version,
-        "index_build_id": rec.index_build_id,
-        "policy_hash": rec.policy_hash,
-        "served_at": served_at.isoformat(),
-        "candidates": rec.trace.candidates,
-        "dropped": {stage: dict(reasons) for stage, reasons in rec.trace.dropped.items()},
-        "feature_library_hits": rec.trace.blocked_by_feature,
-        "items": [
-            {"item_id": i.item_id, "position": i.position, "slot": i.slot, "score": i.score, "category": i.category,
-             "labels": i.labels, "reason": {"code": i.reason.code, "text": i.reason.text}}
-            for i in rec.items
-        ],
-        "policies": rec.policies,
-        "violations": rec.violations,
-        "request": body.model_dump(),
-    }
-
-
 @router.post("/recommendations", response_model=RecommendationOut, responses={403: {"model": RefusalOut}, 503: {}})
 async def recommend(body: RecommendationIn, services: ServicesDep, pipeline: PipelineDep, request_id: RequestIdDep,
                     principal: PrincipalDep):
@@ -128,24 +98,18 @@ async def recommend(body: RecommendationIn, services: ServicesDep, pipeline: Pip
 
 
 def serve_list(body: RecommendationIn, services, pipeline, request_id: str) -> RecommendationOut:
-    """Run the pipeline, append the log record, record the page; the blocking part of the route."""
+    """The blocking part of the route: the gate, then the pipeline's one write path (serve)."""
     single_thread_inference()
-    now = services.clock()
     started = time.perf_counter()
-    audience = services.gate.admit(body.user_id, now, route="recommendations", request_id=request_id)
+    audience = services.gate.admit(body.user_id, services.clock(), route="recommendations", request_id=request_id)
     gate_ms = (time.perf_counter() - started) * 1e3
     request = RecommendationRequest(body.user_id, body.surface, body.page, body.k, body.session_id)
-    rec = pipeline.run(request, audience, request_id)
-    rec.trace.timings_ms["gate"] = gate_ms
-    started = time.perf_counter()
-    services.logstore.append("recommendation", log_record(rec, body, now))  # before the response (Art. 23)
-    pipeline.record(rec, now)
-    rec.trace.timings_ms["log"] = (time.perf_counter() - started) * 1e3
-    for stage, ms in rec.trace.timings_ms.items():
-        metrics.STAGE_SECONDS.labels(stage).observe(ms / 1e3)
-    metrics.RECOMMENDATIONS.labels(rec.surface, rec.mode).inc()
-    for violation in rec.violations:
-        metrics.VIOLATIONS.labels(violation["rule"]).inc()
+    rec = pipeline.serve(request, audience, request_id, services.logstore, timings={"gate": gate_ms})
+    return recommendation_out(rec, services.settings.filing_number)
+
+
+def recommendation_out(rec: Recommendation, filing_number: str) -> RecommendationOut:
+    """The response: the served list as it was logged."""
     return RecommendationOut(
         request_id=rec.request_id,
         user_id=rec.user_id,
@@ -158,12 +122,12 @@ def serve_list(body: RecommendationIn, services, pipeline, request_id: str) -> R
         model_version=rec.model_version,
         index_build_id=rec.index_build_id,
         policy_hash=rec.policy_hash,
-        filing_number=services.settings.filing_number,
+        filing_number=filing_number,
         items=[ItemOut(item_id=i.item_id, position=i.position, score=i.score, category=i.category, slot=i.slot,
                        labels=i.labels, reason=ReasonOut(code=i.reason.code, text=i.reason.text)) for i in rec.items],
         violations=[ViolationOut(**v) for v in rec.violations],
         policies=rec.policies,
-        served_at=now,
+        served_at=rec.served_at,
     )
 
 

@@ -2,13 +2,17 @@
 
 Speed is never asserted here (a slow machine must not fail the suite); only that every benchmark
 runs through the real code (training CLI, in-process pipeline, `recsys serve` over HTTP, the audit)
-and produces well-formed results. A 2,000-item catalog, 50 HTTP requests per level, one seed.
+and produces well-formed results. A 2,000-item catalog, 50 HTTP requests per level, one seed; the
+real-path section for 1 s of wrk at concurrency 1 against that model and a one-worker floor.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -20,14 +24,24 @@ from typer.testing import CliRunner
 from benchmarks.cli import app, parse_sizes
 from benchmarks.compliance import ComplianceConfig
 from benchmarks.compliance import run as run_compliance
-from benchmarks.latency import BenchmarkError, LatencyConfig, ensure_model
+from benchmarks.latency import (
+    STAGES,
+    BenchmarkError,
+    LatencyConfig,
+    RealPathConfig,
+    ensure_model,
+    histogram_quantile,
+    parse_stage_histograms,
+    stage_stats_between,
+)
 from benchmarks.latency import run as run_latency
-from benchmarks.loadgen import LoadConfig, LoadError, cdf_points, check_loopback, summarize_ms
+from benchmarks.loadgen import LoadConfig, LoadError, WrkMissing, cdf_points, check_loopback, summarize_ms, wrk_script
 from benchmarks.quality import QualityConfig
 from benchmarks.quality import run as run_quality
 from benchmarks.report import ReportError, build
 
 pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
 
 TINY = LatencyConfig(sizes=(2_000,), users=300, requests=50, inprocess_requests=100, concurrency=(1, 8),
                      index_queries=30, max_duration_s=60.0)
@@ -93,14 +107,126 @@ def test_latency_writes_stages_indexes_http_and_goals(latency_result, bench_dirs
     assert saved["goals"] and all(goal["met"] is None for goal in saved["goals"])
 
 
+@pytest.fixture(scope="module")
+def wrk_installed() -> str:
+    """wrk, installed by scripts/bench-deps.sh when missing; the real-path test is skipped only when
+    it cannot be installed here."""
+    found = shutil.which("wrk")
+    if not found:
+        result = subprocess.run(["bash", str(ROOT / "scripts" / "bench-deps.sh")], capture_output=True, text=True,
+                                timeout=600)
+        found = shutil.which("wrk")
+        if not found:
+            pytest.skip(f"wrk is not installed and scripts/bench-deps.sh could not install it: "
+                        f"{(result.stderr or result.stdout).strip()[-300:]}")
+    return found
+
+
+def test_real_path_against_the_floor(tiny_model, wrk_installed, tmp_path):
+    """The real-path section end to end, cheaply: the cached tiny model under `recsys serve` (fresh
+    state; one worker: a second one doubles the start-up on 2 cores, and the supervisor has its own
+    tests), 1 s of wrk at concurrency 1 over its real users, and a one-worker floor."""
+    config = RealPathConfig(model_env=tiny_model.env, workers=1, duration_s=1, warmup_s=0, concurrency=(1,),
+                            floor_workers=(1,), wrk=wrk_installed)
+    run_dir = tmp_path / "run"
+    run_latency(LatencyConfig(sizes=(), real_path=config), run_dir, tmp_path / "cache")
+    saved = json.loads((run_dir / "latency.json").read_text())
+    assert saved["sizes"] == [] and saved["config"]["real_path"]["concurrency"] == [1]
+    real = saved["real_path"]
+    assert real["model"]["n_users"] > 0 and real["model"]["version"]
+    assert real["server"]["workers"] == 1 and "fresh" in real["server"]["state"]
+    assert real["load"]["request"] == {"method": "POST", "path": "/v1/recommendations", "surface": "feed", "page": 0,
+                                       "k": 10, "users": real["model"]["n_users"],
+                                       "order": "every user with a history, round-robin"}
+    (level,) = real["levels"]
+    assert level["concurrency"] == 1 and level["ok"] > 0 and level["lists_per_s"] > 0
+    # Synthetic minors may be refused (curfew): every completed request is a 2xx or counted as non-2xx.
+    assert level["ok"] + level["non_2xx"] == level["requests"] == sum(level["statuses"].values())
+    latency = level["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"] + 1e-3
+    assert len(level["cdf_ms"]) == 101 and level["cdf_ms"] == sorted(level["cdf_ms"])
+    stages = level["server_stages"]
+    assert set(STAGES) <= set(stages)  # the gate stage included
+    for stage in STAGES:
+        assert stages[stage]["count"] >= level["ok"] and stages[stage]["mean_ms"] > 0 and stages[stage]["p99_ms"] > 0
+    assert level["cpu"]["server_cpu_ms_per_response"] > 0
+    assert set(level["cpu"]["worker_cpu_ms_per_response"]) == {"event_loop_thread", "other_threads"}
+    (floor,) = real["floor"]["servers"]
+    assert floor["workers"] == 1 and floor["levels"][0]["requests_per_s"] > 0 and floor["levels"][0]["non_2xx"] == 0
+    assert real["floor"]["body_bytes"] == real["response_bytes"] > 100
+    (ratio,) = real["ratios"]
+    assert ratio["throughput"] == pytest.approx(level["lists_per_s"] / floor["levels"][0]["requests_per_s"], rel=1e-3)
+    # The report of a real-path-only run: its section and plot, no synthetic sections.
+    result = CliRunner().invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    md = (run_dir / "report.md").read_text()
+    assert "## Real path" in md and "floor (1 worker)" in md and "## Goals" not in md
+    if (run_dir / "real_path.png").exists():
+        assert "(real_path.png)" in md
+
+
+def test_real_path_without_wrk_fails_with_one_line_naming_the_script(tmp_path, monkeypatch):
+    with pytest.raises(WrkMissing, match="scripts/bench-deps.sh"):
+        run_latency(LatencyConfig(sizes=(), real_path=RealPathConfig(wrk="/nonexistent/wrk")), tmp_path, tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no wrk on PATH: the CLI says which script installs it
+    result = CliRunner().invoke(app, ["latency", "--real-path-only", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "scripts/bench-deps.sh" in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    result = CliRunner().invoke(app, ["latency", "--real-path-only", "--no-real-path", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "--real-path-only" in result.output
+
+
+def test_stage_histograms_from_metrics_deltas():
+    def exposition(counts: dict[str, list[int]], sums: dict[str, float]) -> str:
+        bounds = ["0.001", "0.0025", "0.005", "+Inf"]
+        lines = []
+        for stage, cumulative in counts.items():
+            lines += [f'recsys_stage_seconds_bucket{{le="{le}",stage="{stage}"}} {n}.0' for le, n in zip(bounds, cumulative)]
+            lines += [f'recsys_stage_seconds_count{{stage="{stage}"}} {cumulative[-1]}.0',
+                      f'recsys_stage_seconds_sum{{stage="{stage}"}} {sums[stage]}']
+        return "\n".join(["# HELP recsys_stage_seconds Time spent", *lines, 'recsys_requests_total{route="x"} 3.0'])
+
+    before = parse_stage_histograms(exposition({"gate": [10, 10, 10, 10], "log": [0, 5, 5, 5]}, {"gate": 0.002, "log": 0.01}))
+    after = parse_stage_histograms(exposition({"gate": [110, 110, 110, 110], "log": [0, 5, 103, 105]},
+                                              {"gate": 0.022, "log": 0.41}))
+    stats = stage_stats_between(before, after)
+    assert stats["gate"]["count"] == 100 and stats["gate"]["mean_ms"] == pytest.approx(0.2)
+    assert stats["gate"]["p99_bucket_ms"] == [0.0, 1.0] and 0 < stats["gate"]["p99_ms"] <= 1.0
+    # log: 98 of 100 new observations in (2.5, 5] ms, 2 above 5 ms: p99 is the highest finite bound.
+    assert stats["log"]["count"] == 100 and stats["log"]["mean_ms"] == pytest.approx(4.0)
+    assert stats["log"]["p99_ms"] == 5.0 and stats["log"]["p99_bucket_ms"] == [5.0, None]
+    assert histogram_quantile(0.5, {0.001: 0.0, float("inf"): 0.0}) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 50), min_size=4, max_size=4), st.floats(0.01, 0.999), st.floats(0.01, 0.999))
+def test_histogram_quantile_is_monotone_and_inside_its_bucket(per_bucket, q1, q2):
+    bounds = [0.001, 0.0025, 0.005, float("inf")]
+    cumulative = dict(zip(bounds, np.cumsum(per_bucket).tolist()))
+    if cumulative[float("inf")] == 0:
+        assert histogram_quantile(q1, cumulative) is None
+        return
+    low, high = sorted((q1, q2))
+    assert histogram_quantile(low, cumulative) <= histogram_quantile(high, cumulative) + 1e-12
+    assert 0.0 <= histogram_quantile(high, cumulative) <= 0.005
+
+
+def test_wrk_script_posts_every_body_round_robin():
+    bodies = [{"user_id": f"u{i}", "surface": "feed", "page": 0, "k": 10} for i in range(3)] + [{"user_id": "a]]b"}]
+    script = wrk_script("/v1/recommendations", bodies, threads=2)
+    assert script.count('"surface":"feed"') == 3 and "a]]b" in script and "[=[" in script
+    assert "local THREADS = 2" in script and "function done(summary, latency, requests)" in script
+
+
 def test_quality_protocol_models_policy_and_mlflow(tiny_model, bench_dirs, mlflow_env):
     from training.config import TrainingConfig
 
-    config = QualityConfig(dataset=str(tiny_model.directory / "dataset"), seeds=(0,))
+    config = QualityConfig(dataset=str(tiny_model.directory / "dataset"), seeds=(0,), quick=True)
     result = run_quality(config, bench_dirs["run"], training_config=TrainingConfig.model_validate(TINY_TRAINING))
     saved = json.loads((bench_dirs["run"] / "quality.json").read_text())
     models = saved["summary"]["models"]
-    assert list(models) == ["MostPopular", "ItemKNN", "EASE", "ALS", "two-stage", "two-stage + policy"]
+    assert list(models) == ["MostPopular", "RecencyPopular", "ItemKNN", "RP3beta", "EASE", "ALS", "SASRec+", "two-stage",
+                            "two-stage + policy", "two-stage + policy (feed)"]
     for values in models.values():
         assert 0.0 <= values["ndcg_at_10"]["mean"] <= 1.0 and 0.0 <= values["recall_at_10"]["mean"] <= 1.0
         assert 0.0 < values["catalog_coverage_at_10"]["mean"] <= 1.0

@@ -30,6 +30,7 @@ from recsys.pipeline.rerank import (
     Source,
     UniqueContent,
     UniqueItems,
+    UniqueValues,
     rule_from_config,
     select,
 )
@@ -503,7 +504,9 @@ def test_registry_builds_every_rule_type_from_config() -> None:
         (lambda: CandidateSet(np.arange(2), np.ones(2), np.zeros(2, int), np.arange(2), np.zeros(2, int), {"p": np.ones(3, bool)}), r"pools\['p'\]"),
         (lambda: Dispersal(5, 5), "max_per_window must be in 1..window-1"),
         (lambda: Dispersal(1, 1), "window must be >= 2"),
-        (lambda: Dispersal(5, 2, attribute="colour"), "Dispersal.attribute"),
+        (lambda: Dispersal(5, 2, attribute=""), "Dispersal.attribute"),
+        (lambda: select(CandidateSet(np.arange(3), np.ones(3), np.zeros(3, int), np.arange(3), np.zeros(3, int)), 2,
+                        [Dispersal(2, 1, attribute="colour")]), "unknown candidate attribute 'colour'"),
         (lambda: Pin(-1, 3), "Pin.position must be >= 0"),
         (lambda: Boost(factor=2.0), "exactly one of category or item"),
         (lambda: PoolSlots((-1,), POOL), "PoolSlots.positions must be >= 0"),
@@ -630,3 +633,28 @@ def test_windows_reaching_pins_on_the_right_are_checked_whole() -> None:
     best = lexicographic_best(inst, dedup(inst, content=False))
     assert best is not None and slate.indices.tolist() == best
     assert slate.violations == ()
+
+
+# ------------------------------------------------------------------------------------------------
+# Open attributes: any integer item column can be spread or de-duplicated by name
+# ------------------------------------------------------------------------------------------------
+@given(st.lists(st.integers(0, 4), min_size=12, max_size=40), st.integers(2, 6), st.integers(1, 2), st.integers(0, 2**31))
+@settings(max_examples=60, deadline=None)
+def test_dispersal_and_uniqueness_over_an_extra_attribute(creators, window, limit, seed):
+    if limit >= window:
+        limit = window - 1
+    n = len(creators)
+    rng = np.random.default_rng(seed)
+    candidates = CandidateSet(np.arange(n), rng.random(n), np.zeros(n, int), np.arange(n), np.zeros(n, int),
+                              extra={"creator": np.asarray(creators)})
+    slate = select(candidates, 8, [UniqueItems(), Dispersal(window, limit, attribute="creator", name="creator_dispersal")])
+    chosen = [creators[r] for r in slate.indices]
+    reported = {v.position for v in slate.violations if v.rule == "creator_dispersal"}
+    for end in range(len(chosen)):
+        window_values = chosen[max(0, end - window + 1): end + 1]
+        if window_values.count(chosen[end]) > limit:
+            assert end in reported  # never an unreported violation
+    unique = select(candidates, 8, [UniqueItems(), UniqueValues("creator", name="one_per_creator")], SlateContext(
+        served_values={"creator": frozenset({0})}))
+    values = [creators[r] for r in unique.indices]
+    assert len(values) == len(set(values)) and 0 not in values

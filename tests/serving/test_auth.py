@@ -16,18 +16,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from recsys.schema import Dataset
 from serving.auth import AuthConfig, gateway_signature
 from tests.conftest import ADMIN
 from tests.serving.test_gate import requests_for, user_operations
 
 SECRET = "a-test-secret-of-32-bytes-or-more!!"
 NAMES_NO_USER = {("get", "/v1/transparency"), ("get", "/transparency")}
-
-
-@pytest.fixture(scope="module")
-def data(synthetic_dir) -> Dataset:
-    return Dataset.load(synthetic_dir)
 
 
 @pytest.fixture(scope="module")

@@ -23,11 +23,6 @@ BANDS = {"under 8": (0, 7), "8-12": (8, 11), "12-16": (12, 15), "16-18": (16, 17
 NOT_USER_ROUTES = ("/v1/admin/", "/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json")
 
 
-@pytest.fixture(scope="module")
-def data(synthetic_dir) -> Dataset:
-    return Dataset.load(synthetic_dir)
-
-
 def user_of_age(data: Dataset, low: int, high: int) -> str:
     users = data.users.filter(pl.col("age").is_between(low, high))["user_id"].sort().to_list()
     assert users, f"the synthetic data has no user aged {low}-{high}"

@@ -10,23 +10,10 @@ import logging
 import threading
 from datetime import UTC, datetime, timedelta
 
-import polars as pl
 import pytest
 from sqlalchemy import insert
 
-from recsys.schema import Dataset
 from tests.conftest import ADMIN
-
-
-@pytest.fixture(scope="module")
-def data(synthetic_dir) -> Dataset:
-    return Dataset.load(synthetic_dir)
-
-
-@pytest.fixture(scope="module")
-def adults(data) -> list[str]:
-    active = data.interactions.group_by("user_id").len().filter(pl.col("len") >= 20)["user_id"]
-    return data.users.filter((pl.col("age") >= 18) & pl.col("user_id").is_in(active.to_list()))["user_id"].sort().to_list()
 
 
 def assert_service_headers(response) -> None:

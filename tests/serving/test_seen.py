@@ -4,14 +4,7 @@ interacted with, at any rating (the bundle's seen arrays) or through any stored 
 from __future__ import annotations
 
 import polars as pl
-import pytest
 
-from recsys.schema import Dataset
-
-
-@pytest.fixture(scope="module")
-def data(synthetic_dir) -> Dataset:
-    return Dataset.load(synthetic_dir)
 
 
 def test_no_personalized_list_shows_an_item_rated_at_any_value(client, data, trained):

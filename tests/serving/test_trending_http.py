@@ -7,14 +7,7 @@ import random
 from datetime import timedelta
 
 import polars as pl
-import pytest
 
-from recsys.schema import Dataset
-
-
-@pytest.fixture(scope="module")
-def data(synthetic_dir) -> Dataset:
-    return Dataset.load(synthetic_dir)
 
 
 def post_events(client, events: list[dict]) -> None:

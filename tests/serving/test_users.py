@@ -7,13 +7,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
-from recsys.schema import Dataset
 from tests.conftest import ADMIN
-
-
-@pytest.fixture(scope="module")
-def data(synthetic_dir) -> Dataset:
-    return Dataset.load(synthetic_dir)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from recsys.evaluation import protocol_split
 from training.cli import evaluate_command, train_command
 from training.config import ConfigError, TrainingConfig, load_config
 from training.pipeline import run_offline, train
-from training.registry import RegistryError, client, load_bundle
+from recsys.registry import RegistryError, client, load_bundle
 
 SMALL = {
     "als": {"factors": 16, "regularization": 1.0, "iterations": 8},
@@ -304,7 +304,9 @@ def test_offline_serving_replays_the_policy_pipeline(trained, dataset_dir):
         assert dispersal_violations(bundle.item_category[row].tolist(), 5, 2) == []
     # The model's own list is the ranker's order of its candidates, policy-free.
     assert not all(bundle.mainstream[row[0]] for row in model)
-    assert len(path.served_list(np.empty(0, dtype=np.int64), 10)) == 0
+    # No history: as the server does for a cold user, the non-personalized list, with its front screen.
+    cold = path.served_list(np.empty(0, dtype=np.int64), 10)
+    assert len(cold) == 10 and bundle.mainstream[cold[0]] and not bundle.flagged[cold].any()
     # As serving with `ModelBundle.user_seen`: nothing the user rated, at any value, comes back.
     seen = [split.known().of(int(u)) for u in split.test_users()[:40]]
     assert any(len(np.setdiff1d(known, history)) for known, history in zip(seen, histories))

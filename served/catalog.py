@@ -7,7 +7,7 @@ the catalog's item index.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -35,6 +35,7 @@ class Catalog:
     category_rank: np.ndarray  # rank of each item by popularity within its primary category
     mainstream_order: np.ndarray  # editorial pool, most popular first
     popularity_score: np.ndarray  # float32 in [0, 1], log-scaled popularity
+    _attributes: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @property
     def n_items(self) -> int:
@@ -80,5 +81,26 @@ class Catalog:
 
     def category_of(self, item: int) -> str:
         return self.category_names[self.category[item]]
+
+    def attribute_codes(self, name: str) -> np.ndarray:
+        """Integer codes of the items' column `name` (any column of the dataset's items frame):
+        equal values get equal codes; a missing value is a code of its own (never equal to another
+        item's). ValueError naming the column when the items have none of that name."""
+        if name not in self._attributes:
+            items = self.bundle.items
+            if name not in items.columns:
+                raise ValueError(f"policy names item attribute {name!r}, but the model's items have no such column "
+                                 f"(columns: {', '.join(items.columns)})")
+            column = items.get_column(name)
+            missing = column.is_null().to_numpy()
+            names, codes = np.unique(column.cast(str).fill_null("").to_numpy().astype(str), return_inverse=True)
+            codes = codes.astype(np.int64)
+            codes[missing] = -1 - np.flatnonzero(missing)  # distinct negative codes: no two missing values match
+            self._attributes[name] = (codes, names)
+        return self._attributes[name][0]
+
+    def attribute_label(self, name: str, code: int) -> str:
+        """The value behind a code of `attribute_codes(name)`."""
+        return "(none)" if code < 0 else str(self._attributes[name][1][code])
 
 

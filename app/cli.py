@@ -88,7 +88,7 @@ def _mount_package_commands() -> None:
 
     app.command("train")(train_command)
     app.command("evaluate")(evaluate_command)
-    from training.filing_cli import filing_command
+    from app.filing_cli import filing_command
 
     app.command("filing")(filing_command)
     app.add_typer(bench_app, name="bench", help="Latency, quality and compliance benchmarks.")
@@ -97,6 +97,9 @@ def _mount_package_commands() -> None:
     app.command("audit")(audit_command)
 
     app.add_typer(features_app, name="features")
+    from serving.state.cli import app as db_app
+
+    app.add_typer(db_app, name="db", help="The state database's schema: upgrade (Alembic migrations), current revision.")
     app.add_typer(logs_app, name="logs", help="Verify, purge, export, compact and query the recommendation log (Art. 23-25).")
 
 

@@ -22,7 +22,7 @@ def filing_command(
     from compliance.policy import config_hash, describe
     from recsys.config import core_settings
     from serving.config import Settings
-    from training.registry import load_bundle
+    from recsys.registry import load_bundle
 
     settings = Settings()
     uri = model_uri or f"models:/{core_settings().model_name}@{core_settings().model_alias}"

@@ -1,0 +1,86 @@
+"""What a served list is asked for and for whom: the request, the user's state as the request path
+sees it, the pages already served in the session, and the audience the gate admitted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from compliance import minors
+
+
+@dataclass(frozen=True)
+class RecommendationRequest:
+    user_id: str
+    surface: str
+    page: int
+    k: int
+    session_id: str | None = None
+
+
+@dataclass(frozen=True)
+class UserState:
+    """What the request path knows of a user before it recommends anything."""
+
+    user_id: str
+    known: bool  # has a profile or settings row
+    age: int | None
+    personalization: bool
+    minor_mode: bool | None
+    tag_states: dict[str, str] = field(default_factory=dict)  # tag -> deleted | added | not_interested
+
+    def tags_in(self, state: str) -> set[str]:
+        """The tags the user put in `state` (deleted, added or not_interested)."""
+        return {tag for tag, s in self.tag_states.items() if s == state}
+
+
+@dataclass(frozen=True)
+class ServedPage:
+    page: int
+    session_id: str
+    items: list[int]
+    categories: list[int]
+    contents: list[int]
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Who is asking and what the rules in force let them receive. The server makes one only in its
+    gate (serving/gate.py: minors' curfew and budget checked, activity counted); an offline replay
+    makes one with `Audience.offline`."""
+
+    user: UserState
+    now: datetime
+    minor: bool
+    max_age_rating: int | None  # None: an adult, no rating limit
+    personalization_allowed: bool  # the user's switch; minors get non-personalized lists by default
+    usage: minors.AccessDecision  # budget and minutes used today (minors), allowed
+
+    @property
+    def user_id(self) -> str:
+        return self.user.user_id
+
+    @classmethod
+    def offline(cls, user_id: str, now: datetime, config: minors.MinorsConfig, age: int | None = None) -> Audience:
+        """An audience for an offline replay (review, benchmarks): default settings, no usage."""
+        user = UserState(user_id=user_id, known=True, age=age, personalization=True, minor_mode=None)
+        minor = minors.is_minor(age, None, config)
+        return cls(user=user, now=now, minor=minor, max_age_rating=minors.max_age_rating(age, None, config),
+                   personalization_allowed=not minor or config.personalized, usage=minors.AccessDecision(allowed=True))
+
+    def exclusions(self, items: np.ndarray, blocked: np.ndarray, age_rating: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """The safety filters for candidate `items` (catalog indices), as (reason, removed mask):
+        blocked/flagged/feature-library items for everyone, items rated above the band for minors."""
+        checks = [("blocked", blocked[items])]
+        if self.max_age_rating is not None:
+            checks.append(("age_rating", age_rating[items] > self.max_age_rating))
+        return checks
+
+    def eligible(self, blocked: np.ndarray, age_rating: np.ndarray) -> np.ndarray:
+        """Bool mask over the whole catalog of the items this audience may receive."""
+        keep = ~blocked
+        if self.max_age_rating is not None:
+            keep &= age_rating <= self.max_age_rating
+        return keep
