@@ -21,7 +21,7 @@ from compliance import minors, tags
 from compliance.policy import PolicyConfig
 from served.catalog import Catalog
 from served.path import NON_PERSONALIZED, PERSONALIZED, Query, Recommendation, ServedPath, SharedState
-from compliance.logstore import LogStore
+from compliance.logstore import LogStore, new_request_id
 from served.query import Audience, RecommendationRequest
 from serving import metrics
 from serving.state.store import StateStore
@@ -112,8 +112,3 @@ class RecommendationPipeline:
             now=now,
         )
 
-
-def new_request_id() -> str:
-    from compliance.logstore import new_request_id as _new
-
-    return _new()

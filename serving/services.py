@@ -37,6 +37,9 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+TRENDING_CACHE_SECONDS = 30.0  # trending is a periodic computation: each worker keeps it this long
+
+
 class TimedCache:
     """Values kept for `seconds` (monotonic clock) under a key; thread-safe."""
 
@@ -72,7 +75,7 @@ class Services:
     # Stored records that cannot be read (an older version's, or edited by hand): skipped, not served;
     # reported in /readyz, the `recsys_unreadable_records` metric and the log.
     unreadable: dict[str, str] = field(default_factory=dict)
-    trending_cache: TimedCache = field(default_factory=lambda: TimedCache(30.0), repr=False)
+    trending_cache: TimedCache = field(default_factory=lambda: TimedCache(TRENDING_CACHE_SECONDS), repr=False)
     _shared: SharedState | None = field(default=None, repr=False)
     _shared_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

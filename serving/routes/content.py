@@ -23,14 +23,13 @@ from compliance.feature_library import FeatureEntry, FeatureLibrary, FeatureLibr
 from compliance.trending import compute_trending
 from serving.deps import AdminDep, PrincipalDep, RequestIdDep, ServicesDep, is_admin
 from serving.routes.recommendations import ID_PATTERN
-from serving.services import Services
+from serving.services import TRENDING_CACHE_SECONDS, Services
 
 router = APIRouter(tags=["content"])
 
 MAX_EVENTS_PER_BATCH = 1000
 MAX_EVENT_AGE = timedelta(days=30)
 MAX_CLOCK_SKEW = timedelta(minutes=5)
-TRENDING_CACHE_SECONDS = 30.0  # trending is a periodic computation: each worker keeps it this long
 
 
 class EventIn(BaseModel):
