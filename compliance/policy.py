@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -55,6 +55,7 @@ __all__ = [
     "build_rules",
     "config_hash",
     "describe",
+    "dispersal_violations",
 ]
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,17 @@ class DispersalPolicy(_Config):
                 "otherwise the rule never applies"
             )
         return self
+
+
+def dispersal_violations(values: Sequence[Hashable | None], window: int, max_per_window: int) -> list[int]:
+    """The positions (0-based) at which a list breaks Art. 12 dispersal: the value there (a category)
+    occurs more than `max_per_window` times in the `window` positions ending there. None is no value.
+    Used to measure lists after the fact (the Art. 8 review); the engine enforces the rule itself."""
+    out = []
+    for end, value in enumerate(values):
+        if value is not None and list(values[max(0, end - window + 1): end + 1]).count(value) > max_per_window:
+            out.append(end)
+    return out
 
 
 class FrontScreenPolicy(_Config):
