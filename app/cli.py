@@ -83,7 +83,7 @@ def _mount_package_commands() -> None:
 
     app.command("serve")(serve_command)
     from benchmarks.cli import app as bench_app
-    from compliance.audit_cli import audit_command
+    from auditor.cli import audit_command
     from training.cli import evaluate_command, train_command
 
     app.command("train")(train_command)

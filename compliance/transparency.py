@@ -76,7 +76,7 @@ def transparency_document(
     service_name: str,
     provider: str,
     filing_number: str,
-    model_card: dict,
+    model_card: dict[str, Any],
     policy_descriptions: list[str],
     signals_used: list[str],
     stages: list[str],
