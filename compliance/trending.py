@@ -758,6 +758,17 @@ TRENDING_RULES: tuple[TrendingRule, ...] = (
 )
 
 
+def describe_rules(config: TrendingConfig) -> list[dict[str, Any]]:
+    """The rules in the order applied, as published (transparency page): name, article, what the rule
+    does, and the values of the config fields it reads."""
+    values = config.model_dump()
+    return [
+        {"rule": rule.name, "article": rule.article, "what": rule.summary,
+         "parameters": {name: values[name] for name in rule.parameters}}
+        for rule in TRENDING_RULES
+    ]
+
+
 def _rank(state: TrendingState, top_n: int) -> tuple[TrendingItem, ...]:
     """Items with a positive score, best first; ties break by item id."""
     ranked = (
