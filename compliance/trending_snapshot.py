@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -31,9 +31,11 @@ from compliance.trending import EVENT_COLUMNS, TrendingConfig, TrendingItem, Tre
 
 SNAPSHOT_KIND = "trending_snapshot"  # the log record kind of a snapshot
 SERVED_KIND = "trending"  # the log record kind of a served list (it names its snapshot_id)
-EVENT_SCHEMA = {"event_id": pl.Utf8, "user_id": pl.Utf8, "item_id": pl.Utf8, "type": pl.Utf8,
-                "ts": pl.Datetime("us", "UTC")}
-ACCOUNT_SCHEMA = {"user_id": pl.Utf8, "created_at": pl.Datetime("us", "UTC"), "prior_items": pl.Int64}
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EVENT_SCHEMA: dict[str, pl.DataType] = {"event_id": pl.Utf8(), "user_id": pl.Utf8(), "item_id": pl.Utf8(),
+                                        "type": pl.Utf8(), "ts": pl.Datetime("us", "UTC")}
+ACCOUNT_SCHEMA: dict[str, pl.DataType] = {"user_id": pl.Utf8(), "created_at": pl.Datetime("us", "UTC"),
+                                          "prior_items": pl.Int64()}
 
 
 class EventsRef(BaseModel):
@@ -65,8 +67,7 @@ class AccountFacts(BaseModel):
 
     def frame(self) -> pl.DataFrame:
         """The `accounts` argument of `compute_trending`."""
-        created = [None if us is None else datetime.fromtimestamp(us // 1_000_000, UTC).replace(microsecond=us % 1_000_000)
-                   for us in self.created_us]
+        created = [None if us is None else EPOCH + timedelta(microseconds=us) for us in self.created_us]
         prior = [a + b for a, b in zip(self.prior_event_items, self.prior_trained_items, strict=True)]
         return pl.DataFrame({"user_id": self.user_id, "created_at": created, "prior_items": prior}, schema=ACCOUNT_SCHEMA)
 

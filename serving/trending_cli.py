@@ -74,7 +74,7 @@ def verify(
         _fail(f"RECSYS_LOG_DIR: not a directory: '{log_dir}'")
     if not skip_log_check:
         try:
-            report = verify_log(log_dir, settings.logs.key)
+            report = verify_log(log_dir, settings.logs.key())
         except (LogStoreError, ValueError) as exc:
             _fail(f"RECSYS_LOG_HMAC_KEY: {exc}")
         if not report.ok:
