@@ -130,7 +130,7 @@ class TrendingSnapshot(BaseModel):
 
 def events_frame(rows: Sequence[dict[str, Any]]) -> pl.DataFrame:
     """Stored event rows as `compute_trending` reads them, in one canonical order (by event id)."""
-    frame = pl.DataFrame([{c: row[c] for c in EVENT_COLUMNS} for row in rows], schema=EVENT_SCHEMA)
+    frame = pl.DataFrame({c: [row[c] for row in rows] for c in EVENT_COLUMNS}, schema=EVENT_SCHEMA)
     return frame.sort("event_id")
 
 
