@@ -273,15 +273,24 @@ class StateStore:
         with self._read() as conn:
             return [dict(r._mapping) for r in conn.execute(select(db.events).where(db.events.c.ts >= since))]
 
-    def accounts(self, user_ids: list[str], before: datetime) -> list[dict]:
+    def trending_events(self, since: datetime, received_by: datetime) -> list[dict]:
+        """The events a hot list at `received_by` reads: ts >= since, received by then (a list can be
+        recomputed later from the same rows: events that arrive afterwards are not among them)."""
+        e = db.events
+        with self._read() as conn:
+            return [dict(r._mapping) for r in conn.execute(
+                select(e).where(and_(e.c.ts >= since, e.c.received_at <= received_by)))]
+
+    def accounts(self, user_ids: list[str], before: datetime, received_by: datetime | None = None) -> list[dict]:
         """For the trending rules: each account's creation time (None: no profile) and how many
-        distinct items it engaged in stored events before `before`."""
+        distinct items it engaged in stored events before `before` (received by `received_by`)."""
         e = db.events
         created = self.profiles_created(user_ids)
+        received = [] if received_by is None else [e.c.received_at <= received_by]
         with self._read() as conn:
             prior = dict(conn.execute(
                 select(e.c.user_id, func.count(e.c.item_id.distinct()))
-                .where(and_(e.c.user_id.in_(user_ids), e.c.ts < before)).group_by(e.c.user_id)
+                .where(and_(e.c.user_id.in_(user_ids), e.c.ts < before, *received)).group_by(e.c.user_id)
             ).tuples().all())
         return [{"user_id": u, "created_at": created.get(u), "prior_events_items": int(prior.get(u, 0))} for u in user_ids]
 
