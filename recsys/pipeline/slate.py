@@ -5,8 +5,9 @@ as a `Dropped` record, so callers can log them).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import SupportsInt
 
 import numpy as np
 
@@ -24,7 +25,7 @@ def position_label(pos: int) -> str:
     return f"position {pos + 1}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class SlateContext:
     """What this page must respect from earlier pages of the same session.
 
@@ -34,33 +35,46 @@ class SlateContext:
     `position_offset` is the absolute position of this page's first slot. `labels` maps an
     attribute name to a function giving the public name of one of its codes (an item index to the
     item's public id, a category code to its name); violation texts use it, and name positions
-    1-based, as a person reads a page.
+    1-based, as a person reads a page. The integer inputs may be any iterables or integer arrays;
+    they are stored as frozensets and tuples.
     """
 
-    served_items: frozenset[int] = frozenset()
-    served_contents: frozenset[int] = frozenset()
-    trailing_categories: tuple[int, ...] = ()
-    position_offset: int = 0
-    trailing_attributes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
-    labels: Mapping[str, Callable[[int], str]] = field(default_factory=dict, compare=False)
-    served_values: Mapping[str, frozenset[int]] = field(default_factory=dict)
+    served_items: frozenset[int]
+    served_contents: frozenset[int]
+    trailing_categories: tuple[int, ...]
+    position_offset: int
+    trailing_attributes: Mapping[str, tuple[int, ...]]
+    labels: Mapping[str, Callable[[int], str]] = field(compare=False)
+    served_values: Mapping[str, frozenset[int]]
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "served_items", int_set(self.served_items, "SlateContext.served_items"))
-        object.__setattr__(self, "served_contents", int_set(self.served_contents, "SlateContext.served_contents"))
-        object.__setattr__(
-            self, "trailing_categories", int_tuple(self.trailing_categories, "SlateContext.trailing_categories")
-        )
+    def __init__(
+        self,
+        served_items: Iterable[SupportsInt] | None = (),
+        served_contents: Iterable[SupportsInt] | None = (),
+        trailing_categories: Iterable[SupportsInt] | None = (),
+        position_offset: SupportsInt = 0,
+        trailing_attributes: Mapping[str, Iterable[SupportsInt]] | None = None,
+        labels: Mapping[str, Callable[[int], str]] | None = None,
+        served_values: Mapping[str, Iterable[SupportsInt]] | None = None,
+    ) -> None:
+        items = int_set(served_items, "SlateContext.served_items")
+        contents = int_set(served_contents, "SlateContext.served_contents")
+        categories = int_tuple(trailing_categories, "SlateContext.trailing_categories")
         trailing = {
             str(k): int_tuple(v, f"SlateContext.trailing_attributes[{k!r}]")
-            for k, v in dict(self.trailing_attributes).items()
+            for k, v in dict(trailing_attributes or {}).items()
         }
+        served = {str(k): int_set(v, f"SlateContext.served_values[{k!r}]") for k, v in dict(served_values or {}).items()}
+        offset = int(position_offset)
+        if offset < 0:
+            raise ValueError(f"SlateContext.position_offset must be >= 0, got {position_offset}")
+        object.__setattr__(self, "served_items", items)
+        object.__setattr__(self, "served_contents", contents)
+        object.__setattr__(self, "trailing_categories", categories)
+        object.__setattr__(self, "position_offset", offset)
         object.__setattr__(self, "trailing_attributes", trailing)
-        served = {str(k): int_set(v, f"SlateContext.served_values[{k!r}]") for k, v in dict(self.served_values).items()}
+        object.__setattr__(self, "labels", labels if labels is not None else {})
         object.__setattr__(self, "served_values", served)
-        if int(self.position_offset) < 0:
-            raise ValueError(f"SlateContext.position_offset must be >= 0, got {self.position_offset}")
-        object.__setattr__(self, "position_offset", int(self.position_offset))
 
     def label(self, attribute: str, value: int) -> str:
         """The public name of `value` of `attribute` (the code itself when no label is given)."""
