@@ -25,6 +25,7 @@ class Source(enum.IntEnum):
     PINNED = 3  # an operator's pin
     TRENDING = 4
 
+
 _COLUMNS: dict[str, type] = {
     "item": np.int64,
     "score": np.float32,
@@ -171,4 +172,3 @@ def int_tuple(values: Iterable[SupportsInt] | None, label: str) -> tuple[int, ..
             raise ValueError(f"{label} must hold integers, got dtype {values.dtype}")
         return tuple(values.ravel().tolist())
     return tuple(int(v) for v in values)
-

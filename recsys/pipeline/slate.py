@@ -106,7 +106,6 @@ class SlateContext:
         )
 
 
-
 @dataclass(frozen=True)
 class Violation:
     """A rule that the returned slate does not meet at `position` (0-based, within this page)."""
@@ -149,4 +148,3 @@ class Slate:
     def positions(self) -> np.ndarray:
         """Absolute positions of the slate in the session."""
         return self.position_offset + np.arange(len(self), dtype=np.int64)
-

@@ -58,7 +58,6 @@ class Recommender(abc.ABC):
         return binary
 
 
-
 class HistoryRecommender(abc.ABC):
     """A model that learns from time-ordered positives and scores every item for a user.
 

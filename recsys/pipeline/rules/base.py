@@ -78,10 +78,12 @@ class ConstraintRule(Rule):
     def bind(self, view: RequestView) -> BoundConstraint | None:
         """This rule for one request, or None when it constrains nothing on this page."""
 
+
 def check_attribute(name: object, rule: str) -> None:
     """Refuse a rule whose `attribute` is not a non-empty name (the column is looked up per request)."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"{rule}.attribute must name an item attribute, got {name!r}")
+
 
 @dataclass
 class RequestView:
