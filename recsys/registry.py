@@ -82,6 +82,7 @@ def recommend_frame(bundle: ModelBundle, users: list[str], k: int) -> pd.DataFra
 
 def signature() -> ModelSignature:
     """The pyfunc's signature: user ids in, (user id, rank, item id) rows out, `k` as a parameter."""
+    from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
     return ModelSignature(
