@@ -40,6 +40,7 @@ test: install
 	bash scripts/pg-cluster.sh install
 	$(BIN)/recsys data fetch $(DATASET)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 bench: train

@@ -8,7 +8,7 @@ engine rules for one request.
   every response, rules give way only in the declared relaxation order, and every rule that could
   not be met is reported with the list.
 
-The generic engine lives in `recsys.pipeline.rerank`; this module gives its rules their meaning.
+The generic engine lives in `recsys.pipeline` (`rerank.select`, `rules/`); this module gives its rules their meaning.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from recsys.pipeline.rerank import (
+from recsys.pipeline.rules import (
     Boost,
     Dispersal,
     Exclude,
@@ -159,7 +159,7 @@ class AttributeRule(_Config):
     """A list rule over any item attribute, declared in config (Art. 12 applied to a column of the
     dataset's items, e.g. a creator or series): `dispersal` keeps at most `max_per_window` items
     of one value in any `window` consecutive positions; `unique` shows each value once per session.
-    Built through the engine's one rule registry (`recsys.pipeline.rerank.RULE_TYPES`)."""
+    Built through the engine's one rule registry (`recsys.pipeline.rules.RULE_TYPES`)."""
 
     type: Literal["dispersal", "unique"]
     attribute: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -209,17 +209,18 @@ class ModelBundle:
         )
         if version >= 2:
             seen_indptr = np.load(path / "seen_indptr.npy", allow_pickle=False)
+            seen_ratings = np.load(path / "seen_ratings.npy", allow_pickle=False)
             seen = Histories(
                 seen_indptr,
                 np.load(path / "seen_items.npy", allow_pickle=False),
                 np.load(path / "seen_timestamps.npy", allow_pickle=False),
                 len(item_ids),
-                np.load(path / "seen_ratings.npy", allow_pickle=False),
+                seen_ratings,
             )
             if len(seen_indptr) - 1 != len(user_ids):
                 raise BundleError(f"{path / 'seen_indptr.npy'}: {len(seen_indptr) - 1} rows, expected {len(user_ids)}")
             for name, values in (("seen_items.npy", seen.items), ("seen_timestamps.npy", seen.timestamps),
-                                 ("seen_ratings.npy", seen.ratings)):
+                                 ("seen_ratings.npy", seen_ratings)):
                 if len(values) != seen_indptr[-1]:
                     raise BundleError(f"{path / name}: {len(values)} entries, expected {seen_indptr[-1]}")
         else:  # format 1 knew only the positives

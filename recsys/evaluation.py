@@ -328,7 +328,8 @@ def genres_in_top(top_items: np.ndarray, item_category: np.ndarray | None) -> np
     categories = np.where(top_items >= 0, item_category[np.maximum(top_items, 0)], -1)
     ordered = np.sort(categories, axis=1)
     distinct = (ordered[:, 1:] != ordered[:, :-1]) & (ordered[:, 1:] >= 0)
-    return distinct.sum(axis=1) + (ordered[:, 0] >= 0)
+    counts: np.ndarray = distinct.sum(axis=1) + (ordered[:, 0] >= 0)
+    return counts
 
 
 def summarize(top_items: np.ndarray, users: np.ndarray, split: Split, item_category: np.ndarray | None = None, k: int = K) -> dict[str, float]:

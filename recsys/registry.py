@@ -12,15 +12,20 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from mlflow.tracking import MlflowClient
 
 from recsys.bundle import BundleError, ModelBundle
 from recsys.config import core_settings
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.models import ModelSignature
 
 MODEL_ARTIFACT = "model"  # the logged model's name inside its run
 BUNDLE_ARTIFACT = "bundle"  # the bundle's key in the pyfunc artifacts
@@ -41,16 +46,16 @@ def client() -> MlflowClient:
     return MlflowClient(tracking_uri())
 
 
-class BundleModel(mlflow.pyfunc.PythonModel):
+class BundleModel(PythonModel):
     """pyfunc wrapper: `predict(frame with user_id[, k])` -> user_id, rank, item_id rows.
 
     Users without a history get the most popular items (the non-personalised list).
     """
 
-    def load_context(self, context) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         self.bundle = ModelBundle.load(Path(context.artifacts[BUNDLE_ARTIFACT]))
 
-    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(self, context: PythonModelContext | None, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         if "user_id" not in model_input.columns:
             raise RegistryError("model input: expected a 'user_id' column")
         k = int((params or {}).get("k", 10))
@@ -75,7 +80,8 @@ def recommend_frame(bundle: ModelBundle, users: list[str], k: int) -> pd.DataFra
     return pd.DataFrame({"user_id": out_users, "rank": ranks, "item_id": items})
 
 
-def signature():
+def signature() -> ModelSignature:
+    """The pyfunc's signature: user ids in, (user id, rank, item id) rows out, `k` as a parameter."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
@@ -185,7 +191,7 @@ def promote(version: str | int, alias: str | None = None, name: str | None = Non
     client().set_registered_model_alias(name or settings.model_name, alias or settings.model_alias, str(version))
 
 
-def aliased_version(name: str | None = None, alias: str | None = None):
+def aliased_version(name: str | None = None, alias: str | None = None) -> ModelVersion | None:
     """The model version the alias points at, or None when there is none."""
     settings = core_settings()
     try:

@@ -25,7 +25,10 @@ import numpy as np
 from compliance import explanations, minors, tags
 from compliance.feature_library import LibraryMatch
 from compliance.policy import ITEM_DEDUP, Intervention, PolicyConfig, build_rules, config_hash
-from recsys.pipeline.rerank import CandidateSet, SlateContext, Source, UniqueItems, select
+from recsys.pipeline.candidates import CandidateSet, Source
+from recsys.pipeline.rerank import select
+from recsys.pipeline.rules import UniqueItems
+from recsys.pipeline.slate import SlateContext
 from served.catalog import Catalog
 from served.query import Audience, RecommendationRequest, ServedPage
 

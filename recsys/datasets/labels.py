@@ -47,6 +47,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -66,7 +67,7 @@ VIEWER_BANDS: tuple[tuple[str, int, int], ...] = (
 OVERRIDE_COLUMNS = ("item_id", "title", "age_rating", "reason")
 
 
-def load_rules(path: Path) -> dict:
+def load_rules(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as handle:
             return tomllib.load(handle)
@@ -155,7 +156,7 @@ def _resolve(path_text: str, rules_path: Path) -> Path:
     return path if path.is_absolute() else rules_path.parent.parent / path
 
 
-def _age_rules(rules: dict, rules_path: Path) -> dict:
+def _age_rules(rules: dict[str, Any], rules_path: Path) -> dict[str, Any]:
     """The checked [age_rating] table: genres, caps, compiled title rules, overrides frame."""
     table = rules.get("age_rating", {})
     where = f"{rules_path} [age_rating]"
@@ -259,10 +260,10 @@ def rate_items(items: pl.DataFrame, rules_path: Path) -> pl.DataFrame:
 
 def override_mismatches(items: pl.DataFrame, rules_path: Path) -> pl.DataFrame:
     """Override rows whose item_id names an item with another title (these rows are not applied)."""
-    age = _age_rules(load_rules(rules_path), rules_path)
-    if age["overrides"] is None:
+    overrides: pl.DataFrame | None = _age_rules(load_rules(rules_path), rules_path)["overrides"]
+    if overrides is None:
         return pl.DataFrame(schema={"item_id": pl.Utf8, "title": pl.Utf8, "item_title": pl.Utf8})
-    joined = age["overrides"].join(items.select("item_id", item_title=pl.col("title")), on="item_id", how="inner")
+    joined = overrides.join(items.select("item_id", item_title=pl.col("title")), on="item_id", how="inner")
     return joined.filter(_normalised_title(pl.col("title")) != _normalised_title(pl.col("item_title"))).select(
         "item_id", "title", "item_title"
     )

@@ -20,6 +20,7 @@ import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -102,7 +103,7 @@ def parse(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     return _parse_grouplens(folder)
 
 
-def _read_tsv(path: Path, **kwargs) -> pl.DataFrame:
+def _read_tsv(path: Path, **kwargs: Any) -> pl.DataFrame:
     try:
         return pl.read_csv(path, separator="\t", quote_char=None, infer_schema=False, **kwargs)
     except Exception as exc:

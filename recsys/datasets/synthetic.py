@@ -60,7 +60,9 @@ def generate(config: SyntheticConfig) -> Dataset:
     return Dataset.from_frames("synthetic", interactions, items, users)
 
 
-def _items(config: SyntheticConfig, rng: np.random.Generator):
+def _items(
+    config: SyntheticConfig, rng: np.random.Generator
+) -> tuple[pl.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
     n, n_cat = config.n_items, config.n_categories
     # Category sizes follow a mild skew; items are laid out sorted by category.
     category_weights = 1.0 / np.arange(1, n_cat + 1) ** 0.5
@@ -139,7 +141,7 @@ def _age_ratings(
     return rating
 
 
-def _users(config: SyntheticConfig, rng: np.random.Generator):
+def _users(config: SyntheticConfig, rng: np.random.Generator) -> tuple[pl.DataFrame, np.ndarray]:
     n = config.n_users
     minor = rng.random(n) < config.minor_share
     age = np.where(minor, rng.integers(6, 18, n), rng.integers(18, 75, n)).astype(np.int32)
@@ -150,7 +152,8 @@ def _users(config: SyntheticConfig, rng: np.random.Generator):
     return users, favourites
 
 
-def _interactions(config, rng, item_category, cdf, category_start, favourites) -> pl.DataFrame:
+def _interactions(config: SyntheticConfig, rng: np.random.Generator, item_category: np.ndarray, cdf: np.ndarray,
+                  category_start: np.ndarray, favourites: np.ndarray) -> pl.DataFrame:
     n_users = config.n_users
     counts = np.maximum(1, rng.poisson(config.interactions_per_user, n_users))
     user = np.repeat(np.arange(n_users), counts)

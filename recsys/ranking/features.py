@@ -93,8 +93,8 @@ def encode_categories(categories: list[list[str] | None] | pl.Series) -> Categor
     lists = pl.select(pl.when(empty).then(pl.lit([NO_CATEGORY])).otherwise(lists)).to_series()
     lengths = lists.list.len().to_numpy().astype(np.int64)
     flat = lists.explode().to_numpy().astype(str)
-    names, flat_codes = np.unique(flat, return_inverse=True)
-    names = [str(n) for n in names]
+    unique_names, flat_codes = np.unique(flat, return_inverse=True)
+    names = [str(n) for n in unique_names]
     if NO_CATEGORY in names and names[0] == NO_CATEGORY:  # keep the placeholder last, after real names
         order = names[1:] + [NO_CATEGORY]
         flat_codes = np.where(flat_codes == 0, len(names) - 1, flat_codes - 1)

@@ -52,7 +52,8 @@ class Ranker(abc.ABC):
     kind: ClassVar[str]
     config_type: ClassVar[type[BaseModel]]  # the typed parameters of this kind
 
-    def __init__(self, feature_names: list[str]):
+    def __init__(self, feature_names: list[str], config: dict[str, Any] | BaseModel | None = None, seed: int = 0):
+        """Every kind is built from its feature names, its config (a dict or its `config_type`) and a seed."""
         self.feature_names = list(feature_names)
 
     @abc.abstractmethod
@@ -86,7 +87,10 @@ def ranker_class(kind: str) -> type[Ranker]:
     if kind not in RANKERS:
         raise RankerError(f"ranker kind: unknown {kind!r}; known: {', '.join(sorted(RANKERS))}")
     module, name = RANKERS[kind].split(":")
-    return getattr(importlib.import_module(module), name)
+    cls = getattr(importlib.import_module(module), name)
+    if not (isinstance(cls, type) and issubclass(cls, Ranker)):
+        raise RankerError(f"ranker kind {kind!r}: {RANKERS[kind]} is not a Ranker subclass")
+    return cls
 
 
 def make_ranker(kind: str, feature_names: list[str], config: dict[str, Any] | None = None, seed: int = 0) -> Ranker:
@@ -124,6 +128,9 @@ class MLPConfig(BaseModel):
 
 
 class _Network(nn.Module):
+    mean: torch.Tensor  # buffers: the training rows' feature mean and spread, saved with the weights
+    scale: torch.Tensor
+
     def __init__(self, n_features: int, hidden: tuple[int, ...], dropout: float):
         super().__init__()
         layers: list[nn.Module] = []
@@ -139,7 +146,8 @@ class _Network(nn.Module):
         self.register_buffer("scale", torch.ones(n_features))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.body((features - self.mean) / self.scale).squeeze(-1)
+        scores: torch.Tensor = self.body((features - self.mean) / self.scale).squeeze(-1)
+        return scores
 
 
 class MLPRanker(Ranker):
@@ -174,7 +182,7 @@ class MLPRanker(Ranker):
                 batch = order[start : start + config.batch_lists]
                 loss = _listwise_loss(self.network(features[batch]), labels[batch], mask[batch])
                 optimiser.zero_grad()
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]  # torch declares Tensor.backward without annotations
                 optimiser.step()
                 total += float(loss.detach()) * len(batch)
             loss_value = total / len(order)
@@ -203,12 +211,14 @@ class MLPRanker(Ranker):
     def score(self, features: np.ndarray) -> np.ndarray:
         features = self._check(features)
         with torch.inference_mode():
-            return self.network(torch.from_numpy(features)).numpy()
+            scores: np.ndarray = self.network(torch.from_numpy(features)).numpy()
+        return scores
 
     def score_lists(self, features: np.ndarray) -> np.ndarray:
         """Scores of a (users, n, f) batch of lists, for offline evaluation."""
         with torch.inference_mode():
-            return self.network(torch.from_numpy(np.asarray(features, dtype=np.float32))).numpy()
+            scores: np.ndarray = self.network(torch.from_numpy(np.asarray(features, dtype=np.float32))).numpy()
+        return scores
 
     def state(self) -> dict[str, Any]:
         return {

@@ -28,7 +28,10 @@ def model_class(kind: str) -> type[Recommender]:
     if kind not in MODELS:
         raise RetrievalError(f"retrieval model: unknown {kind!r}; known: {', '.join(sorted(MODELS))}")
     module, name = MODELS[kind].split(":")
-    return getattr(importlib.import_module(module), name)
+    cls = getattr(importlib.import_module(module), name)
+    if not (isinstance(cls, type) and issubclass(cls, Recommender)):
+        raise RetrievalError(f"retrieval model {kind!r}: {MODELS[kind]} is not a Recommender subclass")
+    return cls
 
 
 __all__ = ["MODELS", "FactorModel", "HistoryRecommender", "Recommender", "RetrievalError", "model_class"]

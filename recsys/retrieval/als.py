@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy.sparse import csr_matrix
 from threadpoolctl import threadpool_limits
 
-from recsys.retrieval.base import FactorModel, RetrievalError
+from recsys.retrieval.base import FactorModel, RetrievalError, fitted
 
 
 class ALSConfig(BaseModel):
@@ -42,8 +42,8 @@ class UserSolver:
         self.alpha = float(alpha)
         d = self.item_factors.shape[1]
         gram = self.item_factors.T.astype(np.float64) @ self.item_factors.astype(np.float64)
-        self.base = gram + float(regularization) * np.eye(d)
-        self.base_inverse = np.linalg.inv(self.base)
+        self.base: np.ndarray = gram + float(regularization) * np.eye(d)
+        self.base_inverse: np.ndarray = np.linalg.inv(self.base)
 
     def solve(self, history_idx: np.ndarray) -> np.ndarray:
         """The float32 vector of a user whose positives are `history_idx` (zeros when empty)."""
@@ -54,13 +54,14 @@ class UserSolver:
         if history[0] < 0 or history[-1] >= len(self.item_factors):
             raise RetrievalError(f"history_idx: item indices must be in [0, {len(self.item_factors)})")
         factors = self.item_factors[history].astype(np.float64)
-        b = (1.0 + self.alpha) * factors.sum(axis=0)
+        b: np.ndarray = (1.0 + self.alpha) * factors.sum(axis=0)
         if self.alpha == 0.0:
-            return (self.base_inverse @ b).astype(np.float32)
+            vector: np.ndarray = (self.base_inverse @ b).astype(np.float32)
+            return vector
         if len(history) < d // 2:
             projected = self.base_inverse @ factors.T  # (d, h)
             inner = np.eye(len(history)) / self.alpha + factors @ projected
-            z = self.base_inverse @ b
+            z: np.ndarray = self.base_inverse @ b
             return (z - projected @ np.linalg.solve(inner, factors @ z)).astype(np.float32)
         a = self.base + self.alpha * (factors.T @ factors)
         return np.linalg.solve(a, b).astype(np.float32)
@@ -101,7 +102,7 @@ class ALS(FactorModel):
         return self
 
     def user_vector(self, history_idx: np.ndarray) -> np.ndarray:
-        self._check_fitted("item_factors")
+        item_factors = fitted(self, self.item_factors)
         if self._solver is None:
-            self._solver = UserSolver(self.item_factors, self.config.regularization, self.config.alpha)
+            self._solver = UserSolver(item_factors, self.config.regularization, self.config.alpha)
         return self._solver.solve(history_idx)

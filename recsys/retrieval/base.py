@@ -10,7 +10,7 @@ positive (recency popularity, SASRec): `fit` takes the protocol's time-ordered `
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -21,6 +21,16 @@ if TYPE_CHECKING:
 
 class RetrievalError(ValueError):
     """Bad retrieval input or configuration; the message names the argument or field."""
+
+
+_Learnt = TypeVar("_Learnt")
+
+
+def fitted(model: object, value: _Learnt | None) -> _Learnt:
+    """`value`, a state `fit` learns, or an error naming the model when fit() has not run yet."""
+    if value is None:
+        raise RetrievalError(f"{type(model).__name__}: call fit() before scores()")
+    return value
 
 
 class Recommender(abc.ABC):
@@ -47,10 +57,6 @@ class Recommender(abc.ABC):
         binary.eliminate_zeros()
         return binary
 
-    def _check_fitted(self, attribute: str) -> None:
-        if getattr(self, attribute, None) is None:
-            raise RetrievalError(f"{type(self).__name__}: call fit() before scores()")
-
 
 class HistoryRecommender(abc.ABC):
     """A model that learns from time-ordered positives and scores every item for a user.
@@ -60,7 +66,7 @@ class HistoryRecommender(abc.ABC):
     learns from is `train.matrix()`, so any `Recommender` adapts (`recsys.retrieval.peers.FromMatrix`).
     """
 
-    name: ClassVar[str]
+    name: str  # a class attribute, or per instance for an adapter that takes its model's name
 
     @abc.abstractmethod
     def fit(self, train: Histories) -> HistoryRecommender:
@@ -69,10 +75,6 @@ class HistoryRecommender(abc.ABC):
     @abc.abstractmethod
     def scores(self, user_idx: np.ndarray) -> np.ndarray:
         """Dense float32 scores (len(user_idx), n_items); higher is better. Used for full ranking."""
-
-    def _check_fitted(self, attribute: str) -> None:
-        if getattr(self, attribute, None) is None:
-            raise RetrievalError(f"{type(self).__name__}: call fit() before scores()")
 
     @staticmethod
     def _check_histories(train: Histories) -> Histories:
@@ -90,8 +92,9 @@ class FactorModel(Recommender):
     item_factors: np.ndarray | None = None  # float32 (n_items, d)
 
     def scores(self, user_idx: np.ndarray) -> np.ndarray:
-        self._check_fitted("item_factors")
-        return self.user_factors[np.asarray(user_idx)] @ self.item_factors.T
+        item_factors = fitted(self, self.item_factors)
+        scores: np.ndarray = fitted(self, self.user_factors)[np.asarray(user_idx)] @ item_factors.T
+        return scores
 
     @abc.abstractmethod
     def user_vector(self, history_idx: np.ndarray) -> np.ndarray:

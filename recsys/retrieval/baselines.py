@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.sparse import csr_matrix
 
-from recsys.retrieval.base import Recommender, RetrievalError
+from recsys.retrieval.base import Recommender, RetrievalError, fitted
 
 EASE_MAX_ITEMS = 40_000  # a dense n_items^2 float64 inverse beyond this needs > 12 GB
 
@@ -29,8 +29,8 @@ class MostPopular(Recommender):
         return self
 
     def scores(self, user_idx: np.ndarray) -> np.ndarray:
-        self._check_fitted("popularity")
-        return np.broadcast_to(self.popularity, (len(user_idx), len(self.popularity))).copy()
+        popularity = fitted(self, self.popularity)
+        return np.broadcast_to(popularity, (len(user_idx), len(popularity))).copy()
 
 
 class ItemKNNConfig(BaseModel):
@@ -66,9 +66,9 @@ class ItemKNN(Recommender):
         return self
 
     def scores(self, user_idx: np.ndarray) -> np.ndarray:
-        self._check_fitted("similarity")
+        similarity, user_items = fitted(self, self.similarity), fitted(self, self.user_items)
         # similarity row j holds j's neighbours, so the user's items hit it through the transpose.
-        return np.asarray((self.user_items[np.asarray(user_idx)] @ self.similarity.T).todense(), dtype=np.float32)
+        return np.asarray((user_items[np.asarray(user_idx)] @ similarity.T).todense(), dtype=np.float32)
 
 
 def _top_per_row(matrix: csr_matrix, k: int) -> csr_matrix:
@@ -119,5 +119,5 @@ class EASE(Recommender):
         return self
 
     def scores(self, user_idx: np.ndarray) -> np.ndarray:
-        self._check_fitted("weights")
-        return np.asarray(self.user_items[np.asarray(user_idx)] @ self.weights, dtype=np.float32)
+        weights, user_items = fitted(self, self.weights), fitted(self, self.user_items)
+        return np.asarray(user_items[np.asarray(user_idx)] @ weights, dtype=np.float32)

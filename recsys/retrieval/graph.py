@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.sparse import csr_matrix, diags
 
-from recsys.retrieval.base import Recommender
+from recsys.retrieval.base import Recommender, fitted
 
 BLOCK = 1024
 
@@ -75,5 +75,5 @@ class RP3beta(Recommender):
         return self
 
     def scores(self, user_idx: np.ndarray) -> np.ndarray:
-        self._check_fitted("similarity")
-        return np.asarray((self.user_items[np.asarray(user_idx)] @ self.similarity).todense(), dtype=np.float32)
+        similarity, user_items = fitted(self, self.similarity), fitted(self, self.user_items)
+        return np.asarray((user_items[np.asarray(user_idx)] @ similarity).todense(), dtype=np.float32)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import faiss
 import numpy as np
@@ -52,11 +53,11 @@ class ItemIndex:
     """A built Faiss index plus the params it was built with (kind, sizes, nprobe, measured recall)."""
 
     index: faiss.Index
-    params: dict = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def build_id(self) -> str:
-        return self.params["build_id"]
+        return str(self.params["build_id"])
 
     @property
     def n_items(self) -> int:
@@ -108,26 +109,27 @@ def build_index(
     chosen = config.kind
     if chosen == "auto":
         chosen = "flat" if n <= config.flat_max_items else "ivf"
-    params: dict = {"kind": chosen, "n_items": n, "dim": d, "requested": config.kind}
+    params: dict[str, Any] = {"kind": chosen, "n_items": n, "dim": d, "requested": config.kind}
+    index: faiss.Index
     if chosen == "flat":
         index = faiss.IndexFlatIP(d)
         index.add(vectors)
         params["recall"] = 1.0
     elif chosen == "hnsw":
-        index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = config.hnsw_ef_construction
-        index.add(vectors)
+        index = hnsw = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = config.hnsw_ef_construction
+        hnsw.add(vectors)
         queries = _queries(vectors, sample_queries, config)
         k = min(config.recall_k, n)
         exact_scores, _ = _exact(vectors, queries, k)
 
         def recall_at(ef: int) -> float:
-            index.hnsw.efSearch = ef
-            return _recall_by_score(index.search(queries, k)[0], exact_scores)
+            hnsw.hnsw.efSearch = ef
+            return _recall_by_score(hnsw.search(queries, k)[0], exact_scores)
 
         # efSearch below k cannot return k results; the ceiling keeps a hopeless target bounded.
         ef, recall = _calibrate(recall_at, max(config.hnsw_ef_search, k), max(4096, k), config.target_recall)
-        index.hnsw.efSearch = ef
+        hnsw.hnsw.efSearch = ef
         params.update(hnsw_m=config.hnsw_m, ef_construction=config.hnsw_ef_construction, ef_search=ef, recall=recall,
                       recall_k=k, target_recall=config.target_recall, calibration_queries=len(queries))
     elif chosen == "ivf":
@@ -138,7 +140,8 @@ def build_index(
     return ItemIndex(index, params)
 
 
-def _build_ivf(vectors: np.ndarray, config: IndexConfig, queries: np.ndarray, params: dict):
+def _build_ivf(vectors: np.ndarray, config: IndexConfig, queries: np.ndarray,
+               params: dict[str, Any]) -> tuple[faiss.IndexIVFFlat, dict[str, Any]]:
     n, d = vectors.shape
     nlist = config.nlist or max(1, int(round(4 * math.sqrt(n))))
     nlist = min(nlist, n)
@@ -166,7 +169,7 @@ def _build_ivf(vectors: np.ndarray, config: IndexConfig, queries: np.ndarray, pa
     return index, params
 
 
-def _calibrate(recall_at, start: int, ceiling: int, target: float) -> tuple[int, float]:
+def _calibrate(recall_at: Callable[[int], float], start: int, ceiling: int, target: float) -> tuple[int, float]:
     """The smallest search breadth (nprobe, efSearch) from `start` whose recall meets `target`:
     double until it is met (or `ceiling` is reached), then bisect down a few rounds. Each probe is
     one batched search of the sample queries."""
@@ -196,7 +199,7 @@ def _queries(vectors: np.ndarray, sample: np.ndarray | None, config: IndexConfig
     return np.ascontiguousarray(source[rng.choice(len(source), take, replace=False)], dtype=np.float32)
 
 
-def _exact(vectors: np.ndarray, queries: np.ndarray, k: int):
+def _exact(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     flat = faiss.IndexFlatIP(vectors.shape[1])
     flat.add(vectors)
     return flat.search(queries, k)
@@ -217,14 +220,15 @@ def _recall(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray, k: int
     return _recall_by_score(index.search(queries, k)[0], exact_scores)
 
 
-def _apply_search_params(index: faiss.Index, params: dict) -> None:
+def _apply_search_params(index: faiss.Index, params: dict[str, Any]) -> None:
     if params.get("kind") == "ivf":
         faiss.extract_index_ivf(index).nprobe = int(params["nprobe"])
     elif params.get("kind") == "hnsw":
-        index.hnsw.efSearch = int(params["ef_search"])
+        # faiss.read_index hands back the concrete subclass (IndexHNSWFlat); its stubs say Index.
+        index.hnsw.efSearch = int(params["ef_search"])  # type: ignore[attr-defined]
 
 
-def _build_id(index: faiss.Index, params: dict) -> str:
+def _build_id(index: faiss.Index, params: dict[str, Any]) -> str:
     digest = hashlib.sha256(faiss.serialize_index(index).tobytes())
     digest.update(json.dumps({k: v for k, v in params.items() if k != "build_id"}, sort_keys=True).encode())
     return digest.hexdigest()[:12]

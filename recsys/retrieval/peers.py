@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from recsys.evaluation import EXCLUDE_SEEN, K, RULE_PREFIX, RULES, Histories, Split, evaluate_scorer
 from recsys.retrieval.base import HistoryRecommender, Recommender, RetrievalError
+
+if TYPE_CHECKING:
+    from recsys.retrieval.sasrec import SASRecPlus
 
 SEEDED = frozenset({"als", "sasrec"})  # peers whose fit depends on the seed; the others are deterministic
 
@@ -122,27 +125,38 @@ def tune(key: str, grid: list[dict[str, Any]] | tuple[dict[str, Any], ...], vali
     target = f"{RULE_PREFIX[rule]}ndcg_at_{k}"
     started = time.perf_counter()
     best: tuple[float, dict[str, Any], dict[str, float]] | None = None
-    trace = []
+    trace: list[dict[str, Any]] = []
     for params in grid:
         point_started = time.perf_counter()
         model = make_peer(key, params, seed)
         chosen = dict(params)
-        if key == "sasrec":
-            def monitor(m, _split=validation):
+        sasrec = _sasrec(model) if key == "sasrec" else None
+        if sasrec is not None:
+            def monitor(m: SASRecPlus, _split: Split = validation) -> float:
                 return evaluate_scorer(m, _split, item_category, k, rules=(rule,))[target]
 
-            model.fit(validation.train, monitor=monitor)
-            chosen["epochs"] = int(model.best_epoch)
+            sasrec.fit(validation.train, monitor=monitor)
+            chosen["epochs"] = int(sasrec.epochs_run if sasrec.best_epoch is None else sasrec.best_epoch)
         else:
             model.fit(validation.train)
         metrics = evaluate_scorer(model, validation, item_category, k)
         entry = {"params": chosen,
                  **{f"{RULE_PREFIX[r]}ndcg_at_{k}": round(metrics[f"{RULE_PREFIX[r]}ndcg_at_{k}"], 5) for r in RULES},
                  "seconds": round(time.perf_counter() - point_started, 2)}
-        if key == "sasrec":
-            entry["monitor"] = [[epoch, round(value, 5)] for epoch, value in model.monitor_trace]
+        if sasrec is not None:
+            entry["monitor"] = [[epoch, round(value, 5)] for epoch, value in sasrec.monitor_trace]
         trace.append(entry)
         if best is None or metrics[target] > best[0]:
             best = (metrics[target], chosen, metrics)
+    assert best is not None  # the grid is not empty
     return Tuning(key, best[1], {name: float(v) for name, v in best[2].items()}, trace,
                   time.perf_counter() - started, seed)
+
+
+def _sasrec(model: HistoryRecommender) -> SASRecPlus:
+    """The SASRec+ model `make_peer` built for the key "sasrec" (imported here: it loads torch)."""
+    from recsys.retrieval.sasrec import SASRecPlus
+
+    if not isinstance(model, SASRecPlus):
+        raise RetrievalError(f"sasrec: expected a SASRecPlus, got {type(model).__name__}")
+    return model

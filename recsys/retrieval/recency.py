@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy.sparse import csr_matrix
 
 from recsys.evaluation import Histories
-from recsys.retrieval.base import HistoryRecommender
+from recsys.retrieval.base import HistoryRecommender, fitted
 
 DAY = 86_400
 
@@ -65,23 +65,23 @@ class RecencyPopular(HistoryRecommender):
     def _counts_up_to(self, times: np.ndarray) -> np.ndarray:
         """(len(times), n_items) float64: training positives per item with timestamp <= times[r]."""
         order = np.argsort(times, kind="stable")
-        ends = np.searchsorted(self._times, times[order], side="right")  # events before each sorted query
+        ends = np.searchsorted(fitted(self, self._times), times[order], side="right")  # events before each sorted query
         n_events = int(ends[-1]) if len(ends) else 0
         # Event e (in time order) first counts for the first sorted query whose end exceeds it.
         first_row = np.searchsorted(ends, np.arange(n_events), side="right")
-        increments = csr_matrix((np.ones(n_events), (first_row, self._items[:n_events])),
+        increments = csr_matrix((np.ones(n_events), (first_row, fitted(self, self._items)[:n_events])),
                                 shape=(len(times), self.n_items))
         counts = np.cumsum(increments.toarray(), axis=0)
-        out = np.empty_like(counts)
+        out: np.ndarray = np.empty_like(counts)
         out[order] = counts
         return out
 
     def scores(self, user_idx: np.ndarray) -> np.ndarray:
-        self._check_fitted("request_time")
-        end = self.request_time[np.asarray(user_idx, dtype=np.int64)]
+        end = fitted(self, self.request_time)[np.asarray(user_idx, dtype=np.int64)]
         upto = self._counts_up_to(end)
         if self.config.days is None:
             return upto.astype(np.float32)
         window = upto - self._counts_up_to(end - int(round(self.config.days * DAY)))
         # Ties inside the window broken by popularity up to the request (a fraction below one).
-        return (window + upto / (upto.max(axis=1, keepdims=True) + 1.0)).astype(np.float32)
+        scores: np.ndarray = (window + upto / (upto.max(axis=1, keepdims=True) + 1.0)).astype(np.float32)
+        return scores

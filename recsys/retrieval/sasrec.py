@@ -28,10 +28,13 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.nn import functional
 
 from recsys.evaluation import Histories
-from recsys.retrieval.base import HistoryRecommender, RetrievalError
+from recsys.retrieval.base import HistoryRecommender, RetrievalError, fitted
 
 
 class SASRecConfig(BaseModel):
@@ -61,66 +64,71 @@ Monitor = Callable[["SASRecPlus"], float]
 """Scores the model being trained (higher is better), e.g. validation NDCG@10."""
 
 
-def _network(n_items: int, config: SASRecConfig):
-    import torch
-    from torch import nn
-    from torch.nn import functional
+class _Block(nn.Module):
+    """One pre-layer-norm block: causal multi-head self-attention, then a position-wise feed-forward layer."""
 
+    def __init__(self, config: SASRecConfig) -> None:
+        super().__init__()
+        d = config.hidden
+        self.heads = config.heads
+        self.attention_norm = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, d)
+        self.feed_norm = nn.LayerNorm(d)
+        self.feed = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        batch, length, d = x.shape
+        heads = self.heads
+        q, k, v = self.qkv(self.attention_norm(x)).view(batch, length, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
+        attended = functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        x = x + self.dropout(self.out(attended.transpose(1, 2).reshape(batch, length, d)))
+        out: torch.Tensor = x + self.dropout(self.feed(self.feed_norm(x)))
+        return out
+
+
+class _Network(nn.Module):
+    """Item and position embeddings, the blocks, a final layer norm; logits tied to the item embeddings."""
+
+    def __init__(self, n_items: int, config: SASRecConfig) -> None:
+        super().__init__()
+        d = config.hidden
+        self.embedding_scale = math.sqrt(config.hidden)
+        self.items = nn.Embedding(n_items + 1, d, padding_idx=0)  # item i is token i + 1; 0 pads
+        self.positions = nn.Embedding(config.max_len, d)  # 0 = the most recent item
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(_Block(config) for _ in range(config.blocks))
+        self.norm = nn.LayerNorm(d)
+        nn.init.normal_(self.items.weight, std=d ** -0.5)
+        nn.init.normal_(self.positions.weight, std=d ** -0.5)
+        with torch.no_grad():
+            self.items.weight[0].zero_()
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Hidden states (batch, length, d) of left-padded token rows."""
+        length = tokens.shape[1]
+        real = (tokens > 0).unsqueeze(-1)
+        reverse = torch.arange(length - 1, -1, -1, device=tokens.device)
+        x = self.items(tokens) * self.embedding_scale + self.positions(reverse)
+        x = self.dropout(x) * real
+        causal = torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
+        # A query sees earlier real items and always itself (a pad query then has one finite key).
+        allowed = (causal & (tokens > 0)[:, None, :]) | torch.eye(length, dtype=torch.bool, device=tokens.device)
+        allowed = allowed.unsqueeze(1)
+        for block in self.blocks:
+            x = block(x, allowed) * real
+        hidden: torch.Tensor = self.norm(x)
+        return hidden
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden @ self.items.weight[1:].T
+
+
+def _network(n_items: int, config: SASRecConfig) -> _Network:
     if config.hidden % config.heads:
         raise RetrievalError(f"sasrec: hidden ({config.hidden}) must be a multiple of heads ({config.heads})")
-
-    class Block(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            d = config.hidden
-            self.attention_norm = nn.LayerNorm(d)
-            self.qkv = nn.Linear(d, 3 * d)
-            self.out = nn.Linear(d, d)
-            self.feed_norm = nn.LayerNorm(d)
-            self.feed = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
-            self.dropout = nn.Dropout(config.dropout)
-
-        def forward(self, x, allowed):
-            batch, length, d = x.shape
-            heads = config.heads
-            q, k, v = self.qkv(self.attention_norm(x)).view(batch, length, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
-            attended = functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
-            x = x + self.dropout(self.out(attended.transpose(1, 2).reshape(batch, length, d)))
-            return x + self.dropout(self.feed(self.feed_norm(x)))
-
-    class Network(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            d = config.hidden
-            self.items = nn.Embedding(n_items + 1, d, padding_idx=0)  # item i is token i + 1; 0 pads
-            self.positions = nn.Embedding(config.max_len, d)  # 0 = the most recent item
-            self.dropout = nn.Dropout(config.dropout)
-            self.blocks = nn.ModuleList(Block() for _ in range(config.blocks))
-            self.norm = nn.LayerNorm(d)
-            nn.init.normal_(self.items.weight, std=d ** -0.5)
-            nn.init.normal_(self.positions.weight, std=d ** -0.5)
-            with torch.no_grad():
-                self.items.weight[0].zero_()
-
-        def forward(self, tokens):
-            """Hidden states (batch, length, d) of left-padded token rows."""
-            length = tokens.shape[1]
-            real = (tokens > 0).unsqueeze(-1)
-            reverse = torch.arange(length - 1, -1, -1, device=tokens.device)
-            x = self.items(tokens) * math.sqrt(config.hidden) + self.positions(reverse)
-            x = self.dropout(x) * real
-            causal = torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
-            # A query sees earlier real items and always itself (a pad query then has one finite key).
-            allowed = (causal & (tokens > 0)[:, None, :]) | torch.eye(length, dtype=torch.bool, device=tokens.device)
-            allowed = allowed.unsqueeze(1)
-            for block in self.blocks:
-                x = block(x, allowed) * real
-            return self.norm(x)
-
-        def logits(self, hidden):
-            return hidden @ self.items.weight[1:].T
-
-    return Network()
+    return _Network(n_items, config)
 
 
 def _batches(lengths: np.ndarray, size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -140,7 +148,7 @@ class SASRecPlus(HistoryRecommender):
 
     def __init__(self, config: SASRecConfig | None = None):
         self.config = config or SASRecConfig()
-        self.network = None
+        self.network: _Network | None = None
         self.history: Histories | None = None
         self.best_epoch: int | None = None  # epochs of the kept state
         self.epochs_run = 0
@@ -174,9 +182,6 @@ class SASRecPlus(HistoryRecommender):
     def fit(self, train: Histories, monitor: Monitor | None = None) -> SASRecPlus:
         """Train on each user's time-ordered positives. With `monitor`, keep the best-scoring state
         (checked every `eval_every` epochs, stopping after `patience` checks without improvement)."""
-        import torch
-        from torch.nn import functional
-
         train = self._check_histories(train)
         config = self.config
         started = time.perf_counter()
@@ -186,26 +191,27 @@ class SASRecPlus(HistoryRecommender):
             torch.manual_seed(config.seed)
             rng = np.random.default_rng(config.seed)
             self.history = train
-            self.network = _network(train.n_items, config)
+            self.network = network = _network(train.n_items, config)
             inputs, targets = self._training_rows(train)
             if not len(inputs):
                 raise RetrievalError("train: SASRec needs at least one user with two or more positives")
             lengths = (inputs > 0).sum(axis=1)
-            optimizer = torch.optim.Adam(self.network.parameters(), lr=config.learning_rate,
+            optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate,
                                          weight_decay=config.weight_decay)
-            best, best_state, stale = -math.inf, None, 0
+            best, stale = -math.inf, 0
+            best_state: dict[str, torch.Tensor] | None = None
             self.monitor_trace, self.best_epoch, self.epochs_run = [], None, 0
             for epoch in range(1, config.epochs + 1):
-                self.network.train()
+                network.train()
                 for rows in _batches(lengths, config.batch_size, rng):
                     width = int(lengths[rows].max())  # pad to the batch's longest row only
                     batch_inputs = torch.from_numpy(inputs[rows, -width:])
                     batch_targets = torch.from_numpy(targets[rows, -width:])
-                    hidden = self.network(batch_inputs)
+                    hidden = network(batch_inputs)
                     mask = batch_targets >= 0
-                    loss = functional.cross_entropy(self.network.logits(hidden[mask]), batch_targets[mask])
+                    loss = functional.cross_entropy(network.logits(hidden[mask]), batch_targets[mask])
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    loss.backward()  # type: ignore[no-untyped-call]  # torch declares Tensor.backward without annotations
                     optimizer.step()
                 self.epochs_run = epoch
                 out_of_time = config.time_limit_s is not None and time.perf_counter() - started > config.time_limit_s
@@ -214,7 +220,7 @@ class SASRecPlus(HistoryRecommender):
                     self.monitor_trace.append((epoch, value))
                     if value > best:
                         best, stale, self.best_epoch = value, 0, epoch
-                        best_state = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
+                        best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
                     else:
                         stale += 1
                         if stale >= config.patience:
@@ -222,10 +228,10 @@ class SASRecPlus(HistoryRecommender):
                 if out_of_time:
                     break
             if best_state is not None:
-                self.network.load_state_dict(best_state)
+                network.load_state_dict(best_state)
             else:
                 self.best_epoch = self.epochs_run
-            self.network.eval()
+            network.eval()
         finally:
             torch.set_num_threads(threads)
         self.fit_seconds = time.perf_counter() - started
@@ -235,24 +241,22 @@ class SASRecPlus(HistoryRecommender):
 
     def scores(self, user_idx: np.ndarray) -> np.ndarray:
         """The next-item logits after each user's training sequence, (len(user_idx), n_items)."""
-        import torch
-
-        self._check_fitted("network")
+        network, history = fitted(self, self.network), fitted(self, self.history)
         users = np.asarray(user_idx, dtype=np.int64)
         threads = torch.get_num_threads()
         torch.set_num_threads(self.config.threads)
-        was_training = self.network.training
-        self.network.eval()
+        was_training = network.training
+        network.eval()
         try:
-            out = np.empty((len(users), self.history.n_items), dtype=np.float32)
+            out = np.empty((len(users), history.n_items), dtype=np.float32)
             for start in range(0, len(users), 256):
                 batch = users[start:start + 256]
-                tokens = self._tokens(batch, self.history, self.config.max_len)
+                tokens = self._tokens(batch, history, self.config.max_len)
                 width = max(1, int((tokens > 0).sum(axis=1).max()) if len(tokens) else 1)
                 with torch.inference_mode():
-                    hidden = self.network(torch.from_numpy(tokens[:, -width:]))[:, -1]
-                    out[start:start + len(batch)] = self.network.logits(hidden).numpy()
+                    hidden = network(torch.from_numpy(tokens[:, -width:]))[:, -1]
+                    out[start:start + len(batch)] = network.logits(hidden).numpy()
             return out
         finally:
-            self.network.train(was_training)
+            network.train(was_training)
             torch.set_num_threads(threads)

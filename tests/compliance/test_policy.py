@@ -26,19 +26,10 @@ from compliance.policy import (
     describe,
     dispersal_violations,
 )
-from recsys.pipeline.rerank import (
-    Boost,
-    CandidateSet,
-    Dispersal,
-    Exclude,
-    Pin,
-    PoolSlots,
-    SlateContext,
-    Source,
-    UniqueContent,
-    UniqueItems,
-    select,
-)
+from recsys.pipeline.candidates import CandidateSet, Source
+from recsys.pipeline.rerank import select
+from recsys.pipeline.rules import Boost, Dispersal, Exclude, Pin, PoolSlots, UniqueContent, UniqueItems
+from recsys.pipeline.slate import SlateContext
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

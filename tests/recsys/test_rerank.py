@@ -16,24 +16,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recsys.pipeline.rerank import (
+from recsys.pipeline.candidates import CandidateSet, Source
+from recsys.pipeline.rerank import select
+from recsys.pipeline.rules import (
     RULE_TYPES,
-    SLATE_SIZE,
-    SLOT_PINNED,
     Boost,
-    CandidateSet,
     Dispersal,
     Exclude,
     Pin,
     PoolSlots,
-    SlateContext,
-    Source,
     UniqueContent,
     UniqueItems,
     UniqueValues,
     rule_from_config,
-    select,
 )
+from recsys.pipeline.slate import SLATE_SIZE, SLOT_PINNED, SlateContext
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 POOL = "mainstream"
@@ -599,7 +596,7 @@ def test_the_same_pin_twice_is_one_pin() -> None:
 def test_lazy_lookup_agrees_with_the_full_scan(n: int, data) -> None:
     # The engine judges deep pool rows without scanning up to them (only earlier rows sharing one
     # of their values can drop them); that shortcut must give exactly what the in-order scan gives.
-    from recsys.pipeline import rerank
+    from recsys.pipeline import stream
 
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
     c = CandidateSet(
@@ -615,10 +612,10 @@ def test_lazy_lookup_agrees_with_the_full_scan(n: int, data) -> None:
     context = SlateContext(served_items={int(c.item[1])}, served_contents={int(c.content[2])})
     relaxed = {"content_dedup"} if relaxable else set()
     filters.sort(key=lambda f: f.name in relaxed)
-    lazy = rerank._prepare(c, c.score, filters, relaxed, context, pins, 10, {}).stream
+    lazy = stream.prepare(c, c.score, filters, relaxed, context, pins, 10, {}).stream
     ranks = sorted(set(data.draw(st.lists(st.integers(0, lazy.total - 1), max_size=20))), reverse=True)
     peeked = {r: lazy.peek(r) for r in ranks}
-    full = rerank._prepare(c, c.score, filters, relaxed, context, pins, 10, {}).stream
+    full = stream.prepare(c, c.score, filters, relaxed, context, pins, 10, {}).stream
     full.scan_all()
     assert peeked == {r: full.status[r] for r in ranks}
 
