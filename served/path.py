@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -37,6 +37,8 @@ NON_PERSONALIZED = "non_personalized"
 # size of the non-personalized popularity and editorial sources.
 RETRIEVAL_CANDIDATES = 200
 POPULAR_CANDIDATES = 300
+STORED_TAGS_CACHED = 50_000  # users whose derived tags a worker keeps (a few hundred bytes each)
+RULE_SETS_CACHED = 256  # (surface, page, active interventions) rule sets a worker keeps
 
 @dataclass
 class Query:
@@ -182,6 +184,11 @@ class ServedPath:
         self._extra = {name: catalog.attribute_codes(name) for name in policy.extra_attributes}
         for name in self._extra:
             self._labels[name] = lambda code, name=name: catalog.attribute_label(name, code)
+        # Per-worker caches of what does not change between requests: a user's tags derived from
+        # their stored history (the model's, fixed while it is loaded), and the policy's rules for
+        # one surface, page and set of active interventions (rules are frozen values).
+        self._stored_tags = lru_cache(maxsize=STORED_TAGS_CACHED)(self._derive_stored_tags)
+        self._rule_sets: dict[tuple, tuple[list, tuple[str, ...]]] = {}
 
     def _rated(self, order: np.ndarray, max_rating: int | None) -> np.ndarray:
         return order if max_rating is None else order[self.catalog.age_rating[order] <= max_rating]
@@ -223,7 +230,7 @@ class ServedPath:
             # Seen means seen: every item of the training window at any rating (a 2-star film is not
             # recommended back) and every item of the user's stored events, of any type.
             seen = np.unique(np.concatenate(known))
-            derived = tags.derive_tags([self.catalog.item_categories[i] for i in history], self.tag_policy)
+            derived = list(self._stored_tags(user_idx)) if stored else self._derive_tags(history)
             profile = tags.effective_profile(derived, deleted=user.tags_in("deleted"), added=user.tags_in("added"),
                                              not_interested=user.tags_in("not_interested"), policy=self.tag_policy)
             if profile.suppressed_categories:
@@ -241,6 +248,12 @@ class ServedPath:
         recent = empty if recent is None else np.asarray(recent, dtype=np.int64)
         return Query(request, request_id, audience.now, audience, mode, reason, session_id, list(earlier_pages), history,
                      seen, vector, profile, recent)
+
+    def _derive_tags(self, history: np.ndarray) -> list[tags.Tag]:
+        return tags.derive_tags([self.catalog.item_categories[i] for i in history], self.tag_policy)
+
+    def _derive_stored_tags(self, user_idx: int) -> tuple[tags.Tag, ...]:
+        return tuple(self._derive_tags(self.catalog.bundle.user_history(user_idx)))
 
     # ------------------------------------------------------------------------------------------
     def run(self, query: Query, shared: SharedState) -> Recommendation:
@@ -412,15 +425,7 @@ class ServedPath:
         catalog = self.catalog
         request = query.request
         if self.policies:
-            rules, relaxation = build_rules(
-                self.policy,
-                surface=request.surface,
-                page=request.page,
-                interventions=shared.interventions,
-                item_index=catalog.bundle.item_index,
-                category_index=self._category_code,
-                now=query.now,
-            )
+            rules, relaxation = self._rules(request.surface, request.page, shared.interventions, query.now)
         else:
             rules, relaxation = [UniqueItems(ITEM_DEDUP)], ()
         candidates = CandidateSet(
@@ -446,6 +451,21 @@ class ServedPath:
         slate = select(candidates, request.k, rules, context, relaxation)
         return slate, rules
 
+    def _rules(self, surface: str, page: int, interventions: list[Intervention],
+               now: datetime) -> tuple[list, tuple[str, ...]]:
+        """`build_rules` for one surface and page under the interventions active at `now`, built
+        once per such set: the rules depend on `now` only through which interventions are active."""
+        active = tuple(i for i in interventions if i.is_active(now))
+        key = (surface, page, active)
+        rule_set = self._rule_sets.get(key)
+        if rule_set is None:
+            rule_set = build_rules(self.policy, surface=surface, page=page, interventions=active,
+                                   item_index=self.catalog.bundle.item_index, category_index=self._category_code, now=now)
+            if len(self._rule_sets) >= RULE_SETS_CACHED:
+                self._rule_sets.clear()
+            self._rule_sets[key] = rule_set
+        return rule_set
+
     # -- stage 6: explanations (Art. 12, 15) --------------------------------------------------------
     def explain(self, query: Query, shared: SharedState, items: np.ndarray, slate) -> list[ServedItem]:
         catalog = self.catalog
@@ -457,9 +477,8 @@ class ServedPath:
                 pins[index[str(intervention.item_id)]] = intervention
         nearest = None
         if query.mode == PERSONALIZED and len(query.history) and len(chosen):
-            nearest = explanations.nearest_liked(
-                catalog.bundle.item_factors[chosen], query.history, catalog.bundle.item_factors, top=2
-            )
+            unit = catalog.bundle.stats.unit_factors  # the bundle's L2-normalised item vectors
+            nearest = explanations.nearest_liked_unit(unit[chosen], query.history, unit, top=2)
         interests = {t.name for t in query.profile.tags if t.source == "user"} if query.profile else set()
         served = []
         for position, (item, slot, score) in enumerate(zip(chosen, slate.slots, slate.scores)):
