@@ -17,15 +17,17 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from functools import cached_property, lru_cache
+from functools import cached_property, lru_cache, partial
+from typing import Any
 
 import numpy as np
 
 from compliance import explanations, minors, tags
 from compliance.feature_library import LibraryMatch
 from compliance.policy import ITEM_DEDUP, Intervention, PolicyConfig, build_rules, config_hash
-from recsys.pipeline.rerank import CandidateSet, SlateContext, Source, UniqueItems, select
+from recsys.pipeline.rerank import CandidateSet, Rule, Slate, SlateContext, Source, UniqueItems, select
 from served.catalog import Catalog
 from served.query import Audience, RecommendationRequest, ServedPage
 
@@ -37,6 +39,8 @@ NON_PERSONALIZED = "non_personalized"
 # size of the non-personalized popularity and editorial sources.
 RETRIEVAL_CANDIDATES = 200
 POPULAR_CANDIDATES = 300
+Array = np.ndarray  # numpy arrays of the stages: item indices, scores, sources (int8)
+RuleSet = tuple[list[Rule], tuple[str, ...]]  # the engine's rules and relaxation order for one list
 STORED_TAGS_CACHED = 50_000  # users whose derived tags a worker keeps (a few hundred bytes each)
 RULE_SETS_CACHED = 256  # (surface, page, active interventions) rule sets a worker keeps
 
@@ -106,13 +110,13 @@ class Recommendation:
     index_build_id: str
     policy_hash: str
     items: list[ServedItem]
-    violations: list[dict]
+    violations: list[dict[str, Any]]
     policies: list[str]
     trace: Trace
     request: RecommendationRequest
     served_at: datetime
 
-    def log_record(self) -> dict:
+    def log_record(self) -> dict[str, Any]:
         """The Art. 23 log record of this list: enough to explain and reproduce it."""
         request = self.request
         return {
@@ -179,23 +183,24 @@ class ServedPath:
         self._category_code = {name: code for code, name in enumerate(catalog.category_names)}
         self._item_category_sets = [frozenset(c) for c in catalog.item_categories]
         item_ids, categories = bundle.item_ids, catalog.category_names
-        self._labels = {"item": lambda i: str(item_ids[i]), "category": lambda c: categories[c]}
+        self._labels: dict[str, Callable[[int], str]] = {"item": lambda i: str(item_ids[i]),
+                                                          "category": lambda c: categories[c]}
         # Item attributes the policy's declared rules name (a creator, a series...): coded once.
         self._extra = {name: catalog.attribute_codes(name) for name in policy.extra_attributes}
         for name in self._extra:
-            self._labels[name] = lambda code, name=name: catalog.attribute_label(name, code)
+            self._labels[name] = partial(catalog.attribute_label, name)
         # Per-worker caches of what does not change between requests: a user's tags derived from
         # their stored history (the model's, fixed while it is loaded), and the policy's rules for
         # one surface, page and set of active interventions (rules are frozen values).
         self._stored_tags = lru_cache(maxsize=STORED_TAGS_CACHED)(self._derive_stored_tags)
-        self._rule_sets: dict[tuple, tuple[list, tuple[str, ...]]] = {}
+        self._rule_sets: dict[tuple[str, int, tuple[Intervention, ...]], RuleSet] = {}
 
     def _rated(self, order: np.ndarray, max_rating: int | None) -> np.ndarray:
         return order if max_rating is None else order[self.catalog.age_rating[order] <= max_rating]
 
     # -- stage 1: the query ---------------------------------------------------------------------
     def make_query(self, request: RecommendationRequest, audience: Audience, request_id: str, *, session_id: str,
-                   earlier_pages: list[ServedPage] = (), recent: np.ndarray | None = None,
+                   earlier_pages: Sequence[ServedPage] = (), recent: np.ndarray | None = None,
                    known_items: np.ndarray | None = None, history: np.ndarray | None = None) -> Query:
         """The mode and the personal signals of one request.
 
@@ -223,7 +228,10 @@ class ServedPath:
         empty = np.empty(0, dtype=np.int64)
         seen = vector = profile = None
         if mode == PERSONALIZED:
-            history = np.asarray(bundle.user_history(user_idx) if history is None else history, dtype=np.int64)
+            if history is None:
+                assert user_idx is not None  # a cold user without a given history is not personalized
+                history = bundle.user_history(user_idx)
+            history = np.asarray(history, dtype=np.int64)
             known = [history] if user_idx is None else [bundle.user_seen(user_idx), history]
             if known_items is not None and len(known_items):
                 known.append(np.asarray(known_items, dtype=np.int64))
@@ -243,7 +251,7 @@ class ServedPath:
                 vector = bundle.user_factors[user_idx] if stored else bundle.user_vector(history)
             if vector is None:
                 mode, reason = NON_PERSONALIZED, "no_history_left"
-        if mode != PERSONALIZED:
+        if mode != PERSONALIZED or history is None or seen is None:
             history, seen, recent, profile, vector = empty, empty, empty, None, None
         recent = empty if recent is None else np.asarray(recent, dtype=np.int64)
         return Query(request, request_id, audience.now, audience, mode, reason, session_id, list(earlier_pages), history,
@@ -302,7 +310,7 @@ class ServedPath:
         slate, _ = self.select(query, shared, items, scores, sources)
         return items[slate.indices] if len(slate.indices) else np.empty(0, dtype=np.int64)
 
-    def _ranked(self, query: Query, shared: SharedState, trace: Trace):
+    def _ranked(self, query: Query, shared: SharedState, trace: Trace) -> tuple[Query, Array, Array, Array, Trace]:
         """Candidates, filtered and scored; a failing model never fails the request: the
         personalized path falls back to the non-personalized one."""
         try:
@@ -317,7 +325,7 @@ class ServedPath:
             trace = Trace(timings_ms=trace.timings_ms)
             return (query, *self._candidates_scored(query, shared, trace), trace)
 
-    def _candidates_scored(self, query: Query, shared: SharedState, trace: Trace):
+    def _candidates_scored(self, query: Query, shared: SharedState, trace: Trace) -> tuple[Array, Array, Array]:
         clock = time.perf_counter
         mark = clock()
         items, scores, sources = self.candidate_sources(query, shared, trace)
@@ -331,8 +339,10 @@ class ServedPath:
         return items, scores, sources
 
     # -- stage 2: candidate sources ------------------------------------------------------------------
-    def candidate_sources(self, query: Query, shared: SharedState, trace: Trace):
-        parts_items, parts_scores, parts_sources = [], [], []
+    def candidate_sources(self, query: Query, shared: SharedState, trace: Trace) -> tuple[Array, Array, Array]:
+        parts_items: list[Array] = []
+        parts_scores: list[Array] = []
+        parts_sources: list[Array] = []
 
         def add(name: str, items: np.ndarray, scores: np.ndarray, source: Source) -> None:
             trace.candidates[name] = int(len(items))
@@ -347,7 +357,7 @@ class ServedPath:
         pins = self._pins_for(query, shared)
         if len(pins):
             add("pinned", pins, catalog.popularity_score[pins], Source.PINNED)
-        if query.mode == PERSONALIZED:
+        if query.mode == PERSONALIZED and query.user_vector is not None:
             # Deeper by what the seen filter will remove, so the ranker sees as many fresh
             # candidates as it was trained on (training retrieves n + |seen| and drops the seen).
             depth = min(self.retrieval_candidates + len(query.seen), catalog.n_items)
@@ -378,7 +388,8 @@ class ServedPath:
         return np.asarray(pins, dtype=np.int64)
 
     # -- stage 3: filters (each removes items for one named reason) -------------------------------
-    def filter(self, query: Query, shared: SharedState, items, scores, sources, trace: Trace):
+    def filter(self, query: Query, shared: SharedState, items: Array, scores: Array, sources: Array,
+               trace: Trace) -> tuple[Array, Array, Array]:
         catalog = self.catalog
         # Safety first, the same gate as every route (blocked, flagged, feature library, age rating).
         checks = query.audience.exclusions(items, shared.blocked_items, catalog.age_rating)
@@ -413,7 +424,7 @@ class ServedPath:
 
     # -- stage 4: scorer ------------------------------------------------------------------------
     def score(self, query: Query, items: np.ndarray, scores: np.ndarray, sources: np.ndarray) -> np.ndarray:
-        if query.mode != PERSONALIZED or not len(items):
+        if query.mode != PERSONALIZED or query.user_vector is None or not len(items):
             return scores  # popularity: the same for everyone in the same situation
         bundle = self.catalog.bundle
         retrieval_scores = bundle.item_factors[items] @ query.user_vector
@@ -421,7 +432,8 @@ class ServedPath:
         return np.asarray(bundle.ranker.score(features), dtype=np.float32)
 
     # -- stage 5: the policy engine (Art. 11, 12, 13) ---------------------------------------------
-    def select(self, query: Query, shared: SharedState, items, scores, sources):
+    def select(self, query: Query, shared: SharedState, items: Array, scores: Array,
+               sources: Array) -> tuple[Slate, list[Rule]]:
         catalog = self.catalog
         request = query.request
         if self.policies:
@@ -440,9 +452,9 @@ class ServedPath:
         trailing = [c for p in query.earlier_pages for c in p.categories]
         earlier = query.served_items
         context = SlateContext(
-            served_items=earlier,
-            served_contents=query.served_contents,
-            trailing_categories=np.asarray(trailing[-self.policy.dispersal.window :], dtype=np.int32),
+            served_items=frozenset(earlier.tolist()),
+            served_contents=frozenset(query.served_contents.tolist()),
+            trailing_categories=tuple(int(c) for c in trailing[-self.policy.dispersal.window :]),
             position_offset=sum(len(p.items) for p in query.earlier_pages),
             labels=self._labels,
             trailing_attributes={name: codes[earlier[-100:]] for name, codes in self._extra.items()},
@@ -452,7 +464,7 @@ class ServedPath:
         return slate, rules
 
     def _rules(self, surface: str, page: int, interventions: list[Intervention],
-               now: datetime) -> tuple[list, tuple[str, ...]]:
+               now: datetime) -> RuleSet:
         """`build_rules` for one surface and page under the interventions active at `now`, built
         once per such set: the rules depend on `now` only through which interventions are active."""
         active = tuple(i for i in interventions if i.is_active(now))
@@ -467,7 +479,7 @@ class ServedPath:
         return rule_set
 
     # -- stage 6: explanations (Art. 12, 15) --------------------------------------------------------
-    def explain(self, query: Query, shared: SharedState, items: np.ndarray, slate) -> list[ServedItem]:
+    def explain(self, query: Query, shared: SharedState, items: Array, slate: Slate) -> list[ServedItem]:
         catalog = self.catalog
         chosen = items[slate.indices] if len(slate.indices) else np.empty(0, dtype=np.int64)
         pins = {}

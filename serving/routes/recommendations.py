@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from compliance.logstore import request_id_time
@@ -94,7 +94,10 @@ async def recommend(body: RecommendationIn, services: ServicesDep, pipeline: Pip
     principal.require(body.user_id)
     _check_limits(body, services)
     # The work runs in a thread, at most `compute_threads` requests of this worker at a time.
-    return await anyio.to_thread.run_sync(serve_list, body, services, pipeline, request_id, limiter=services.compute)
+    out = await anyio.to_thread.run_sync(serve_list, body, services, pipeline, request_id, limiter=services.compute)
+    # `out` was validated when it was built: sent as its JSON, not validated again by FastAPI
+    # against the response model (which still documents the body).
+    return Response(out.model_dump_json(), media_type="application/json")
 
 
 def serve_list(body: RecommendationIn, services, pipeline, request_id: str) -> RecommendationOut:
