@@ -27,6 +27,7 @@ import numpy as np
 from compliance import explanations, minors, tags
 from compliance.feature_library import LibraryMatch
 from compliance.policy import ITEM_DEDUP, Intervention, PolicyConfig, build_rules, config_hash
+from recsys.ranking.features import encode_categories
 from recsys.pipeline.rerank import CandidateSet, Rule, Slate, SlateContext, Source, UniqueItems, select
 from served.catalog import Catalog
 from served.query import Audience, RecommendationRequest, ServedPage
@@ -193,6 +194,17 @@ class ServedPath:
         # their stored history (the model's, fixed while it is loaded), and the policy's rules for
         # one surface, page and set of active interventions (rules are frozen values).
         self._stored_tags = lru_cache(maxsize=STORED_TAGS_CACHED)(self._derive_stored_tags)
+        # `tags.derive_tags` over category codes instead of names: each category's tag spelling,
+        # comparison key and whether the tag policy allows it, worked out once. Only when no two
+        # category names share a key (else derive_tags, which merges them, runs as it is).
+        encoding = encode_categories(catalog.bundle.items.get_column("categories"))
+        keys = [tags.tag_key(name) for name in encoding.names]
+        named = [key for key in keys if key]
+        self._tag_codes = encoding.codes if len(set(named)) == len(named) else None
+        self._tag_names = [" ".join(name.split()) for name in encoding.names]
+        self._tag_keys = keys
+        self._tag_allowed = [bool(key) and tags.is_banned(name, tag_policy) is None
+                             for key, name in zip(keys, self._tag_names)]
         self._rule_sets: dict[tuple[str, int, tuple[Intervention, ...]], RuleSet] = {}
 
     def _rated(self, order: np.ndarray, max_rating: int | None) -> np.ndarray:
@@ -258,7 +270,20 @@ class ServedPath:
                      seen, vector, profile, recent)
 
     def _derive_tags(self, history: np.ndarray) -> list[tags.Tag]:
-        return tags.derive_tags([self.catalog.item_categories[i] for i in history], self.tag_policy)
+        """`tags.derive_tags` of the history's categories (the same tags, tested), counted with
+        numpy over category codes rather than name by name."""
+        if self._tag_codes is None or not len(history):
+            return tags.derive_tags([self.catalog.item_categories[i] for i in history], self.tag_policy)
+        codes = self._tag_codes[history]
+        counts = np.bincount(codes[codes >= 0], minlength=len(self._tag_names)).tolist()
+        n_items = len(history)
+        policy = self.tag_policy
+        kept = [(count, code) for code, count in enumerate(counts)
+                if count and self._tag_allowed[code] and count / n_items >= policy.min_weight]
+        kept.sort(key=lambda entry: (-entry[0], self._tag_keys[entry[1]]))  # heaviest first, ties by name
+        return [tags.Tag(name=self._tag_names[code], weight=count / n_items, source="history",
+                         detail=f"from {count} of {n_items} items in your history")
+                for count, code in kept[: policy.max_tags]]
 
     def _derive_stored_tags(self, user_idx: int) -> tuple[tags.Tag, ...]:
         return tuple(self._derive_tags(self.catalog.bundle.user_history(user_idx)))

@@ -204,3 +204,24 @@ def test_the_golden_requests_cover_every_mode_and_reason():
     assert {"personalized", "mainstream", "pinned", "popular"} <= slots
     codes = {i["reason"]["code"] for lst in lists.values() for i in lst["items"]}
     assert {"similar_to_liked", "interest_tag", "editorial_front_screen", "pinned", "popular"} <= codes
+
+
+def test_tags_counted_over_codes_are_derive_tags(golden_bundle):
+    """The served path's tag derivation (numpy over category codes) gives `tags.derive_tags`'s
+    tags, weights, details and order, for every user's history and for filtered histories."""
+    from compliance import minors, tags
+    from compliance.policy import PolicyConfig
+    from served.catalog import Catalog
+    from served.path import ServedPath
+
+    catalog = Catalog.from_bundle(golden_bundle, "golden")
+    rng = np.random.default_rng(3)
+    for policy in (tags.TagPolicy(), tags.TagPolicy(min_weight=0.0, max_tags=3, banned=("drama", "crime"))):
+        path = ServedPath(catalog, PolicyConfig(), minors.MinorsConfig(), policy, retrieval_candidates=50,
+                          popular_candidates=50)
+        assert path._tag_codes is not None  # the vectorised path is the one under test
+        for user in range(len(golden_bundle.user_ids)):
+            history = golden_bundle.user_history(user)
+            for part in (history, history[rng.random(len(history)) < 0.3], history[:1]):
+                expected = tags.derive_tags([catalog.item_categories[i] for i in part], policy)
+                assert path._derive_tags(part) == expected
