@@ -249,7 +249,7 @@ class _Inference:
     @classmethod
     def of(cls, network: _Network) -> _Inference:
         layers = tuple((m.weight.detach().t(), m.bias.detach()) for m in network.body if isinstance(m, nn.Linear))
-        return cls(network.mean.detach(), network.scale.detach(), layers)
+        return cls(network.get_buffer("mean").detach(), network.get_buffer("scale").detach(), layers)
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         hidden = (torch.from_numpy(features) - self.mean) / self.scale
@@ -258,7 +258,7 @@ class _Inference:
             hidden = torch.addmm(bias, hidden, weight)
             if n < last:
                 hidden = torch.relu(hidden)
-        return hidden.squeeze(-1).numpy()
+        return np.asarray(hidden.squeeze(-1).numpy(), dtype=np.float32)  # float32 already: no copy
 
 
 def _listwise_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
