@@ -208,10 +208,23 @@ def nearest_liked(
     if top < 1:
         raise ValueError(f"nearest_liked: top must be >= 1, got {top}")
 
-    result = np.full((candidates.shape[0], top), -1, dtype=np.int64)
-    if liked.size == 0 or candidates.shape[0] == 0:
+    if liked.size == 0:
+        return np.full((candidates.shape[0], top), -1, dtype=np.int64)
+    # Normalise only the liked rows; positions in `liked` come back, mapped to item indices.
+    positions = nearest_liked_unit(_unit_rows(candidates), np.arange(liked.size), _unit_rows(factors[liked]), top)
+    return np.where(positions >= 0, liked[np.maximum(positions, 0)], -1)
+
+
+def nearest_liked_unit(candidate_units: np.ndarray, liked_idx: np.ndarray, unit_factors: np.ndarray,
+                       top: int = 2) -> np.ndarray:
+    """`nearest_liked` on vectors already L2-normalised (a model bundle keeps its items' unit
+    vectors), so the request path does not normalise the catalog or the history again. Only the
+    liked rows of `unit_factors` are read."""
+    liked = np.asarray(liked_idx)
+    result = np.full((candidate_units.shape[0], top), -1, dtype=np.int64)
+    if liked.size == 0 or candidate_units.shape[0] == 0:
         return result
-    similarity = _unit_rows(candidates) @ _unit_rows(factors[liked]).T  # (n, k)
+    similarity = candidate_units @ unit_factors[liked].T  # (n, k) cosines
     keep = min(top, liked.size)
     if keep < liked.size:
         part = np.argpartition(-similarity, keep - 1, axis=1)[:, :keep]

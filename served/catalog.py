@@ -80,7 +80,7 @@ class Catalog:
         )
 
     def category_of(self, item: int) -> str:
-        return self.category_names[self.category[item]]
+        return self.category_names[int(self.category[item])]
 
     def attribute_codes(self, name: str) -> np.ndarray:
         """Integer codes of the items' column `name` (any column of the dataset's items frame):

@@ -17,8 +17,10 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from functools import cached_property
+from functools import cached_property, lru_cache, partial
+from typing import Any
 
 import numpy as np
 
@@ -27,8 +29,9 @@ from compliance.feature_library import LibraryMatch
 from compliance.policy import ITEM_DEDUP, Intervention, PolicyConfig, build_rules, config_hash
 from recsys.pipeline.candidates import CandidateSet, Source
 from recsys.pipeline.rerank import select
-from recsys.pipeline.rules import UniqueItems
-from recsys.pipeline.slate import SlateContext
+from recsys.pipeline.rules import Rule, UniqueItems
+from recsys.pipeline.slate import Slate, SlateContext
+from recsys.ranking.features import encode_categories
 from served.catalog import Catalog
 from served.query import Audience, RecommendationRequest, ServedPage
 
@@ -40,6 +43,10 @@ NON_PERSONALIZED = "non_personalized"
 # size of the non-personalized popularity and editorial sources.
 RETRIEVAL_CANDIDATES = 200
 POPULAR_CANDIDATES = 300
+Array = np.ndarray  # numpy arrays of the stages: item indices, scores, sources (int8)
+RuleSet = tuple[list[Rule], tuple[str, ...]]  # the engine's rules and relaxation order for one list
+STORED_TAGS_CACHED = 50_000  # users whose derived tags a worker keeps (a few hundred bytes each)
+RULE_SETS_CACHED = 256  # (surface, page, active interventions) rule sets a worker keeps
 
 @dataclass
 class Query:
@@ -107,13 +114,13 @@ class Recommendation:
     index_build_id: str
     policy_hash: str
     items: list[ServedItem]
-    violations: list[dict]
+    violations: list[dict[str, Any]]
     policies: list[str]
     trace: Trace
     request: RecommendationRequest
     served_at: datetime
 
-    def log_record(self) -> dict:
+    def log_record(self) -> dict[str, Any]:
         """The Art. 23 log record of this list: enough to explain and reproduce it."""
         request = self.request
         return {
@@ -180,18 +187,35 @@ class ServedPath:
         self._category_code = {name: code for code, name in enumerate(catalog.category_names)}
         self._item_category_sets = [frozenset(c) for c in catalog.item_categories]
         item_ids, categories = bundle.item_ids, catalog.category_names
-        self._labels = {"item": lambda i: str(item_ids[i]), "category": lambda c: categories[c]}
+        self._labels: dict[str, Callable[[int], str]] = {"item": lambda i: str(item_ids[i]),
+                                                          "category": lambda c: categories[c]}
         # Item attributes the policy's declared rules name (a creator, a series...): coded once.
         self._extra = {name: catalog.attribute_codes(name) for name in policy.extra_attributes}
         for name in self._extra:
-            self._labels[name] = lambda code, name=name: catalog.attribute_label(name, code)
+            self._labels[name] = partial(catalog.attribute_label, name)
+        # Per-worker caches of what does not change between requests: a user's tags derived from
+        # their stored history (the model's, fixed while it is loaded), and the policy's rules for
+        # one surface, page and set of active interventions (rules are frozen values).
+        self._stored_tags = lru_cache(maxsize=STORED_TAGS_CACHED)(self._derive_stored_tags)
+        # `tags.derive_tags` over category codes instead of names: each category's tag spelling,
+        # comparison key and whether the tag policy allows it, worked out once. Only when no two
+        # category names share a key (else derive_tags, which merges them, runs as it is).
+        encoding = encode_categories(catalog.bundle.items.get_column("categories"))
+        keys = [tags.tag_key(name) for name in encoding.names]
+        named = [key for key in keys if key]
+        self._tag_codes = encoding.codes if len(set(named)) == len(named) else None
+        self._tag_names = [" ".join(name.split()) for name in encoding.names]
+        self._tag_keys = keys
+        self._tag_allowed = [bool(key) and tags.is_banned(name, tag_policy) is None
+                             for key, name in zip(keys, self._tag_names)]
+        self._rule_sets: dict[tuple[str, int, tuple[Intervention, ...]], RuleSet] = {}
 
     def _rated(self, order: np.ndarray, max_rating: int | None) -> np.ndarray:
         return order if max_rating is None else order[self.catalog.age_rating[order] <= max_rating]
 
     # -- stage 1: the query ---------------------------------------------------------------------
     def make_query(self, request: RecommendationRequest, audience: Audience, request_id: str, *, session_id: str,
-                   earlier_pages: list[ServedPage] = (), recent: np.ndarray | None = None,
+                   earlier_pages: Sequence[ServedPage] = (), recent: np.ndarray | None = None,
                    known_items: np.ndarray | None = None, history: np.ndarray | None = None) -> Query:
         """The mode and the personal signals of one request.
 
@@ -219,14 +243,17 @@ class ServedPath:
         empty = np.empty(0, dtype=np.int64)
         seen = vector = profile = None
         if mode == PERSONALIZED:
-            history = np.asarray(bundle.user_history(user_idx) if history is None else history, dtype=np.int64)
+            if history is None:
+                assert user_idx is not None  # a cold user without a given history is not personalized
+                history = bundle.user_history(user_idx)
+            history = np.asarray(history, dtype=np.int64)
             known = [history] if user_idx is None else [bundle.user_seen(user_idx), history]
             if known_items is not None and len(known_items):
                 known.append(np.asarray(known_items, dtype=np.int64))
             # Seen means seen: every item of the training window at any rating (a 2-star film is not
             # recommended back) and every item of the user's stored events, of any type.
             seen = np.unique(np.concatenate(known))
-            derived = tags.derive_tags([self.catalog.item_categories[i] for i in history], self.tag_policy)
+            derived = list(self._stored_tags(user_idx)) if stored else self._derive_tags(history)
             profile = tags.effective_profile(derived, deleted=user.tags_in("deleted"), added=user.tags_in("added"),
                                              not_interested=user.tags_in("not_interested"), policy=self.tag_policy)
             if profile.suppressed_categories:
@@ -239,11 +266,30 @@ class ServedPath:
                 vector = bundle.user_factors[user_idx] if stored else bundle.user_vector(history)
             if vector is None:
                 mode, reason = NON_PERSONALIZED, "no_history_left"
-        if mode != PERSONALIZED:
+        if mode != PERSONALIZED or history is None or seen is None:
             history, seen, recent, profile, vector = empty, empty, empty, None, None
         recent = empty if recent is None else np.asarray(recent, dtype=np.int64)
         return Query(request, request_id, audience.now, audience, mode, reason, session_id, list(earlier_pages), history,
                      seen, vector, profile, recent)
+
+    def _derive_tags(self, history: np.ndarray) -> list[tags.Tag]:
+        """`tags.derive_tags` of the history's categories (the same tags, tested), counted with
+        numpy over category codes rather than name by name."""
+        if self._tag_codes is None or not len(history):
+            return tags.derive_tags([self.catalog.item_categories[i] for i in history], self.tag_policy)
+        codes = self._tag_codes[history]
+        counts = np.bincount(codes[codes >= 0], minlength=len(self._tag_names)).tolist()
+        n_items = len(history)
+        policy = self.tag_policy
+        kept = [(count, code) for code, count in enumerate(counts)
+                if count and self._tag_allowed[code] and count / n_items >= policy.min_weight]
+        kept.sort(key=lambda entry: (-entry[0], self._tag_keys[entry[1]]))  # heaviest first, ties by name
+        return [tags.Tag(name=self._tag_names[code], weight=count / n_items, source="history",
+                         detail=f"from {count} of {n_items} items in your history")
+                for count, code in kept[: policy.max_tags]]
+
+    def _derive_stored_tags(self, user_idx: int) -> tuple[tags.Tag, ...]:
+        return tuple(self._derive_tags(self.catalog.bundle.user_history(user_idx)))
 
     # ------------------------------------------------------------------------------------------
     def run(self, query: Query, shared: SharedState) -> Recommendation:
@@ -292,7 +338,7 @@ class ServedPath:
         slate, _ = self.select(query, shared, items, scores, sources)
         return items[slate.indices] if len(slate.indices) else np.empty(0, dtype=np.int64)
 
-    def _ranked(self, query: Query, shared: SharedState, trace: Trace):
+    def _ranked(self, query: Query, shared: SharedState, trace: Trace) -> tuple[Query, Array, Array, Array, Trace]:
         """Candidates, filtered and scored; a failing model never fails the request: the
         personalized path falls back to the non-personalized one."""
         try:
@@ -307,7 +353,7 @@ class ServedPath:
             trace = Trace(timings_ms=trace.timings_ms)
             return (query, *self._candidates_scored(query, shared, trace), trace)
 
-    def _candidates_scored(self, query: Query, shared: SharedState, trace: Trace):
+    def _candidates_scored(self, query: Query, shared: SharedState, trace: Trace) -> tuple[Array, Array, Array]:
         clock = time.perf_counter
         mark = clock()
         items, scores, sources = self.candidate_sources(query, shared, trace)
@@ -321,8 +367,10 @@ class ServedPath:
         return items, scores, sources
 
     # -- stage 2: candidate sources ------------------------------------------------------------------
-    def candidate_sources(self, query: Query, shared: SharedState, trace: Trace):
-        parts_items, parts_scores, parts_sources = [], [], []
+    def candidate_sources(self, query: Query, shared: SharedState, trace: Trace) -> tuple[Array, Array, Array]:
+        parts_items: list[Array] = []
+        parts_scores: list[Array] = []
+        parts_sources: list[Array] = []
 
         def add(name: str, items: np.ndarray, scores: np.ndarray, source: Source) -> None:
             trace.candidates[name] = int(len(items))
@@ -337,7 +385,7 @@ class ServedPath:
         pins = self._pins_for(query, shared)
         if len(pins):
             add("pinned", pins, catalog.popularity_score[pins], Source.PINNED)
-        if query.mode == PERSONALIZED:
+        if query.mode == PERSONALIZED and query.user_vector is not None:
             # Deeper by what the seen filter will remove, so the ranker sees as many fresh
             # candidates as it was trained on (training retrieves n + |seen| and drops the seen).
             depth = min(self.retrieval_candidates + len(query.seen), catalog.n_items)
@@ -368,7 +416,8 @@ class ServedPath:
         return np.asarray(pins, dtype=np.int64)
 
     # -- stage 3: filters (each removes items for one named reason) -------------------------------
-    def filter(self, query: Query, shared: SharedState, items, scores, sources, trace: Trace):
+    def filter(self, query: Query, shared: SharedState, items: Array, scores: Array, sources: Array,
+               trace: Trace) -> tuple[Array, Array, Array]:
         catalog = self.catalog
         # Safety first, the same gate as every route (blocked, flagged, feature library, age rating).
         checks = query.audience.exclusions(items, shared.blocked_items, catalog.age_rating)
@@ -403,7 +452,7 @@ class ServedPath:
 
     # -- stage 4: scorer ------------------------------------------------------------------------
     def score(self, query: Query, items: np.ndarray, scores: np.ndarray, sources: np.ndarray) -> np.ndarray:
-        if query.mode != PERSONALIZED or not len(items):
+        if query.mode != PERSONALIZED or query.user_vector is None or not len(items):
             return scores  # popularity: the same for everyone in the same situation
         bundle = self.catalog.bundle
         retrieval_scores = bundle.item_factors[items] @ query.user_vector
@@ -411,19 +460,12 @@ class ServedPath:
         return np.asarray(bundle.ranker.score(features), dtype=np.float32)
 
     # -- stage 5: the policy engine (Art. 11, 12, 13) ---------------------------------------------
-    def select(self, query: Query, shared: SharedState, items, scores, sources):
+    def select(self, query: Query, shared: SharedState, items: Array, scores: Array,
+               sources: Array) -> tuple[Slate, list[Rule]]:
         catalog = self.catalog
         request = query.request
         if self.policies:
-            rules, relaxation = build_rules(
-                self.policy,
-                surface=request.surface,
-                page=request.page,
-                interventions=shared.interventions,
-                item_index=catalog.bundle.item_index,
-                category_index=self._category_code,
-                now=query.now,
-            )
+            rules, relaxation = self._rules(request.surface, request.page, shared.interventions, query.now)
         else:
             rules, relaxation = [UniqueItems(ITEM_DEDUP)], ()
         candidates = CandidateSet(
@@ -438,9 +480,9 @@ class ServedPath:
         trailing = [c for p in query.earlier_pages for c in p.categories]
         earlier = query.served_items
         context = SlateContext(
-            served_items=earlier,
-            served_contents=query.served_contents,
-            trailing_categories=np.asarray(trailing[-self.policy.dispersal.window :], dtype=np.int32),
+            served_items=frozenset(earlier.tolist()),
+            served_contents=frozenset(query.served_contents.tolist()),
+            trailing_categories=tuple(int(c) for c in trailing[-self.policy.dispersal.window :]),
             position_offset=sum(len(p.items) for p in query.earlier_pages),
             labels=self._labels,
             trailing_attributes={name: codes[earlier[-100:]] for name, codes in self._extra.items()},
@@ -449,8 +491,23 @@ class ServedPath:
         slate = select(candidates, request.k, rules, context, relaxation)
         return slate, rules
 
+    def _rules(self, surface: str, page: int, interventions: list[Intervention],
+               now: datetime) -> RuleSet:
+        """`build_rules` for one surface and page under the interventions active at `now`, built
+        once per such set: the rules depend on `now` only through which interventions are active."""
+        active = tuple(i for i in interventions if i.is_active(now))
+        key = (surface, page, active)
+        rule_set = self._rule_sets.get(key)
+        if rule_set is None:
+            rule_set = build_rules(self.policy, surface=surface, page=page, interventions=active,
+                                   item_index=self.catalog.bundle.item_index, category_index=self._category_code, now=now)
+            if len(self._rule_sets) >= RULE_SETS_CACHED:
+                self._rule_sets.clear()
+            self._rule_sets[key] = rule_set
+        return rule_set
+
     # -- stage 6: explanations (Art. 12, 15) --------------------------------------------------------
-    def explain(self, query: Query, shared: SharedState, items: np.ndarray, slate) -> list[ServedItem]:
+    def explain(self, query: Query, shared: SharedState, items: Array, slate: Slate) -> list[ServedItem]:
         catalog = self.catalog
         chosen = items[slate.indices] if len(slate.indices) else np.empty(0, dtype=np.int64)
         pins = {}
@@ -460,9 +517,8 @@ class ServedPath:
                 pins[index[str(intervention.item_id)]] = intervention
         nearest = None
         if query.mode == PERSONALIZED and len(query.history) and len(chosen):
-            nearest = explanations.nearest_liked(
-                catalog.bundle.item_factors[chosen], query.history, catalog.bundle.item_factors, top=2
-            )
+            unit = catalog.bundle.stats.unit_factors  # the bundle's L2-normalised item vectors
+            nearest = explanations.nearest_liked_unit(unit[chosen], query.history, unit, top=2)
         interests = {t.name for t in query.profile.tags if t.source == "user"} if query.profile else set()
         served = []
         for position, (item, slot, score) in enumerate(zip(chosen, slate.slots, slate.scores)):

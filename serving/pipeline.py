@@ -1,6 +1,7 @@
 """The server's request path: read the user's state, run the served path, remember the page.
 
-    gate (serving/gate.py) ► hydrate: this session's pages, recent items, the user's events
+    gate (serving/gate.py) ► hydrate: this session's pages, recent items, the user's events and
+    the shared state's versions, in one statement (`StateStore.request_state`)
     ► ServedPath (served/path.py): sources ► filters ► ranker ► policy engine ► explanations
     ► the route logs the list (before the response) and records the page
 
@@ -24,7 +25,7 @@ from served.path import NON_PERSONALIZED, PERSONALIZED, Query, Recommendation, S
 from compliance.logstore import LogStore, new_request_id
 from served.query import Audience, RecommendationRequest
 from serving import metrics
-from serving.state.store import StateStore
+from serving.state.store import SHARED_STATE_VERSIONS, StateStore
 
 __all__ = ["NON_PERSONALIZED", "PERSONALIZED", "Recommendation", "RecommendationPipeline", "RecommendationRequest",
            "SharedState"]
@@ -35,7 +36,8 @@ class RecommendationPipeline:
 
     def __init__(self, catalog: Catalog, store: StateStore, policy: PolicyConfig, minors_config: minors.MinorsConfig,
                  tag_policy: tags.TagPolicy, *, retrieval_candidates: int, popular_candidates: int,
-                 recent_pages_excluded: int, shared_state_loader: Callable[[], SharedState], model_healthy: bool = True,
+                 recent_pages_excluded: int, shared_state_loader: Callable[[tuple[int, ...] | None], SharedState],
+                 model_healthy: bool = True,
                  policies: bool = True):
         self.catalog = catalog
         self.store = store
@@ -73,28 +75,31 @@ class RecommendationPipeline:
     def run(self, request: RecommendationRequest, audience: Audience, request_id: str | None = None) -> Recommendation:
         """One list for `request`, for the `audience` the gate admitted."""
         started = time.perf_counter()
-        shared = self._load_shared()
-        query = self.hydrate(request, audience, request_id or new_request_id())
+        query, shared = self.hydrate(request, audience, request_id or new_request_id())
         hydrate_ms = (time.perf_counter() - started) * 1e3
         recommendation = self.path.run(query, shared)
         recommendation.trace.timings_ms = {"hydrate": hydrate_ms, **recommendation.trace.timings_ms}
         return recommendation
 
-    def hydrate(self, request: RecommendationRequest, audience: Audience, request_id: str) -> Query:
-        """The query, from the state database: this session's earlier pages, and for a user the
-        model knows, the items recently shown and the items of their stored events."""
-        store = self.store
-        session_id = request.session_id
-        if session_id is None:
-            session_id = (store.latest_session(request.user_id, request.surface) if request.page > 0 else None) or uuid.uuid4().hex
-        earlier = store.session_pages(request.user_id, request.surface, session_id, request.page) if request.page > 0 else []
+    def hydrate(self, request: RecommendationRequest, audience: Audience, request_id: str) -> tuple[Query, SharedState]:
+        """The query and the shared state, from ONE read of the state database: this session's
+        earlier pages, for a user the model knows the items recently shown and the items of their
+        stored events, and the versions of the shared state (reloaded only when they moved).
+        Nothing is written here: the page is recorded by `serve` once the list is logged."""
+        personal = (audience.personalization_allowed and audience.user.personalization
+                    and request.user_id in self.catalog.bundle.user_index)
+        state = self.store.request_state(request.user_id, request.surface, session_id=request.session_id,
+                                         page=request.page, recent_pages=self.recent_pages_excluded, personal=personal,
+                                         version_names=SHARED_STATE_VERSIONS)
+        shared = self._load_shared(state.versions)
         recent = known = None
-        if audience.personalization_allowed and audience.user.personalization and request.user_id in self.catalog.bundle.user_index:
-            recent = np.asarray(store.recent_items(request.user_id, self.recent_pages_excluded), dtype=np.int64)
+        if personal:
+            recent = np.asarray(state.recent_items, dtype=np.int64)
             index = self.catalog.bundle.item_index
-            known = np.asarray([index[i] for i in store.event_items(request.user_id) if i in index], dtype=np.int64)
-        return self.path.make_query(request, audience, request_id, session_id=session_id, earlier_pages=earlier,
-                                    recent=recent, known_items=known)
+            known = np.asarray([index[i] for i in state.event_items if i in index], dtype=np.int64)
+        query = self.path.make_query(request, audience, request_id, session_id=state.session_id or uuid.uuid4().hex,
+                                     earlier_pages=state.earlier_pages, recent=recent, known_items=known)
+        return query, shared
 
     def record(self, recommendation: Recommendation, now: datetime) -> None:
         """Side effect: remember the page for session de-duplication and recent impressions."""

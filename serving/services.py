@@ -28,7 +28,7 @@ from serving.config import Settings
 from serving.gate import ContentGate
 from serving.pipeline import RecommendationPipeline, SharedState
 from serving.state.db import make_engine
-from serving.state.store import StateStore
+from serving.state.store import SHARED_STATE_VERSIONS, StateStore
 
 log = logging.getLogger("recsys.serving")
 
@@ -87,9 +87,12 @@ class Services:
     def ready(self) -> bool:
         return self.pipeline is not None
 
-    def shared_state(self) -> SharedState:
-        """Interventions and blocked items, reloaded when another worker changed them."""
-        versions = self.store.versions("interventions", "features")
+    def shared_state(self, versions: tuple[int, ...] | None = None) -> SharedState:
+        """Interventions and blocked items, reloaded when another worker changed them. `versions`:
+        the current versions of `SHARED_STATE_VERSIONS` when the caller has just read them (the
+        request path reads them with the user's state, in one statement); else they are read here."""
+        if versions is None:
+            versions = self.store.versions(*SHARED_STATE_VERSIONS)
         shared = self._shared
         if shared is None or shared.versions != versions:
             with self._shared_lock:

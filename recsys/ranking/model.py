@@ -163,6 +163,7 @@ class MLPRanker(Ranker):
         torch.manual_seed(seed)
         self.network = _Network(len(self.feature_names), self.config.hidden, self.config.dropout)
         self.network.eval()
+        self._inference: _Inference | None = None  # the weights' tensors, taken on the first `score`
 
     def fit(self, train: RankingLists, valid: RankingLists | None = None) -> dict[str, float]:
         config = self.config
@@ -199,6 +200,7 @@ class MLPRanker(Ranker):
         if best_state is not None:
             self.network.load_state_dict(best_state)
         self.network.eval()
+        self._inference = None
         return {"train_loss": loss_value, "valid_loss": float(best), "epochs": float(epoch)}
 
     def loss(self, lists: RankingLists) -> float:
@@ -209,10 +211,12 @@ class MLPRanker(Ranker):
             return float(_listwise_loss(self.network(features), labels, mask))
 
     def score(self, features: np.ndarray) -> np.ndarray:
+        """The network's forward pass for one request (`_Inference`: the module's exact scores, in
+        half its time for a few hundred rows)."""
         features = self._check(features)
-        with torch.inference_mode():
-            scores: np.ndarray = self.network(torch.from_numpy(features)).numpy()
-        return scores
+        if self._inference is None:
+            self._inference = _Inference.of(self.network)
+        return self._inference(features)
 
     def score_lists(self, features: np.ndarray) -> np.ndarray:
         """Scores of a (users, n, f) batch of lists, for offline evaluation."""
@@ -235,7 +239,35 @@ class MLPRanker(Ranker):
         except (RuntimeError, KeyError) as exc:
             raise RankerError(f"ranker.pt: weights do not match the config ({exc})") from None
         ranker.network.eval()
+        ranker._inference = None
         return ranker
+
+
+@dataclass(frozen=True)
+class _Inference:
+    """An evaluation-mode `_Network` as a plain sequence of torch calls on detached tensors: the
+    same kernels in the same order as `_Network.forward` (F.linear on a matrix is `addmm`), so the
+    scores are bit for bit the module's, without nn.Module dispatch or autograd bookkeeping.
+    (A numpy forward was faster still but summed in another order: about 1e-6 apart, enough to
+    swap two near-tied candidates for 1 user in 943 on MovieLens-100K.)"""
+
+    mean: torch.Tensor
+    scale: torch.Tensor
+    layers: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # (weight transposed, bias) per Linear
+
+    @classmethod
+    def of(cls, network: _Network) -> _Inference:
+        layers = tuple((m.weight.detach().t(), m.bias.detach()) for m in network.body if isinstance(m, nn.Linear))
+        return cls(network.get_buffer("mean").detach(), network.get_buffer("scale").detach(), layers)
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        hidden = (torch.from_numpy(features) - self.mean) / self.scale
+        last = len(self.layers) - 1
+        for n, (weight, bias) in enumerate(self.layers):
+            hidden = torch.addmm(bias, hidden, weight)
+            if n < last:
+                hidden = torch.relu(hidden)
+        return np.asarray(hidden.squeeze(-1).numpy(), dtype=np.float32)  # float32 already: no copy
 
 
 def _listwise_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

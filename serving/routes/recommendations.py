@@ -96,15 +96,18 @@ def _check_limits(body: RecommendationIn, services) -> None:
 
 @router.post("/recommendations", response_model=RecommendationOut, responses={403: {"model": RefusalOut}, 503: {}})
 async def recommend(body: RecommendationIn, services: ServicesDep, pipeline: PipelineDep, request_id: RequestIdDep,
-                    principal: PrincipalDep, response: Response):
+                    principal: PrincipalDep):
     """A list for one user and surface, after the policy pipeline, with a reason per item; logged before it is sent."""
     principal.require(body.user_id)
     _check_limits(body, services)
     # The work runs in a thread, at most `compute_threads` requests of this worker at a time.
     out = await anyio.to_thread.run_sync(serve_list, body, services, pipeline, request_id, limiter=services.compute)
+    # `out` was validated when it was built: sent as its JSON, not validated again by FastAPI
+    # against the response model (which still documents the body).
+    headers = {}
     if out.rest_reminder is not None:
-        response.headers["X-Rest-Reminder"] = f"continuous-minutes={out.rest_reminder.continuous_minutes:g}"
-    return out
+        headers["X-Rest-Reminder"] = f"continuous-minutes={out.rest_reminder.continuous_minutes:g}"
+    return Response(out.model_dump_json(), media_type="application/json", headers=headers)
 
 
 def serve_list(body: RecommendationIn, services, pipeline, request_id: str) -> RecommendationOut:

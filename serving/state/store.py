@@ -13,12 +13,33 @@ the new value in SQL from the row the database holds (no read-modify-write in Py
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import Float, Integer, and_, bindparam, case, cast, delete, extract, func, insert, or_, select, update
+from sqlalchemy import (
+    Float,
+    Integer,
+    String,
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    extract,
+    func,
+    insert,
+    literal_column,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -26,14 +47,13 @@ from served.query import ServedPage, UserState
 from serving.state import db
 
 TAG_STATES = ("deleted", "added", "not_interested")
+# The admin-edited state every worker keeps a copy of (interventions, the feature library), by the
+# names of its version rows: a worker reloads its copy when one moved.
+SHARED_STATE_VERSIONS = ("interventions", "features")
 
 # The request path's statements, built once: executing a prebuilt statement only binds values,
 # three times faster than building it per call (measured: 0.05 vs 0.15 ms for `load_user`).
 _pages = db.served_pages
-_PROFILE_AGE = select(db.user_profiles.c.age).where(db.user_profiles.c.user_id == bindparam("user_id"))
-_SETTINGS = select(db.user_settings.c.personalization, db.user_settings.c.minor_mode).where(
-    db.user_settings.c.user_id == bindparam("user_id"))
-_TAGS = select(db.user_tags.c.tag, db.user_tags.c.state).where(db.user_tags.c.user_id == bindparam("user_id"))
 _SESSION_PAGES = (
     select(_pages.c.page, _pages.c.session_id, _pages.c["items"], _pages.c.categories, _pages.c.contents)
     .where(and_(_pages.c.user_id == bindparam("user_id"), _pages.c.surface == bindparam("surface"),
@@ -51,6 +71,74 @@ _VERSIONS = select(db.state_versions.c.name, db.state_versions.c.version).where(
 _EVENT_ITEMS = select(db.events.c.item_id).where(db.events.c.user_id == bindparam("user_id")).distinct()
 _USAGE = select(db.usage.c.last_activity, db.usage.c.seconds_used).where(
     and_(db.usage.c.user_id == bindparam("user_id"), db.usage.c.day == bindparam("day")))
+
+
+def _load_user_statement():
+    """Profile, settings and tags of one user in one statement: a one-row table of the id, joined
+    to each (a row per tag; profile and settings repeated, NULL when absent)."""
+    profiles, settings, tags = db.user_profiles, db.user_settings, db.user_tags
+    asked = select(cast(bindparam("user_id"), String).label("user_id")).subquery("asked")
+    return (
+        select(profiles.c.user_id.label("profile"), profiles.c.age, settings.c.user_id.label("settings"),
+               settings.c.personalization, settings.c.minor_mode, tags.c.tag, tags.c.state)
+        .select_from(asked.outerjoin(profiles, profiles.c.user_id == asked.c.user_id)
+                     .outerjoin(settings, settings.c.user_id == asked.c.user_id)
+                     .outerjoin(tags, tags.c.user_id == asked.c.user_id))
+    )
+
+
+_LOAD_USER = _load_user_statement()
+
+
+@dataclass(frozen=True)
+class RequestState:
+    """What the request path reads about one user and request, in one statement (`request_state`)."""
+
+    versions: tuple[int, ...]  # of the names asked for, 0 for one never bumped
+    session_id: str | None  # the session asked for, else the latest on this surface (page > 0), else None
+    earlier_pages: list[ServedPage]  # this session's pages before the one asked for, in page order
+    recent_items: list[int]  # items of the user's last pages, newest page first (personal only)
+    event_items: list[str]  # items of the user's stored events, distinct (personal only)
+
+
+def _request_state_statement(personal: bool, session: str | None):
+    """One UNION ALL over the state a list needs, each row tagged with what it is: the state
+    versions, this session's earlier pages (`session`: "given" the request's session id, "latest"
+    the newest on the surface, None: page 0 reads none), and when `personal` the recent pages' items
+    and the event items. JSON columns come back as text, decoded by `request_state`."""
+    pages, events, versions = db.served_pages, db.events, db.state_versions
+    text_null, int_null = cast(null(), Text), cast(null(), Integer)
+
+    def tagged(kind: str):
+        return literal_column(f"'{kind}'", String).label("kind")
+
+    parts = [select(tagged("version"), versions.c.version.label("number"), int_null.label("row_id"),
+                    versions.c.name.label("name"), text_null.label("items"), text_null.label("categories"),
+                    text_null.label("contents"))
+             .where(versions.c.name.in_(bindparam("names", expanding=True)))]
+    if session is not None:
+        latest = (select(pages.c.session_id)
+                  .where(and_(pages.c.user_id == bindparam("user_id"), pages.c.surface == bindparam("surface")))
+                  .order_by(pages.c.id.desc()).limit(1).scalar_subquery())
+        wanted = bindparam("session_id", type_=String) if session == "given" else latest
+        parts.append(select(tagged("page"), pages.c.page, pages.c.id, pages.c.session_id, cast(pages.c["items"], Text),
+                            cast(pages.c.categories, Text), cast(pages.c.contents, Text))
+                     .where(and_(pages.c.user_id == bindparam("user_id"), pages.c.surface == bindparam("surface"),
+                                 pages.c.session_id == wanted, pages.c.page < bindparam("before_page"))))
+        if session == "latest":
+            parts.append(select(tagged("latest"), int_null, int_null, latest, text_null, text_null, text_null))
+    if personal:
+        recent = (select(pages.c.id, pages.c["items"]).where(pages.c.user_id == bindparam("user_id"))
+                  .order_by(pages.c.id.desc()).limit(bindparam("pages", type_=Integer)).subquery("recent"))
+        parts.append(select(tagged("recent"), int_null, recent.c.id, text_null, cast(recent.c["items"], Text), text_null,
+                            text_null))
+        parts.append(select(tagged("event"), int_null, int_null, events.c.item_id, text_null, text_null, text_null)
+                     .where(events.c.user_id == bindparam("user_id")).distinct())
+    return union_all(*parts)
+
+
+_REQUEST_STATE = {(personal, session): _request_state_statement(personal, session)
+                  for personal in (False, True) for session in (None, "given", "latest")}
 
 
 class StateStore:
@@ -82,18 +170,18 @@ class StateStore:
 
     # -- users -------------------------------------------------------------------------------
     def load_user(self, user_id: str) -> UserState:
-        key = {"user_id": user_id}
+        """Profile, settings and tag decisions of a user, in one statement."""
         with self._read() as conn:
-            profile = conn.execute(_PROFILE_AGE, key).first()
-            settings = conn.execute(_SETTINGS, key).first()
-            tags = conn.execute(_TAGS, key).all()
+            rows = conn.execute(_LOAD_USER, {"user_id": user_id}).all()
+        first = rows[0]
+        known_settings = first.settings is not None
         return UserState(
             user_id=user_id,
-            known=profile is not None or settings is not None,
-            age=profile.age if profile else None,
-            personalization=settings.personalization if settings else True,
-            minor_mode=settings.minor_mode if settings else None,
-            tag_states={row.tag: row.state for row in tags},
+            known=first.profile is not None or known_settings,
+            age=first.age,
+            personalization=first.personalization if known_settings else True,
+            minor_mode=first.minor_mode if known_settings else None,
+            tag_states={row.tag: row.state for row in rows if row.tag is not None},
         )
 
     def seed_profiles(self, rows: list[dict], source: str) -> int:
@@ -162,6 +250,47 @@ class StateStore:
         with self._read() as conn:
             rows = conn.execute(_RECENT_ITEMS, {"user_id": user_id, "pages": int(pages)}).all()
         return [item for row in rows for item in row.items]
+
+    def request_state(self, user_id: str, surface: str, *, session_id: str | None, page: int, recent_pages: int,
+                      personal: bool, version_names: tuple[str, ...]) -> RequestState:
+        """Everything the request path reads for one list, in ONE statement (one round trip): the
+        versions of `version_names`; for `page` > 0 the session's earlier pages (of `session_id`, or
+        when None of the user's latest session on `surface`); and when `personal` the items of the
+        user's last `recent_pages` pages and of their events. The same answers as `versions`,
+        `latest_session`, `session_pages`, `recent_items` and `event_items` asked one by one."""
+        session = None if page <= 0 else ("given" if session_id is not None else "latest")
+        personal_recent = personal and recent_pages > 0
+        params = {"names": list(version_names), "user_id": user_id, "surface": surface, "session_id": session_id,
+                  "before_page": page, "pages": max(int(recent_pages), 1)}
+        with self._read() as conn:
+            rows = conn.execute(_REQUEST_STATE[(personal, session)], params).all()
+        found: dict[str, int] = {}
+        pages: list[tuple[int, int, str, str, str, str]] = []
+        recent: list[tuple[int, str]] = []
+        events: list[str] = []
+        latest = None
+        for kind, number, row_id, name, items, categories, contents in rows:
+            if kind == "version":
+                found[name] = number
+            elif kind == "page":
+                pages.append((number, row_id, name, items, categories, contents))
+            elif kind == "latest":
+                latest = name
+            elif kind == "recent":
+                recent.append((row_id, items))
+            else:
+                events.append(name)
+        pages.sort(key=lambda row: (row[0], row[1]))  # by page, then as written (as `session_pages`)
+        recent.sort(key=lambda row: -row[0])  # newest page first
+        loads = json.loads
+        return RequestState(
+            versions=tuple(found.get(name, 0) for name in version_names),
+            session_id=session_id if session_id is not None else latest,
+            earlier_pages=[ServedPage(number, sid, loads(items), loads(categories), loads(contents))
+                           for number, _, sid, items, categories, contents in pages],
+            recent_items=[item for _, items in recent for item in loads(items)] if personal_recent else [],
+            event_items=events if personal else [],
+        )
 
     def record_page(self, *, request_id: str, user_id: str, surface: str, session_id: str, page: int,
                     items: list[int], categories: list[int], contents: list[int], now: datetime) -> None:

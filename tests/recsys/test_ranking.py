@@ -8,6 +8,8 @@ import time
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from compliance.tags import TagPolicy, banned_features
 from recsys.evaluation import Histories
@@ -126,6 +128,26 @@ def test_mlp_ranker_learns_a_signal_and_round_trips(tmp_path):
     loaded = load_ranker(path)
     assert isinstance(loaded, MLPRanker) and loaded.feature_names == FEATURE_NAMES
     assert np.allclose(loaded.score(held.features[0]), scores[0], atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(hidden=st.lists(st.integers(1, 24), min_size=0, max_size=3), rows=st.integers(0, 300), seed=st.integers(0, 2**16))
+def test_request_scores_are_the_modules_scores_bit_for_bit(hidden, rows, seed):
+    """The request path's forward pass (`MLPRanker.score`) gives exactly the torch module's scores,
+    so a ranking never changes with the faster path; weights loaded later are picked up."""
+    ranker = make_ranker("mlp", FEATURE_NAMES, {"hidden": hidden}, seed=seed)
+    rng = np.random.default_rng(seed)
+    with torch.no_grad():
+        ranker.network.mean.copy_(torch.from_numpy(rng.normal(size=len(FEATURE_NAMES)).astype(np.float32)))
+        ranker.network.scale.copy_(torch.from_numpy(rng.uniform(0.1, 3, size=len(FEATURE_NAMES)).astype(np.float32)))
+    features = (rng.normal(size=(rows, len(FEATURE_NAMES))) * 3).astype(np.float32)
+    with torch.inference_mode():
+        expected = ranker.network(torch.from_numpy(features)).numpy()
+    assert np.array_equal(ranker.score(features), expected)
+    other = make_ranker("mlp", FEATURE_NAMES, {"hidden": hidden}, seed=seed + 1)
+    ranker.network.load_state_dict(other.network.state_dict())
+    with torch.inference_mode():
+        assert np.array_equal(ranker.score(features), other.network(torch.from_numpy(features)).numpy())
 
 
 def test_scoring_500_candidates_is_fast():

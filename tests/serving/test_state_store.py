@@ -113,6 +113,74 @@ def test_served_pages_sessions_and_recent_items(store):
     assert store.recent_items("u1", 0) == []
 
 
+def test_request_state_is_the_one_by_one_reads_in_one_statement(store):
+    """`request_state` (the request path's one round trip) answers as versions, latest_session,
+    session_pages, recent_items and event_items asked one by one, for every kind of request."""
+    for n, (session, number, items) in enumerate([("s1", 0, [1, 2, 3]), ("s1", 1, [4, 5]), ("s1", 1, [11]), ("s1", 2, [6]),
+                                                  ("s2", 0, [9, 10])]):
+        page(store, f"r{n}", session=session, number=number, items=items)
+    page(store, "r-feed", surface="feed", session="s9", items=[7])
+    page(store, "r-u2", user="u2", items=[8])
+    store.add_events([event("e1", item="i1"), event("e2", item="i2"), event("e3", item="i1", kind="like"),
+                      event("e4", user="u2", item="i3")])
+    store.add_intervention({"kind": "block", "item_id": "i9", "operator": "op", "reason": "rights", "created_at": T0})
+    names = ("interventions", "features")
+    statements = 0
+
+    def count(*_args) -> None:
+        nonlocal statements
+        statements += 1
+
+    from sqlalchemy import event as sqlalchemy_event
+
+    for user in ("u1", "u2", "nobody"):
+        for surface in ("home", "feed"):
+            for session_id in (None, "s1", "s2", "missing"):
+                for number in (0, 1, 2, 3):
+                    for recent_pages in (0, 2, 100):
+                        for personal in (False, True):
+                            sqlalchemy_event.listen(store.engine, "before_cursor_execute", count)
+                            statements = 0
+                            got = store.request_state(user, surface, session_id=session_id, page=number,
+                                                      recent_pages=recent_pages, personal=personal, version_names=names)
+                            sqlalchemy_event.remove(store.engine, "before_cursor_execute", count)
+                            assert statements == 1
+                            session = session_id if session_id is not None else (
+                                store.latest_session(user, surface) if number > 0 else None)
+                            assert got.versions == store.versions(*names) == (1, 0)
+                            assert got.session_id == session
+                            assert got.earlier_pages == (store.session_pages(user, surface, session, number)
+                                                         if number > 0 and session else [])
+                            assert got.recent_items == (store.recent_items(user, recent_pages) if personal else [])
+                            assert sorted(got.event_items) == (sorted(store.event_items(user)) if personal else [])
+
+
+def test_load_user_is_one_statement(store):
+    from sqlalchemy import event as sqlalchemy_event
+
+    store.seed_profiles([{"user_id": "a", "age": 30, "created_at": T0}, {"user_id": "b", "age": 9, "created_at": T0}], "src")
+    store.put_settings("a", T0, personalization=False, minor_mode=True)
+    for tag, state in (("drama", "deleted"), ("horror", "not_interested"), ("comedy", "added")):
+        store.set_tag_state("a", tag, state, T0)
+    statements = []
+
+    def count(*args) -> None:
+        statements.append(args[2])
+
+    sqlalchemy_event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        users = {user_id: store.load_user(user_id) for user_id in ("a", "b", "nobody")}
+    finally:
+        sqlalchemy_event.remove(store.engine, "before_cursor_execute", count)
+    assert len(statements) == 3
+    a, b, nobody = users["a"], users["b"], users["nobody"]
+    assert (a.known, a.age, a.personalization, a.minor_mode) == (True, 30, False, True)
+    assert a.tag_states == {"drama": "deleted", "horror": "not_interested", "comedy": "added"}
+    assert (b.known, b.age, b.personalization, b.minor_mode, b.tag_states) == (True, 9, True, None, {})
+    assert (nobody.known, nobody.age, nobody.personalization, nobody.minor_mode, nobody.tag_states) == (
+        False, None, True, None, {})
+
+
 # -- versions, interventions, feature library -------------------------------------------------------------
 def test_versions_interventions_and_their_version(store):
     assert store.version("interventions") == 0 and store.versions("interventions", "features", "x") == (0, 0, 0)
