@@ -97,6 +97,9 @@ def _mount_package_commands() -> None:
     app.command("audit")(audit_command)
 
     app.add_typer(features_app, name="features")
+    from serving.operators_cli import app as operators_app
+
+    app.add_typer(operators_app, name="operators")
     from serving.state.cli import app as db_app
 
     app.add_typer(db_app, name="db", help="The state database's schema: upgrade (Alembic migrations), current revision.")
