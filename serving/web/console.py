@@ -96,6 +96,7 @@ def interventions_page(request: Request) -> Response:
         may_change=oversight.may_change(operator.role), may_approve=oversight.may_approve(operator.role),
         surfaces=services.settings.surfaces, target=_target, front_surfaces=front.surfaces,
         sensitive=[f"{r.kind}{' (front screen)' if r.front_screen_only else ''}" for r in services.settings.oversight.sensitive],
+        features=services.store.feature_entries(),
     )
 
 
@@ -154,6 +155,44 @@ async def decide(request: Request, intervention_id: int, decision: str) -> Respo
             raise HTTPException(422, detail="reason: 3 to 500 characters: say why")
         row = admin.decide(services, intervention_id, operator, approve=decision == "approve", reason=reason)
         return f"intervention {row['id']} {'approved: in force from the next request' if decision == 'approve' else 'rejected'}"
+
+    return await act("/console", action)
+
+
+# -- feature library (Art. 9) ------------------------------------------------------------------------
+@router.post("/features", responses={303: {"description": "added"}, 403: {}})
+async def add_feature(request: Request) -> Response:
+    session, form = await posted_form(request, cookies)
+    operator = _operator_or_login(request, session)
+    if isinstance(operator, RedirectResponse):
+        return operator
+    services: Services = request.app.state.services
+
+    def action() -> str:
+        name = _changer(operator)
+        values = {key: form[key].strip() for key in ("kind", "pattern", "exemplar_item_id", "threshold", "category", "note")
+                  if form.get(key, "").strip()}
+        try:
+            body = content.FeatureIn.model_validate(values)
+        except ValidationError as exc:
+            raise HTTPException(422, detail=one_line(exc)) from None
+        entry = content.add_feature(body, services, name)
+        return f"feature-library entry {entry['id']} added: {entry['matched_items']} items blocked from the next request"
+
+    return await act("/console", action)
+
+
+@router.post("/features/{entry_id}/remove", responses={303: {"description": "removed"}, 403: {}})
+async def remove_feature(request: Request, entry_id: str) -> Response:
+    session, _ = await posted_form(request, cookies)
+    operator = _operator_or_login(request, session)
+    if isinstance(operator, RedirectResponse):
+        return operator
+    services: Services = request.app.state.services
+
+    def action() -> str:
+        content.remove_feature(entry_id[:64], services, _changer(operator))
+        return f"feature-library entry {entry_id[:64]} removed"
 
     return await act("/console", action)
 

@@ -4,6 +4,7 @@ Selenium through Debian's chromedriver (nothing downloads a browser)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -75,7 +76,12 @@ def site(trained, make_settings) -> Iterator[ThreadedServer]:
 
 @pytest.fixture(scope="session")
 def screenshots(tmp_path_factory) -> Path:
-    """Where the tests write a screenshot of each page (a few are committed under docs/screenshots/)."""
+    """Where the tests write a screenshot of each page: a temporary folder, or RECSYS_TEST_SCREENSHOTS
+    (a few of them are committed under docs/screenshots/)."""
+    chosen = os.environ.get("RECSYS_TEST_SCREENSHOTS")
+    if chosen:
+        Path(chosen).mkdir(parents=True, exist_ok=True)
+        return Path(chosen)
     return tmp_path_factory.mktemp("screenshots")
 
 

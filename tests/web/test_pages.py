@@ -17,7 +17,7 @@ PASSWORD = "a long enough password"
 FORMS = [
     "/console/login", "/console/logout", "/console/interventions", "/console/interventions/1/approve",
     "/console/interventions/1/reject", "/console/interventions/1/revoke", "/console/complaints/abc/acknowledge",
-    "/console/complaints/abc/resolve", "/me/login", "/me/logout", "/me/settings", "/me/tags/cat01/delete",
+    "/console/complaints/abc/resolve", "/console/features", "/console/features/fe-1/remove", "/me/login", "/me/logout", "/me/settings", "/me/tags/cat01/delete",
     "/me/tags/cat01/not-interested", "/me/complaints",
 ]
 
@@ -145,3 +145,21 @@ def test_a_minor_in_curfew_sees_no_past_list_in_the_privacy_center(client_factor
     night = client.get("/me")
     assert night.status_code == 200 and served["request_id"] not in night.text
     assert "served-list" not in night.text
+
+
+def test_the_console_adds_and_removes_feature_library_entries_as_the_account(client):
+    accounts = client.app.state.services.accounts
+    accounts.add("olga", "operator", PASSWORD)
+    accounts.add("audrey", "auditor", PASSWORD)
+    token = logged_in(client, "console", name="olga", password=PASSWORD)
+    added = client.post("/console/features", data={"csrf_token": token, "kind": "keyword", "pattern": "casino", "category": "spam"})
+    assert "added" in str(added.url)
+    entries = client.get("/v1/admin/features", headers={"Authorization": "Bearer test-admin-token"}).json()
+    assert [(e["pattern"], e["author"]) for e in entries] == [("casino", "olga")]
+    bad = client.post("/console/features", data={"csrf_token": token, "kind": "regex", "pattern": "(", "category": "spam"})
+    assert "error=" in str(bad.url)
+    client.post("/console/logout", data={"csrf_token": token})
+    auditor = logged_in(client, "console", name="audrey", password=PASSWORD)
+    refused = client.post(f"/console/features/{entries[0]['id']}/remove", data={"csrf_token": auditor})
+    assert "reads+only" in str(refused.url) or "reads%20only" in str(refused.url)
+    assert len(client.app.state.services.store.feature_entries()) == 1

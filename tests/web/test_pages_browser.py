@@ -8,6 +8,7 @@ from __future__ import annotations
 import httpx
 import polars as pl
 import pytest
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -25,11 +26,23 @@ def recommend(site, user: str, surface: str = "home", k: int = 10) -> dict:
     return response.json()
 
 
+def document_id(driver):
+    """The current document's time origin: a new page has a new one; False while it is loading."""
+    return driver.execute_script("return document.readyState === 'complete' && performance.timeOrigin")
+
+
+def wait_for_new_page(driver, before) -> None:
+    """Bounded wait until a new document has loaded. Asking while the browser navigates can fail
+    (the old document is going away): such an answer counts as "not yet"."""
+    WebDriverWait(driver, WAIT_S, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: document_id(d) not in (False, before))
+
+
 def submit(driver, element) -> None:
     """Click a submit button and wait (bounded) for the page it leads to."""
-    page = driver.find_element(By.TAG_NAME, "html")
+    before = document_id(driver)
     element.click()
-    WebDriverWait(driver, WAIT_S).until(EC.staleness_of(page))
+    wait_for_new_page(driver, before)
 
 
 def open_page(driver, url: str) -> None:
@@ -73,9 +86,9 @@ def forged_post(driver, action: str, fields: dict[str, str]) -> None:
             input.type = 'hidden'; input.name = name; input.value = value; form.appendChild(input);
         }
         document.body.appendChild(form); form.submit();"""
-    page = driver.find_element(By.TAG_NAME, "html")
+    before = document_id(driver)
     driver.execute_script(script, action, fields)
-    WebDriverWait(driver, WAIT_S).until(EC.staleness_of(page))
+    wait_for_new_page(driver, before)
 
 
 def test_switching_personalization_off_makes_the_next_list_non_personalized(site, browser, adults, screenshots):
