@@ -68,7 +68,7 @@ async def login(request: Request) -> Response:
         return render(request, cookies, session, "console_login.html", status_code=401,
                       login_error="name or password: no enabled operator account matches")
     response = redirect("/console")
-    cookies.save(request, response, cookies.login(session, operator.name))
+    cookies.save(request, response, cookies.login(operator.name))
     request.app.state.services.logstore.append("operators", {"action": "login", "name": operator.name, "via": "console"})
     return response
 

@@ -43,10 +43,6 @@ def _principal(request: Request, user_id: str) -> Principal:
     return Principal(request.app.state.authenticator.config.mode, user_id)
 
 
-def _user(request: Request, session: Session) -> str | None:
-    return session.who
-
-
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request) -> HTMLResponse:
     session = cookies.load(request)
@@ -73,7 +69,7 @@ async def login(request: Request) -> Response:
     except HTTPException as exc:
         return render(request, cookies, session, "me_login.html", status_code=exc.status_code, mode=mode, login_error=str(exc.detail))
     response = redirect("/me")
-    cookies.save(request, response, cookies.login(session, user_id))
+    cookies.save(request, response, cookies.login(user_id))
     return response
 
 
@@ -103,7 +99,7 @@ def last_lists(services: Services, user_id: str, limit: int = LISTS_SHOWN) -> tu
 @router.get("", response_class=HTMLResponse)
 def privacy_center(request: Request) -> Response:
     session = cookies.load(request)
-    user_id = _user(request, session)
+    user_id = session.who
     if user_id is None:
         return redirect("/me/login")
     services: Services = request.app.state.services
@@ -128,7 +124,7 @@ def _subject_types() -> tuple[str, ...]:
 async def change_settings(request: Request) -> Response:
     """One control: personalization on or off (and, for a guardian, minors mode)."""
     session, form = await posted_form(request, cookies)
-    user_id = _user(request, session)
+    user_id = session.who
     if user_id is None:
         return redirect("/me/login", error="log in first")
     services: Services = request.app.state.services
@@ -153,7 +149,7 @@ async def change_settings(request: Request) -> Response:
 async def tag_decision(request: Request, tag: str, decision: str) -> Response:
     """Delete a tag, or mark its category "not interested" (the JSON tag routes)."""
     session, _ = await posted_form(request, cookies)
-    user_id = _user(request, session)
+    user_id = session.who
     if user_id is None:
         return redirect("/me/login", error="log in first")
     services: Services = request.app.state.services
@@ -174,7 +170,7 @@ async def tag_decision(request: Request, tag: str, decision: str) -> Response:
 @router.post("/complaints", responses={303: {"description": "filed"}, 403: {}})
 async def file_complaint(request: Request) -> Response:
     session, form = await posted_form(request, cookies)
-    user_id = _user(request, session)
+    user_id = session.who
     if user_id is None:
         return redirect("/me/login", error="log in first")
     services: Services = request.app.state.services

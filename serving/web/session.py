@@ -63,8 +63,8 @@ class SessionCookies:
         response.set_cookie(self.cookie, serializer.dumps({"n": session.nonce, "who": session.who}), max_age=int(max_age),
                             path=self.path, httponly=True, samesite="strict", secure=request.url.scheme == "https")
 
-    def login(self, session: Session, who: str) -> Session:
-        """A new session (new nonce) for `who`."""
+    def login(self, who: str) -> Session:
+        """A new session (new nonce: no session fixation) for `who`."""
         return Session(secrets.token_urlsafe(24), who, fresh=True)
 
     def token(self, request: Request, session: Session) -> str:
