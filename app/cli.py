@@ -100,6 +100,9 @@ def _mount_package_commands() -> None:
     from serving.trending_cli import app as trending_app
 
     app.add_typer(trending_app, name="trending", help="The hot list: recompute logged snapshots from the stored events.")
+    from serving.operators_cli import app as operators_app
+
+    app.add_typer(operators_app, name="operators")
     from serving.state.cli import app as db_app
 
     app.add_typer(db_app, name="db", help="The state database's schema: upgrade (Alembic migrations), current revision.")

@@ -18,11 +18,11 @@ def filing_command(
     model_uri: Annotated[str | None, typer.Option(help="Model to file (default: the registered model's serving alias).")] = None,
 ) -> None:
     """Generate the algorithm filing draft (provider, service form, field, algorithm type, self-assessment, public text)."""
-    from compliance.filing import FilingError, FilingInfo, build_filing, read_filing, write_filing
-    from compliance.policy import config_hash, describe
+    from compliance.filing import FilingError, read_filing, write_filing
     from recsys.config import core_settings
     from serving.config import Settings
     from recsys.registry import load_bundle
+    from serving.web.filing import filing_for_bundle
 
     settings = Settings()
     uri = model_uri or f"models:/{core_settings().model_name}@{core_settings().model_alias}"
@@ -43,41 +43,13 @@ def filing_command(
             audit_report = json.loads(audit.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             _fail(f"--audit: cannot read {audit}: {exc}")
-    manifest = bundle.manifest
-    if audit_report is None:
-        audit_report = manifest.get("review")  # the Art. 8 review every training run performs
-    model = {
-        "registered_name": core_settings().model_name,
-        "version": str(version),
-        "run_id": manifest.get("run_id"),
-        "metrics": _flat_numbers(manifest.get("metrics", {})),
-        "params": manifest.get("config", {}),
-        "feature_names": list(bundle.feature_names),
-        "data": f"dataset {manifest.get('dataset')}: user-item interactions (ratings) and item metadata; no demographic attributes in ranking",
-    }
-    policy = {"config": settings.policy.model_dump(mode="json"), "hash": config_hash(settings.policy),
-              "descriptions": {p.name: p.text for p in describe(settings.policy)}}
-    provider = FilingInfo(provider_name=settings.provider_name, service_name=settings.service_name,
-                          filing_number=None if settings.filing_number.startswith("DEV-") else settings.filing_number)
     try:
-        filing = build_filing(provider, model, policy, audit_report, date.today())
+        filing = filing_for_bundle(settings, bundle, version, audit_report, date.today())
         written = write_filing(out, filing, previous=previous)
     except FilingError as exc:
         _fail(str(exc))
     for kind, path in written.items():
         typer.echo(f"{kind}: {path}")
-
-
-def _flat_numbers(metrics: dict, prefix: str = "") -> dict[str, float]:
-    """Nested metric tables (split -> model -> metric) as flat `split.model.metric` numbers."""
-    flat: dict[str, float] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flat_numbers(value, f"{name}."))
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            flat[name] = float(value)
-    return flat
 
 
 def _fail(message: str) -> None:

@@ -287,6 +287,9 @@ class Intervention(BaseModel):
     created_at: datetime | None = None
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
+    # Two-person rule (compliance/oversight.py): a sensitive proposal is "pending" until a second
+    # account approves it; only "active" ones are applied.
+    status: Literal["active", "pending", "rejected"] = "active"
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> Intervention:
@@ -311,8 +314,8 @@ class Intervention(BaseModel):
         return self
 
     def is_active(self, now: datetime) -> bool:
-        """Not revoked, and not expired at `now` (naive datetimes are taken as UTC)."""
-        if self.revoked_at is not None:
+        """Approved (status active), not revoked, and not expired at `now` (naive datetimes are taken as UTC)."""
+        if self.revoked_at is not None or self.status != "active":
             return False
         return self.expires_at is None or _utc(self.expires_at) > _utc(now)
 

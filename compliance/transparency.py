@@ -261,6 +261,9 @@ def render_html(document: dict[str, Any]) -> str:
         _table(mechanism["model"]) if mechanism["model"] else "<p>No model details published.</p>",
         _h2("switch-off", "如何关闭个性化推荐", "How to switch off personalised recommendations"),
         f"<p>{escape(str(switch_off['instructions']))}</p>",
+        *([f'<p><a href="{escape(str(document["privacy_center"]))}" id="privacy-center"><span lang="zh-CN">打开“我的推荐”</span> / '
+           f"Open My recommendations</a>: <span lang=\"zh-CN\">关闭“个性化推荐”</span> / switch off Personalized.</p>"]
+          if document.get("privacy_center") else []),
         f"<pre><code>{escape(switch_call)}</code></pre>",
         _h2("complaints", "投诉、举报与申诉", "Complaints, reports and appeals"),
         f"<p>{escape(str(complaints['instructions']))}</p>",

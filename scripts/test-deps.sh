@@ -12,5 +12,18 @@ if ! command -v chromium >/dev/null 2>&1; then
         exit 1
     fi
 fi
+# chromedriver (Debian's chromium-driver, same version as chromium) lets Selenium drive that chromium
+# through the console and privacy center pages (tests/web/); nothing downloads a browser. A CJK font
+# makes the bilingual pages' screenshots legible.
+if ! command -v chromedriver >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing chromium-driver for the page tests (once)..."
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium-driver fonts-wqy-microhei >/dev/null
+    else
+        echo "chromedriver is missing and cannot be installed here (needs root and apt-get)" >&2
+        exit 1
+    fi
+fi
 # wrk drives the latency benchmark's real-path section, which the benchmark smoke test runs.
 bash "$(dirname "$0")/bench-deps.sh"

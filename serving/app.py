@@ -14,6 +14,7 @@ from datetime import datetime
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from compliance.logstore import LogStoreUnavailable
 from serving.auth import Authenticator
@@ -22,6 +23,7 @@ from serving.gate import AccessDenied
 from serving.middleware import ServiceHeadersMiddleware
 from serving.routes import ROUTERS
 from serving.services import Services, build_services
+from serving import web
 
 log = logging.getLogger("recsys.serving")
 
@@ -57,8 +59,9 @@ def create_app(
     )
     app.state.authenticator = authenticator
     app.add_middleware(ServiceHeadersMiddleware, filing_number=settings.filing_number, max_body_bytes=settings.max_body_bytes)
-    for router in ROUTERS:
+    for router in ROUTERS + web.ROUTERS:  # the JSON API, then the pages (/console, /me) over the same functions
         app.include_router(router)
+    app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
 
     document_errors(app)
 

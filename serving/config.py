@@ -22,12 +22,14 @@ from pydantic_settings import (
 from compliance.complaints import ComplaintsConfig
 from compliance.logstore import LogConfig
 from compliance.minors import MinorsConfig
+from compliance.oversight import OversightConfig
 from compliance.policy import PolicyConfig
 from compliance.tags import TagPolicy
 from compliance.trending import TrendingConfig
 from recsys.config import core_settings
 from served.path import POPULAR_CANDIDATES, RETRIEVAL_CANDIDATES
 from serving.auth import AuthConfig
+from serving.operators import ConsoleConfig
 
 SURFACES = ("home", "feed", "related", "trending")
 DEV_ADMIN_TOKEN = "dev-admin-token"
@@ -79,6 +81,8 @@ class Settings(BaseSettings):
     tags: TagPolicy = TagPolicy()
     complaints: ComplaintsConfig = ComplaintsConfig()
     trending: TrendingConfig = TrendingConfig()
+    oversight: OversightConfig = OversightConfig()  # which manual changes need a second person (two-person rule)
+    console: ConsoleConfig = ConsoleConfig()  # operator accounts, sessions, the admin token's service account
     feature_library_path: Path = Field(default_factory=lambda: core_settings().var_dir / "feature-library.jsonl")
 
     @field_validator("max_k")

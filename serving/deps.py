@@ -11,7 +11,9 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
 
+from compliance.oversight import may_change
 from serving.auth import Principal
+from serving.operators import Operator
 from serving.pipeline import RecommendationPipeline
 from serving.services import Services
 
@@ -32,19 +34,39 @@ async def get_pipeline(services: ServicesDep) -> RecommendationPipeline:
 PipelineDep = Annotated[RecommendationPipeline, Depends(get_pipeline)]
 
 
-async def require_admin(
+def get_operator(
     services: ServicesDep,
-    authorization: Annotated[str | None, Header(description="Bearer token of an operator")] = None,
-    x_operator: Annotated[str | None, Header(description="Name of the operator acting")] = None,
-) -> str:
-    """Admin endpoints (manual intervention, complaint handling) need the bearer token."""
-    if not is_admin(services, authorization):
-        raise HTTPException(401, detail="admin endpoints need 'Authorization: Bearer <admin token>'",
+    authorization: Annotated[str | None, Header(description="Bearer: the admin token (service account) or an operator token")] = None,
+) -> Operator:
+    """The named account making an admin request (serving/operators.py); 401 when there is none.
+    A plain `def`: it reads the account from the database (FastAPI runs it in the thread pool)."""
+    operator = services.accounts.from_authorization(authorization)
+    if operator is None:
+        raise HTTPException(401, detail="admin endpoints need 'Authorization: Bearer <admin token or operator token>' "
+                                        "(an operator token comes from POST /v1/admin/login)",
                             headers={"WWW-Authenticate": "Bearer"})
-    return (x_operator or "admin")[:128]
+    return operator
+
+
+OperatorDep = Annotated[Operator, Depends(get_operator)]
+
+
+def require_admin(operator: OperatorDep) -> str:
+    """Admin endpoints that change state: an operator or approver account; its name is what is recorded."""
+    if not may_change(operator.role):
+        raise HTTPException(403, detail=f"account {operator.name!r} has role {operator.role!r}, which reads only")
+    return operator.name
 
 
 AdminDep = Annotated[str, Depends(require_admin)]
+
+
+def read_admin(operator: OperatorDep) -> str:
+    """Admin endpoints that only read: any role, auditors included."""
+    return operator.name
+
+
+ReadAdminDep = Annotated[str, Depends(read_admin)]
 
 
 def is_admin(services: Services, authorization: str | None) -> bool:

@@ -26,8 +26,10 @@ from serving import metrics
 from served.catalog import Catalog
 from serving.config import Settings
 from serving.gate import ContentGate
+from serving.operators import OperatorAccounts
 from serving.pipeline import RecommendationPipeline, SharedState
 from serving.state.db import make_engine
+from serving.state.operators import OperatorStore
 from serving.state.store import SHARED_STATE_VERSIONS, StateStore
 
 log = logging.getLogger("recsys.serving")
@@ -68,6 +70,7 @@ class Services:
     logstore: LogStore
     clock: Callable[[], datetime]
     gate: ContentGate
+    accounts: OperatorAccounts | None = None  # named operators (serving/operators.py); built by build_services
     catalog: Catalog | None = None
     pipeline: RecommendationPipeline | None = None
     model_error: str | None = None
@@ -166,7 +169,9 @@ def build_services(settings: Settings, clock: Callable[[], datetime] | None = No
     store = StateStore(engine)
     logstore = LogStore(settings.logs)  # raises LogStoreUnavailable with the reason
     gate = ContentGate(store, logstore, settings.minors)
-    services = Services(settings=settings, store=store, logstore=logstore, clock=clock or utc_now, gate=gate)
+    clock = clock or utc_now
+    accounts = OperatorAccounts(OperatorStore(engine), settings.console, settings.admin_token.get_secret_value(), clock)
+    services = Services(settings=settings, store=store, logstore=logstore, clock=clock, gate=gate, accounts=accounts)
     if bundle_loader is None:
         from recsys.registry import load_bundle as bundle_loader
     try:

@@ -124,6 +124,27 @@ def client(client_factory):
     return client_factory()
 
 
+SECOND_APPROVER = ("approver-two", "approver-two-password")
+
+
+def approve(client, intervention):
+    """The two-person rule's second person: an approver account (made once per app) approves a
+    pending intervention (the JSON of its creation response); an active one is returned as is."""
+    if intervention.get("status") != "pending":
+        return intervention
+    from serving.operators import Operator
+
+    accounts = client.app.state.services.accounts
+    name, password = SECOND_APPROVER
+    if accounts.store.get(name) is None:
+        accounts.add(name, "approver", password)
+    token = accounts.issue_token(Operator(name, "approver"))
+    response = client.post(f"/v1/admin/interventions/{intervention['id']}/approve",
+                           headers={"Authorization": f"Bearer {token}"}, json={"reason": "checked by a second person"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

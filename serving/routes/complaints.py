@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from compliance import complaints
-from serving.deps import AdminDep, PrincipalDep, ServicesDep
+from serving.deps import AdminDep, PrincipalDep, ReadAdminDep, ServicesDep
 from serving.routes.recommendations import ID_PATTERN
 from serving.services import Services
 
@@ -74,7 +74,7 @@ def get_complaint(
 
 
 @router.get("/v1/admin/complaints")
-def list_complaints(services: ServicesDep, operator: AdminDep,
+def list_complaints(services: ServicesDep, operator: ReadAdminDep,
                     status: Annotated[str | None, Query(pattern="^(received|acknowledged|resolved|rejected)$")] = None) -> list[dict]:
     return [_public(r) for r in services.store.list_complaints(status=status)]
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from compliance import explanations
 from compliance.feature_library import FeatureEntry, FeatureLibrary, FeatureLibraryError, validate_entry
 from compliance.trending_snapshot import SERVED_KIND, TrendingSnapshot, compose_hot_list
-from serving.deps import AdminDep, PrincipalDep, RequestIdDep, ServicesDep, is_admin
+from serving.deps import AdminDep, PrincipalDep, ReadAdminDep, RequestIdDep, ServicesDep, is_admin
 from serving.routes.recommendations import ID_PATTERN
 from serving.services import TRENDING_CACHE_SECONDS, Services
 from serving.trending import take_snapshot
@@ -178,7 +178,7 @@ def _matches(services: Services, entry: FeatureEntry) -> int:
 
 
 @router.get("/v1/admin/features")
-def list_features(services: ServicesDep, operator: AdminDep) -> list[dict]:
+def list_features(services: ServicesDep, operator: ReadAdminDep) -> list[dict]:
     return services.store.feature_entries()
 
 

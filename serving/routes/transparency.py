@@ -14,6 +14,7 @@ from serving.deps import ServicesDep
 from serving.services import Services
 
 router = APIRouter(tags=["transparency"])
+PRIVACY_CENTER = "/me"  # the privacy center's page (serving/web/me.py)
 
 STAGES = [
     "User state: settings (personalization switch, minors mode), interest tags, what this session already showed",
@@ -52,18 +53,20 @@ def document(services: Services) -> dict:
         signals_used=SIGNALS,
         stages=STAGES,
         switch_off_instructions=(
-            'Send PUT /v1/users/{user_id}/settings with {"personalization": false}: from your next request you get '
-            "the same non-personalized list as everyone in your situation (popularity and the editors' pool). "
-            'Send {"personalization": true} to turn it back on.'
+            f"Open My recommendations ({PRIVACY_CENTER}) and press \"Switch off Personalized\": from your next list you get "
+            "the same non-personalized list as everyone in your situation (popularity and the editors' pool). Press "
+            "\"Switch on Personalized\" to turn it back on. Programs send PUT /v1/users/{user_id}/settings with "
+            '{"personalization": false}.'
         ),
         complaint_instructions=(
-            "Send POST /v1/complaints with kind complaint, report or appeal; you get an id, an acknowledgement "
-            "deadline and a resolution deadline, and can follow it at GET /v1/complaints/{id}."
+            f"Open My recommendations ({PRIVACY_CENTER}) and send the complaint form, or send POST /v1/complaints with kind "
+            "complaint, report or appeal; you get an id, an acknowledgement deadline and a resolution deadline, and can "
+            "follow it on the same page or at GET /v1/complaints/{id}."
         ),
         minors=settings.minors,
         trending=settings.trending,
         log_retention_days=settings.logs.retention_days,
-    )
+    ) | {"privacy_center": PRIVACY_CENTER}
 
 
 @router.get("/v1/transparency")

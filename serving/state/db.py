@@ -120,6 +120,22 @@ interventions = Table(
     Column("expires_at", UTCDateTime(), nullable=True),
     Column("revoked_at", UTCDateTime(), nullable=True),
     Column("revoked_by", String(128), nullable=True),
+    # two-person rule (compliance/oversight.py): pending until another account approves
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("decided_by", String(128), nullable=True),  # the approver (or rejecter)
+    Column("decided_at", UTCDateTime(), nullable=True),
+    Column("decision_reason", Text, nullable=True),
+)
+
+# Named operator accounts (serving/operators.py): the console's and the admin API's people.
+operators = Table(
+    "operators",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),  # operator | approver | auditor
+    Column("password_hash", Text, nullable=False),  # argon2id (argon2-cffi)
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("disabled_at", UTCDateTime(), nullable=True),
 )
 
 complaints = Table(

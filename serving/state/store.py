@@ -299,6 +299,14 @@ class StateStore:
                                         "session_id": session_id, "page": page, "items": items,
                                         "categories": categories, "contents": contents, "created_at": now})
 
+    def recent_requests(self, user_id: str, limit: int) -> list[dict]:
+        """The user's last `limit` served pages (request id, surface, page, time), newest first:
+        the privacy center reads each list back from the log by its request id."""
+        query = (select(_pages.c.request_id, _pages.c.surface, _pages.c.page, _pages.c.created_at)
+                 .where(_pages.c.user_id == user_id).order_by(_pages.c.id.desc()).limit(max(0, int(limit))))
+        with self._read() as conn:
+            return [dict(r._mapping) for r in conn.execute(query).all()]
+
     # -- versions of shared, admin-edited state -----------------------------------------------------
     def version(self, name: str) -> int:
         return self.versions(name)[0]
@@ -345,6 +353,19 @@ class StateStore:
                 self._bump(conn, "interventions")
         return self.get_intervention(intervention_id)
 
+    def decide_intervention(self, intervention_id: int, status: str, by: str, reason: str, now: datetime) -> dict | None:
+        """Approve (status "active") or reject a pending proposal, only if it is still pending (two
+        concurrent decisions: one wins, the other gets None)."""
+        t = db.interventions
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(t).where(and_(t.c.id == intervention_id, t.c.status == "pending", t.c.revoked_at.is_(None)))
+                .values(status=status, decided_by=by, decided_at=now, decision_reason=reason)
+            ).rowcount
+            if changed:
+                self._bump(conn, "interventions")
+        return self.get_intervention(intervention_id) if changed else None
+
     # -- complaints (Art. 26) -----------------------------------------------------------------------
     def add_complaint(self, values: dict) -> dict:
         values = {"id": uuid.uuid4().hex, **values}
@@ -357,10 +378,12 @@ class StateStore:
             row = conn.execute(select(db.complaints).where(db.complaints.c.id == complaint_id)).first()
         return dict(row._mapping) if row else None
 
-    def list_complaints(self, status: str | None = None, limit: int = 100) -> list[dict]:
+    def list_complaints(self, status: str | None = None, limit: int = 100, user_id: str | None = None) -> list[dict]:
         query = select(db.complaints).order_by(db.complaints.c.created_at.desc()).limit(limit)
         if status:
             query = query.where(db.complaints.c.status == status)
+        if user_id is not None:
+            query = query.where(db.complaints.c.user_id == user_id)
         with self._read() as conn:
             return [dict(r._mapping) for r in conn.execute(query).all()]
 

@@ -111,6 +111,17 @@ HOSTILE = [
     ("POST", "/v1/admin/features", {"json": {"kind": "regex", "pattern": "(", "category": "spam"}}),
     ("POST", "/v1/admin/complaints/" + "q" * 5000 + "/resolve", {"json": {"status": "resolved", "resolution": "ok"}}),
     ("GET", "/v1/admin/complaints", {"params": {"status": "' OR 1=1 --"}}),
+    ("POST", "/v1/admin/login", {"json": {"name": "x" * 5000, "password": "p"}}),
+    ("POST", "/v1/admin/interventions/1/approve", {"json": {"reason": ""}}),
+    ("POST", "/v1/admin/interventions/99999999999999999999999/reject", {"json": {"reason": "xyz"}}),
+    # the pages' forms: without the session's CSRF token, whatever the body, a 403
+    ("POST", "/console/login", {"data": {"name": "x" * 10_000, "password": "\u0000"}}),
+    ("POST", "/console/interventions", {"content": b"\xff\xfe\x00", "headers": {"content-type": "multipart/form-data; boundary=b"}}),
+    ("POST", "/console/interventions/1/approve", {"data": {f"field{i}": "v" for i in range(500)}}),
+    ("POST", "/me/login", {"data": {"user_id": "用户\u0000", "csrf_token": "forged"}}),
+    ("POST", "/me/settings", {"json": {"personalization": False}}),
+    ("POST", "/me/tags/" + "%F0%9F%92%A9" * 40 + "/delete", {}),
+    ("POST", "/console/interventions/99999999999999999999999/approve", {}),
     ("PATCH", "/v1/recommendations", {}),
     ("GET", "/nowhere/" + "a" * 5000, {}),
 ]

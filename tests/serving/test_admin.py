@@ -7,7 +7,7 @@ from datetime import timedelta
 import polars as pl
 
 from compliance.logstore import query
-from tests.conftest import ADMIN
+from tests.conftest import ADMIN, approve
 
 
 def first_items(client, user="never-seen-9", surface="home", k=10):
@@ -29,6 +29,9 @@ def test_pin_block_and_boost_take_effect_and_are_recorded(client, trained, tmp_p
     pin = client.post("/v1/admin/interventions", headers={**ADMIN, "X-Operator": "editor-li"}, json={
         "kind": "pin", "surface": "home", "item_id": pinned_item, "position": 3, "reason": "public-service notice"})
     assert pin.status_code == 201, pin.text
+    assert pin.json()["status"] == "pending"  # a front-screen pin waits for a second person
+    assert first_items(client)[0][2] != pinned_item
+    approve(client, pin.json())
     items, body = first_items(client)
     assert items[2] == pinned_item
     assert body["items"][2]["slot"] == "pinned"
@@ -38,6 +41,7 @@ def test_pin_block_and_boost_take_effect_and_are_recorded(client, trained, tmp_p
     block = client.post("/v1/admin/interventions", headers=ADMIN, json={
         "kind": "block", "item_id": blocked_item, "reason": "rights complaint upheld"})
     assert block.status_code == 201
+    approve(client, block.json())
     assert blocked_item not in first_items(client)[0]
     assert blocked_item not in first_items(client, surface="feed")[0]
 
@@ -47,10 +51,11 @@ def test_pin_block_and_boost_take_effect_and_are_recorded(client, trained, tmp_p
     assert client.delete(f"/v1/admin/interventions/{pin.json()['id']}", headers=ADMIN).status_code == 409
     assert pinned_item not in first_items(client)[0][2:3]
 
-    # every change is in the recommendation log with its operator
-    records = query(tmp_path / "logs", kind="intervention")
-    assert records.height == 3
-    assert "editor-li" in records.to_pandas().to_string() or "editor-li" in str(records.to_dicts())
+    # every change is in the recommendation log with the account that made it (never a self-declared header)
+    records = query(tmp_path / "logs", kind="intervention").to_dicts()
+    assert len(records) == 5  # propose, approve, propose, approve, revoke
+    logged = str(records)
+    assert "automation" in logged and "approver-two" in logged and "editor-li" not in logged
 
 
 def test_interventions_expire(client, trained, clock):

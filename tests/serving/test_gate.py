@@ -20,7 +20,7 @@ from tests.conftest import MovableClock
 DAYTIME = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # 18:00 in Asia/Shanghai
 CURFEW = datetime(2026, 3, 2, 15, 30, tzinfo=UTC)  # 23:30 in Asia/Shanghai
 BANDS = {"under 8": (0, 7), "8-12": (8, 11), "12-16": (12, 15), "16-18": (16, 17)}
-NOT_USER_ROUTES = ("/v1/admin/", "/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json")
+NOT_USER_ROUTES = ("/v1/admin/", "/console", "/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json")
 
 
 def user_of_age(data: Dataset, low: int, high: int) -> str:
@@ -52,6 +52,14 @@ def requests_for(client, user_id: str, request_id: str, item_id: str) -> dict[tu
         ("get", "/v1/guardians/{guardian_id}/minors/{minor_id}/usage"): {"url": f"/v1/guardians/g-{user_id}/minors/{user_id}/usage"},
         ("get", "/v1/transparency"): {},
         ("get", "/transparency"): {},
+        # the privacy center's pages (HTML; its past lists pass the gate: tests/web/test_pages.py drives them logged in)
+        ("get", "/me"): {},
+        ("get", "/me/login"): {},
+        ("post", "/me/login"): {"data": {"user_id": user_id}},
+        ("post", "/me/logout"): {},
+        ("post", "/me/settings"): {"data": {"personalization": "on"}},
+        ("post", "/me/tags/{tag}/{decision}"): {"url": "/me/tags/__none__/delete"},
+        ("post", "/me/complaints"): {"data": {"kind": "complaint", "subject_type": "other", "text": "why?"}},
     }
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import insert
 
-from tests.conftest import ADMIN
+from tests.conftest import ADMIN, approve
 
 
 def assert_service_headers(response) -> None:
@@ -70,6 +70,7 @@ def test_every_intervention_the_api_accepts_serves(client, adults, trained):
     for body in accepted:
         response = client.post("/v1/admin/interventions", headers=ADMIN, json={**body, "reason": "a reason"})
         assert response.status_code == 201, (body, response.text)
+        approve(client, response.json())
         lists_still_served(client, adults[:2])
 
 
@@ -141,6 +142,7 @@ def test_a_pin_holds_on_every_visit_within_its_ttl(client, adults, trained):
     response = client.post("/v1/admin/interventions", headers=ADMIN, json={
         "kind": "pin", "surface": "home", "item_id": pinned, "position": 1, "reason": "campaign", "ttl_seconds": 3600})
     assert response.status_code == 201
+    approve(client, response.json())
     for user in adults[:20]:
         for visit in range(3):  # each visit a new session: recently shown items are skipped, the pin is not
             body = client.post("/v1/recommendations", json={"user_id": user, "surface": "home", "k": 10}).json()
@@ -151,9 +153,10 @@ def test_a_pin_holds_on_every_visit_within_its_ttl(client, adults, trained):
 def test_violations_name_public_item_ids_and_1_based_positions(client, adults, trained):
     bundle, _ = trained
     blocked = str(bundle.items["item_id"][7])
-    client.post("/v1/admin/interventions", headers=ADMIN, json={"kind": "block", "item_id": blocked, "reason": "unsafe"})
-    client.post("/v1/admin/interventions", headers=ADMIN, json={
-        "kind": "pin", "surface": "home", "item_id": blocked, "position": 3, "reason": "campaign"})
+    approve(client, client.post("/v1/admin/interventions", headers=ADMIN, json={
+        "kind": "block", "item_id": blocked, "reason": "unsafe"}).json())
+    approve(client, client.post("/v1/admin/interventions", headers=ADMIN, json={
+        "kind": "pin", "surface": "home", "item_id": blocked, "position": 3, "reason": "campaign"}).json())
     body = client.post("/v1/recommendations", json={"user_id": adults[0], "surface": "home"}).json()
     pins = [v for v in body["violations"] if v["rule"] == "pin"]
     assert pins and pins[0]["position"] == 3

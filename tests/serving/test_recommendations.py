@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from tests.conftest import ADMIN
+from tests.conftest import ADMIN, approve
 
 FRONT_SLOTS = (1, 5)
 
@@ -123,6 +123,7 @@ def test_a_pin_never_overrides_minors_mode(client, minors_ids, trained):
     response = client.post("/v1/admin/interventions", headers=ADMIN, json={
         "kind": "pin", "surface": "home", "item_id": unsafe, "position": 2, "reason": "campaign"})
     assert response.status_code == 201
+    assert approve(client, response.json())["status"] == "active"
     body = recommend(client, minors_ids[0], surface="home")
     assert unsafe not in [i["item_id"] for i in body["items"]]
 

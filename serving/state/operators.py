@@ -1,0 +1,47 @@
+"""Reads and writes of the `operators` table (named operator accounts, serving/operators.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from serving.state import db
+
+
+class OperatorExists(ValueError):
+    """An account with this name is already there."""
+
+
+class OperatorStore:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def add(self, name: str, role: str, password_hash: str, now: datetime) -> dict:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(db.operators).values(name=name, role=role, password_hash=password_hash, created_at=now))
+        except IntegrityError:
+            raise OperatorExists(f"operator {name!r} already exists") from None
+        return self.get(name)
+
+    def get(self, name: str) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(db.operators).where(db.operators.c.name == name)).first()
+        return dict(row._mapping) if row else None
+
+    def list(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(db.operators).order_by(db.operators.c.name)).all()]
+
+    def set_password(self, name: str, password_hash: str) -> bool:
+        with self.engine.begin() as conn:
+            return bool(conn.execute(update(db.operators).where(db.operators.c.name == name)
+                                     .values(password_hash=password_hash)).rowcount)
+
+    def disable(self, name: str, now: datetime) -> bool:
+        with self.engine.begin() as conn:
+            return bool(conn.execute(update(db.operators).where(db.operators.c.name == name, db.operators.c.disabled_at.is_(None))
+                                     .values(disabled_at=now)).rowcount)

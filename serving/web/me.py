@@ -1,0 +1,189 @@
+"""The privacy center (`/me`, Art. 10, 12, 15, 16, 26): a person's own controls, after user
+authentication (serving/auth.py).
+
+- personalization switch (effective from the next list), minors mode for a guardian;
+- interest tags with where each came from: delete one, or mark its category "not interested";
+- the last lists served, each item with the reason logged with it ("why am I seeing this");
+- complaints: file one and follow its status and deadlines.
+
+Login: in `development` mode (`make serve`) the form takes a user id (the mode trusts it, as the JSON
+routes do); in `jwt` mode it takes the identity provider's token for this user, verified as the JSON
+routes verify it; in `gateway` mode the gateway's signed headers on the login request say who it is.
+Each form calls the JSON route's own function (serving/routes/users.py, complaints.py) with the
+session's user as the authenticated principal.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import get_args
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from compliance import complaints as complaint_rules
+from compliance.logstore import new_request_id
+from serving.auth import Principal
+from serving.gate import AccessDenied
+from serving.routes import complaints, users
+from serving.routes.recommendations import ID_PATTERN
+from serving.services import Services, one_line
+from serving.web.pages import act, posted_form, redirect, render
+from serving.web.session import Session, SessionCookies
+
+router = APIRouter(prefix="/me", tags=["privacy center (pages)"])
+cookies = SessionCookies("me", "/me")
+LISTS_SHOWN = 5
+
+
+def _principal(request: Request, user_id: str) -> Principal:
+    """The session's user as the JSON routes' authenticated principal."""
+    return Principal(request.app.state.authenticator.config.mode, user_id)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request) -> HTMLResponse:
+    session = cookies.load(request)
+    return render(request, cookies, session, "me_login.html", mode=request.app.state.authenticator.config.mode)
+
+
+@router.post("/login", response_class=HTMLResponse, responses={303: {"description": "logged in"}, 401: {}, 403: {}})
+async def login(request: Request) -> Response:
+    session, form = await posted_form(request, cookies)
+    authenticator = request.app.state.authenticator
+    mode = authenticator.config.mode
+    services: Services = request.app.state.services
+    try:
+        if mode == "development":
+            user_id = form.get("user_id", "").strip()
+            if not re.fullmatch(ID_PATTERN, user_id) or len(user_id) > 128:
+                raise HTTPException(422, detail="user_id: 1-128 characters of A-Z, a-z, 0-9, _ . : @ -")
+        elif mode == "jwt":
+            user_id = authenticator.authenticate({"authorization": f"Bearer {form.get('token', '').strip()}"}).subject
+        else:
+            user_id = authenticator.authenticate(request.headers).subject
+        if not await run_in_threadpool(services.store.user_exists, user_id):
+            raise HTTPException(404, detail=f"user_id: unknown user {user_id!r}")
+    except HTTPException as exc:
+        return render(request, cookies, session, "me_login.html", status_code=exc.status_code, mode=mode, login_error=str(exc.detail))
+    response = redirect("/me")
+    cookies.save(request, response, cookies.login(user_id))
+    return response
+
+
+@router.post("/logout", responses={303: {"description": "logged out"}, 403: {}})
+async def logout(request: Request) -> Response:
+    session, _ = await posted_form(request, cookies)
+    response = redirect("/me/login", message="logged out")
+    cookies.save(request, response, Session(session.nonce, None))
+    return response
+
+
+def last_lists(services: Services, user_id: str, limit: int = LISTS_SHOWN) -> tuple[list[dict], str]:
+    """The user's last served lists as logged (items, reasons), through the gate like the JSON
+    lookup route; a refusal (minors' rest time) is returned as the message instead."""
+    try:
+        services.gate.admit(user_id, services.clock(), route="me/lists", request_id=new_request_id())
+    except AccessDenied as exc:
+        return [], exc.decision.message
+    lists = []
+    for served in services.store.recent_requests(user_id, limit):
+        record = services.logstore.lookup(served["request_id"], user_id)
+        if record is not None:
+            lists.append(record)
+    return lists, ""
+
+
+@router.get("", response_class=HTMLResponse)
+def privacy_center(request: Request) -> Response:
+    session = cookies.load(request)
+    user_id = session.who
+    if user_id is None:
+        return redirect("/me/login")
+    services: Services = request.app.state.services
+    principal = _principal(request, user_id)
+    try:
+        settings = users.get_settings(user_id, services, principal)
+        tags = users.get_tags(user_id, services, principal)
+    except HTTPException as exc:
+        return redirect("/me/login", error=str(exc.detail))
+    lists, lists_note = last_lists(services, user_id)
+    filed = [complaints._public(row) for row in services.store.list_complaints(limit=50, user_id=user_id)]
+    return render(request, cookies, session, "me.html", user_id=user_id, settings=settings, tags=tags, lists=lists,
+                  lists_note=lists_note, complaints=filed, kinds=("complaint", "report", "appeal"),
+                  subject_types=_subject_types())
+
+
+def _subject_types() -> tuple[str, ...]:
+    return get_args(complaint_rules.SubjectType)
+
+
+@router.post("/settings", responses={303: {"description": "changed"}, 403: {}})
+async def change_settings(request: Request) -> Response:
+    """One control: personalization on or off (and, for a guardian, minors mode)."""
+    session, form = await posted_form(request, cookies)
+    user_id = session.who
+    if user_id is None:
+        return redirect("/me/login", error="log in first")
+    services: Services = request.app.state.services
+    values: dict = {}
+    if form.get("personalization") in ("on", "off"):
+        values["personalization"] = form["personalization"] == "on"
+    if form.get("minor_mode") in ("on", "off"):
+        values["minor_mode"] = form["minor_mode"] == "on"
+
+    def action() -> str:
+        body = users.SettingsIn(**values)
+        users.put_settings(user_id, body, services, _principal(request, user_id))
+        if "personalization" in values:
+            return ("Personalized recommendations are on / 个性化推荐已开启" if values["personalization"]
+                    else "Personalized recommendations are off: your next list is not personalized / 个性化推荐已关闭")
+        return "Minors mode changed / 未成年人模式已更改"
+
+    return await act("/me", action)
+
+
+@router.post("/tags/{tag}/{decision}", responses={303: {"description": "changed"}, 403: {}})
+async def tag_decision(request: Request, tag: str, decision: str) -> Response:
+    """Delete a tag, or mark its category "not interested" (the JSON tag routes)."""
+    session, _ = await posted_form(request, cookies)
+    user_id = session.who
+    if user_id is None:
+        return redirect("/me/login", error="log in first")
+    services: Services = request.app.state.services
+    if decision not in ("delete", "not-interested") or not 1 <= len(tag) <= 64:
+        return redirect("/me", error=f"no action {decision[:20]!r} on tag {tag[:64]!r}")
+
+    def action() -> str:
+        principal = _principal(request, user_id)
+        if decision == "delete":
+            users.delete_tag(user_id, tag, services, principal)
+            return f"tag {tag} deleted: it no longer shapes your lists / 标签已删除"
+        users.add_tag(user_id, users.TagIn(tag=tag, action="not_interested"), services, principal)
+        return f"not interested in {tag}: its items leave your personalized lists / 已标记不感兴趣"
+
+    return await act("/me", action)
+
+
+@router.post("/complaints", responses={303: {"description": "filed"}, 403: {}})
+async def file_complaint(request: Request) -> Response:
+    session, form = await posted_form(request, cookies)
+    user_id = session.who
+    if user_id is None:
+        return redirect("/me/login", error="log in first")
+    services: Services = request.app.state.services
+
+    def action() -> str:
+        values = {key: form.get(key, "").strip() for key in ("kind", "subject_type", "subject_id", "text")}
+        values["subject_id"] = values["subject_id"] or None
+        try:
+            body = complaint_rules.ComplaintIn.model_validate({**values, "user_id": user_id},
+                                                              context={"config": services.settings.complaints})
+        except ValidationError as exc:
+            raise HTTPException(422, detail=one_line(exc)) from None
+        row = complaints.file_complaint(body, services, _principal(request, user_id))
+        return f"complaint {row['id']} received; answer due by {row['resolve_due'][:16].replace('T', ' ')} UTC / 已受理"
+
+    return await act("/me", action)

@@ -1,0 +1,165 @@
+"""The pages over HTTP (no browser): every form refuses a post without this session's CSRF token,
+sessions are signed, the complaints queue puts overdue ones first, and the pages answer 4xx, never
+5xx, to what a browser would not send."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from serving.web.console import complaint_queue
+
+PASSWORD = "a long enough password"
+FORMS = [
+    "/console/login", "/console/logout", "/console/interventions", "/console/interventions/1/approve",
+    "/console/interventions/1/reject", "/console/interventions/1/revoke", "/console/complaints/abc/acknowledge",
+    "/console/complaints/abc/resolve", "/console/features", "/console/features/fe-1/remove", "/me/login", "/me/logout", "/me/settings", "/me/tags/cat01/delete",
+    "/me/tags/cat01/not-interested", "/me/complaints",
+]
+
+
+def csrf(page) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+
+
+def logged_in(client, area: str, **fields) -> str:
+    """Log in to `area` (console or me); returns the session's CSRF token."""
+    token = csrf(client.get(f"/{area}/login"))
+    response = client.post(f"/{area}/login", data={"csrf_token": token, **fields})
+    assert response.status_code == 200 and f"/{area}" in str(response.url), response.text[:500]
+    return csrf(response)
+
+
+def test_every_form_refuses_a_post_without_a_valid_csrf_token(client):
+    client.app.state.services.accounts.add("olga", "operator", PASSWORD)
+    logged_in(client, "console", name="olga", password=PASSWORD)
+    user = client.app.state.services.catalog.bundle.user_ids[0]
+    logged_in(client, "me", user_id=str(user))
+    before = client.app.state.services.store.load_user(str(user))
+    for path in FORMS:
+        for data in ({}, {"csrf_token": "forged"}, {"csrf_token": ""}):
+            response = client.post(path, data={**data, "personalization": "off", "name": "olga", "password": PASSWORD})
+            assert response.status_code == 403, (path, data, response.text)
+            assert "csrf_token" in response.json()["detail"]
+        assert client.post(path, content=b"\xff\x00garbage", headers={"content-type": "multipart/form-data; boundary=x"}
+                           ).status_code == 403
+    assert client.app.state.services.store.load_user(str(user)) == before
+
+
+def test_a_token_from_another_session_or_area_is_refused(client, client_factory):
+    services = client.app.state.services
+    services.accounts.add("olga", "operator", PASSWORD)
+    console_token = logged_in(client, "console", name="olga", password=PASSWORD)
+    other = client_factory()  # another browser (and another app built with the same secret)
+    other_token = csrf(other.get("/console/login"))
+    assert client.post("/console/interventions", data={"csrf_token": other_token, "kind": "block"}).status_code == 403
+    assert client.post("/me/settings", data={"csrf_token": console_token, "personalization": "off"}).status_code == 403
+    # a tampered cookie is a new anonymous session
+    client.cookies.set("recsys_console", client.cookies.get("recsys_console")[:-3] + "abc", path="/console")
+    assert "/console/login" in str(client.get("/console").url)
+
+
+def test_logging_in_rotates_the_session_and_a_wrong_password_is_401(client):
+    client.app.state.services.accounts.add("olga", "operator", PASSWORD)
+    anonymous = csrf(client.get("/console/login"))
+    wrong = client.post("/console/login", data={"csrf_token": anonymous, "name": "olga", "password": "not it at all"})
+    assert wrong.status_code == 401 and "no enabled operator" in wrong.text
+    after = logged_in(client, "console", name="olga", password=PASSWORD)
+    assert after != anonymous
+    assert client.post("/console/interventions", data={"csrf_token": anonymous, "kind": "block"}).status_code == 403
+
+
+def test_pages_without_a_session_lead_to_login(client):
+    for path in ("/console", "/console/complaints", "/console/records", "/console/filing.zip", "/me"):
+        response = client.get(path, follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"].endswith("/login"), path
+
+
+def test_unknown_or_bad_logins_are_4xx(client):
+    token = csrf(client.get("/me/login"))
+    for user_id, status in (("nobody-at-all", 404), ("x" * 500, 422), ("bad id!", 422), ("", 422)):
+        response = client.post("/me/login", data={"csrf_token": token, "user_id": user_id})
+        assert response.status_code == status, (user_id, response.status_code)
+
+
+def test_the_filing_package_downloads_for_any_account(client):
+    import io
+    import zipfile
+
+    client.app.state.services.accounts.add("audrey", "auditor", PASSWORD)
+    logged_in(client, "console", name="audrey", password=PASSWORD)
+    response = client.get("/console/filing.zip")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
+    names = zipfile.ZipFile(io.BytesIO(response.content)).namelist()
+    assert {"filing.json", "filing.md", "filing.html"} <= set(names)
+
+
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+complaint = st.builds(
+    lambda status, ack_h, res_h, age_h: {
+        "id": "c", "status": status, "created_at": T0 - timedelta(hours=age_h), "updated_at": T0 - timedelta(hours=age_h),
+        "acknowledge_due": T0 + timedelta(hours=ack_h), "resolve_due": T0 + timedelta(hours=res_h)},
+    st.sampled_from(["received", "acknowledged", "resolved", "rejected"]), st.integers(-100, 100), st.integers(-400, 400),
+    st.integers(0, 500))
+
+
+@given(st.lists(complaint, max_size=30))
+def test_the_complaints_queue_puts_open_overdue_complaints_first(rows):
+    queue = complaint_queue(rows, T0)
+    assert len(queue) == len(rows)
+    ranks = [0 if c["overdue"] else 1 if c["open"] else 2 for c in queue]
+    assert ranks == sorted(ranks)
+    for earlier, later in zip(queue, queue[1:]):
+        if earlier["open"] and later["open"] and earlier["overdue"] == later["overdue"]:
+            assert earlier["due"] <= later["due"]
+    for c in queue:
+        due = c["acknowledge_due"] if c["status"] == "received" else c["resolve_due"]
+        assert c["overdue"] == (c["status"] in ("received", "acknowledged") and due < T0)
+
+
+@pytest.mark.parametrize("path", ["/console/interventions/0/approve", "/console/interventions/99999999999999999999/approve",
+                                  "/console/complaints/" + "z" * 300 + "/resolve", "/me/tags/" + "t" * 300 + "/delete"])
+def test_odd_paths_are_4xx_not_5xx(client, path):
+    assert 400 <= client.post(path, data={}).status_code < 500
+
+
+def test_a_minor_in_curfew_sees_no_past_list_in_the_privacy_center(client_factory, synthetic_dir):
+    """The privacy center's past lists pass the same gate as the JSON lookup route (serving/gate.py)."""
+    import polars as pl
+
+    from recsys.schema import Dataset
+    from tests.conftest import MovableClock
+
+    clock = MovableClock(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))  # 18:00 in Asia/Shanghai
+    client = client_factory(clock=clock)
+    minor = Dataset.load(synthetic_dir).users.filter(pl.col("age").is_between(12, 15))["user_id"].sort()[0]
+    served = client.post("/v1/recommendations", json={"user_id": minor, "surface": "home"}).json()
+    logged_in(client, "me", user_id=minor)
+    daytime = client.get("/me")
+    assert served["request_id"] in daytime.text and "served-list" in daytime.text
+    clock.now = datetime(2026, 3, 2, 15, 30, tzinfo=UTC)  # 23:30: rest time
+    night = client.get("/me")
+    assert night.status_code == 200 and served["request_id"] not in night.text
+    assert "served-list" not in night.text
+
+
+def test_the_console_adds_and_removes_feature_library_entries_as_the_account(client):
+    accounts = client.app.state.services.accounts
+    accounts.add("olga", "operator", PASSWORD)
+    accounts.add("audrey", "auditor", PASSWORD)
+    token = logged_in(client, "console", name="olga", password=PASSWORD)
+    added = client.post("/console/features", data={"csrf_token": token, "kind": "keyword", "pattern": "casino", "category": "spam"})
+    assert "added" in str(added.url)
+    entries = client.get("/v1/admin/features", headers={"Authorization": "Bearer test-admin-token"}).json()
+    assert [(e["pattern"], e["author"]) for e in entries] == [("casino", "olga")]
+    bad = client.post("/console/features", data={"csrf_token": token, "kind": "regex", "pattern": "(", "category": "spam"})
+    assert "error=" in str(bad.url)
+    client.post("/console/logout", data={"csrf_token": token})
+    auditor = logged_in(client, "console", name="audrey", password=PASSWORD)
+    refused = client.post(f"/console/features/{entries[0]['id']}/remove", data={"csrf_token": auditor})
+    assert "reads+only" in str(refused.url) or "reads%20only" in str(refused.url)
+    assert len(client.app.state.services.store.feature_entries()) == 1
