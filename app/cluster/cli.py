@@ -103,14 +103,21 @@ def up(
         if status == "ready":
             break
         if status == "failed" or process.poll() is not None:
-            process.wait(timeout=STOP_TIMEOUT_S * 4)
+            _wait_quietly(process)  # the supervisor stops what it started before it exits
             fail(f"the cluster did not start: {read_state(state_dir).get('error') or tail(state_dir / 'supervisor.log')}", 1)
         if time.monotonic() > deadline:
             os.kill(process.pid, signal.SIGTERM)
-            process.wait(timeout=STOP_TIMEOUT_S * 4)
+            _wait_quietly(process)
             fail(f"the cluster did not start in {timeout:.0f} s (stopped); logs under {state_dir}", 1)
         time.sleep(0.5)
     print_state(state)
+
+
+def _wait_quietly(process: subprocess.Popen[bytes]) -> None:
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S * 4)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 @app.command("supervise", hidden=True)
@@ -142,20 +149,22 @@ def down(
         deadline = time.monotonic() + timeout
         while supervisor_alive(state) and time.monotonic() < deadline:
             time.sleep(0.25)
-    leftovers = [s for s in state.get("services", []) if group_members(s["pgid"])]
-    if supervisor_alive(state) or leftovers:
-        # The supervisor did not finish (killed, or stuck): end what it recorded, then PostgreSQL.
-        from app.cluster.supervisor import PG_CLUSTER, stop_group
+    forced = []
+    if supervisor_alive(state):  # stuck: end it, then what it recorded
+        os.kill(pid, signal.SIGKILL)
+        forced.append("the supervisor")
+    from app.cluster.supervisor import PG_CLUSTER, stop_group
 
-        if supervisor_alive(state):
-            os.kill(pid, signal.SIGKILL)
-        for service in reversed(leftovers):
+    for service in reversed(state.get("services", [])):
+        if group_members(service["pgid"]):  # the supervisor did not get to it (killed outright)
             stop_group(service["pgid"], None)
+            forced.append(service["name"])
+    # PostgreSQL is pg_ctl's daemon, not the supervisor's child: stopped here too when still running.
+    if (state_dir / "postgres" / "data" / "postmaster.pid").exists():
         subprocess.run(["bash", str(PG_CLUSTER), "stop", str(state_dir / "postgres")], capture_output=True, timeout=120,
                        stdin=subprocess.DEVNULL)
-        typer.echo(f"stopped (forced: {', '.join(s['name'] for s in leftovers) or 'the supervisor'})")
-        return
-    typer.echo(f"stopped the cluster of {state_dir}")
+        forced.append("postgresql")
+    typer.echo(f"stopped the cluster of {state_dir}" + (f" (forced: {', '.join(forced)})" if forced else ""))
 
 
 @app.command("status")
