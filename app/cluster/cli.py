@@ -80,8 +80,8 @@ def up(
                            workers=workers, mlflow_port=mlflow_port, postgres_port=postgres_port, dataset=dataset,
                            train_config=train_config.resolve() if train_config else None, train=train, model_uri=model_uri)
     except ValidationError as exc:
-        fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg'].removeprefix('Value error, ')}"
-                       for e in exc.errors()))
+        fail("; ".join((f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: " if e["loc"] else "")
+                       + e["msg"].removeprefix("Value error, ") for e in exc.errors()))
     if train_config is not None and not train_config.is_file():
         fail(f"--train-config: no such file: {train_config}")
     if supervisor_alive(read_state(state_dir)):

@@ -327,3 +327,53 @@ def test_the_logs_of_both_replicas_verify_per_stream_and_answer_one_query(cluste
     assert queried.returncode == 0, queried.stderr
     rows = [json.loads(line) for line in queried.stdout.splitlines() if line.strip()]
     assert len(rows) == 8 and {row["log_dir"] for row in rows} == {"replica-a/logs", "replica-b/logs"}
+
+
+# --- the topology's pieces, without starting it ------------------------------------------------
+
+
+def test_a_port_given_twice_is_refused_in_one_line(tmp_path):
+    result = subprocess.run([*RECSYS, "cluster", "up", "--state-dir", str(tmp_path), "--port", "18080",
+                             "--replica-port", "18080", "--replica-port", "18081"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: ports: each service needs its own port; [18080] given twice"]
+    assert not (tmp_path / "cluster.json").exists()
+
+
+def test_status_and_down_without_a_cluster_say_so(tmp_path):
+    status = subprocess.run([*RECSYS, "cluster", "status", "--state-dir", str(tmp_path)], capture_output=True, text=True,
+                            timeout=120)
+    assert status.returncode == 1 and "no cluster has run" in status.stdout
+    down = subprocess.run([*RECSYS, "cluster", "down", "--state-dir", str(tmp_path)], capture_output=True, text=True,
+                          timeout=120)
+    assert down.returncode == 0 and "no cluster has run" in down.stdout
+
+
+def test_the_generated_nginx_config_is_valid_and_balances_every_replica(tmp_path):
+    from app.cluster.topology import ClusterSpec, nginx_command, nginx_conf
+
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.access(nginx, os.X_OK):
+        pytest.fail("nginx is not installed: scripts/nginx.sh install (make test runs it)", pytrace=False)
+    spec = ClusterSpec(state_dir=tmp_path, port=free_port(), replica_ports=(18101, 18102, 18103))
+    for folder in ("tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"):
+        (spec.nginx_dir / folder).mkdir(parents=True, exist_ok=True)
+    conf = nginx_conf(spec)
+    (spec.nginx_dir / "nginx.conf").write_text(conf)
+    check = subprocess.run(nginx_command(spec, nginx, test=True), capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    assert all(f"server 127.0.0.1:{port};" in conf for port in spec.replica_ports)
+    assert f"listen 127.0.0.1:{spec.port};" in conf and "daemon off;" in conf
+    assert conf.count("http_404") == 1  # only the logged-list lookup tries the next replica on a 404
+
+
+def test_secrets_are_made_once_private_and_kept(tmp_path, monkeypatch):
+    from app.cluster.topology import stored_secret
+
+    monkeypatch.delenv("RECSYS_LOG_HMAC_KEY", raising=False)
+    first = stored_secret(tmp_path / "log-hmac.key", "RECSYS_LOG_HMAC_KEY")
+    assert len(first) >= 32 and (tmp_path / "log-hmac.key").stat().st_mode & 0o777 == 0o600
+    assert stored_secret(tmp_path / "log-hmac.key", "RECSYS_LOG_HMAC_KEY") == first  # the old logs still verify
+    monkeypatch.setenv("RECSYS_LOG_HMAC_KEY", "from-the-environment-0123456789abcdef")
+    assert stored_secret(tmp_path / "log-hmac.key", "RECSYS_LOG_HMAC_KEY") == "from-the-environment-0123456789abcdef"
