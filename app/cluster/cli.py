@@ -143,7 +143,7 @@ def down(
     if not state:
         typer.echo(f"no cluster has run from {state_dir}")
         return
-    pid = (state.get("supervisor") or {}).get("pid")
+    pid = int((state.get("supervisor") or {}).get("pid") or 0)
     if supervisor_alive(state):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout

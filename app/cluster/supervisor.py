@@ -195,11 +195,17 @@ class Supervisor:
         nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
         if nginx is None:
             raise StartupFailed(f"nginx is not installed: run `{NGINX_INSTALL}` (Debian's nginx; root and apt-get)")
-        self.start_postgres()
-        self.start_mlflow(deadline)
-        self.ensure_model(deadline)
-        self.start_replicas(admin_token, log_key, deadline)
-        self.start_nginx(nginx, deadline)
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("postgresql", self.start_postgres),
+            ("the MLflow server", lambda: self.start_mlflow(deadline)),
+            ("the model", lambda: self.ensure_model(deadline)),
+            ("the replicas", lambda: self.start_replicas(admin_token, log_key, deadline)),
+            ("nginx", lambda: self.start_nginx(nginx, deadline)),
+        ]
+        for what, step in steps:
+            started = time.monotonic()
+            step()
+            print(f"{what} ready in {time.monotonic() - started:.1f} s", flush=True)
 
     def watch(self) -> int:
         while True:
@@ -214,13 +220,17 @@ class Supervisor:
         """Stop every service, the last started first, then PostgreSQL."""
         self.write_state("stopping")
         for service in reversed(self.services):
+            started = time.monotonic()
             # nginx: SIGQUIT is its graceful shutdown (finish the requests in flight).
             stop_group(service.pgid, service.process, signal.SIGQUIT if service.name == "nginx" else signal.SIGTERM)
+            print(f"stopped {service.name} in {time.monotonic() - started:.1f} s", flush=True)
         self.services.clear()
         if self.postgres_started:
+            started = time.monotonic()
             subprocess.run(["bash", str(PG_CLUSTER), "stop", str(self.spec.postgres_dir)], capture_output=True,
                            timeout=120, stdin=subprocess.DEVNULL)
             self.postgres_started = False
+            print(f"stopped postgresql in {time.monotonic() - started:.1f} s", flush=True)
 
     # -- the services -----------------------------------------------------------------------------
     def spawn(self, name: str, command: list[str], env: dict[str, str], log: Path, url: str | None = None,
