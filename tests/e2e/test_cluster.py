@@ -16,6 +16,7 @@ import os
 import random
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -69,6 +70,16 @@ class Cluster:
         self.database_url = state["database_url"]
 
 
+def port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @pytest.fixture(scope="module")
 def cluster(synthetic_dir) -> Cluster:
     # Under /tmp and traversable: as root, PostgreSQL runs as `postgres`, which must reach its folder.
@@ -105,10 +116,12 @@ def cluster(synthetic_dir) -> Cluster:
 
         leaked = [s["name"] for s in state.get("services", []) if group_members(s["pgid"])]
         postmaster = state_dir / "postgres" / "data" / "postmaster.pid"
+        held = [port for port in (nginx, replica_a, replica_b, mlflow, postgres) if not port_free(port)]
         shutil.rmtree(state_dir, ignore_errors=True)
         assert down.returncode == 0, down.stderr
         assert not leaked, f"still running after `recsys cluster down`: {leaked}"
         assert not postmaster.exists(), "PostgreSQL still running after `recsys cluster down`"
+        assert not held, f"ports still listened on after `recsys cluster down`: {held}"
 
 
 @pytest.fixture(scope="module")
