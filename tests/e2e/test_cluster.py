@@ -29,16 +29,16 @@ import httpx
 import polars as pl
 import pytest
 
-from compliance.audit import (
-    Exchange,
+from auditor.articles.lists import (
     check_dedup,
     check_dispersal,
     check_explanations,
     check_front_screen,
     dispersal_violations,
-    expected_policy,
     sessions_from,
 )
+from auditor.client import Exchange
+from auditor.policy import expected_policy
 from compliance.minors import MinorsConfig
 from compliance.policy import PolicyConfig
 from tests.conftest import ADMIN, ADMIN_TOKEN, free_port
