@@ -154,6 +154,7 @@ class Supervisor:
     timeout_s: float = 900.0
     services: list[Service] = field(default_factory=list)
     postgres_started: bool = False
+    error: str | None = None  # why the cluster failed (kept in cluster.json through stopping)
     _stopping: bool = False
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -169,14 +170,14 @@ class Supervisor:
         except Stopping:
             code = 0
         except StartupFailed as exc:
-            self.write_state("failed", error=str(exc))
+            self.error = str(exc)
+            self.write_state("failed")
             code = 1
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping cannot be interrupted half-way
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             self.stop()
-            status = "stopped" if code == 0 else "failed"
-            self.write_state(status, error=self._read_state().get("error"))
+            self.write_state("stopped" if code == 0 else "failed")
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return code
@@ -211,8 +212,8 @@ class Supervisor:
         while True:
             for service in self.services:
                 if service.process.poll() is not None:
-                    self.write_state("failed", error=f"{service.name} exited with code {service.process.returncode}: "
-                                                      f"{tail(service.log)}")
+                    self.error = f"{service.name} exited with code {service.process.returncode}: {tail(service.log)}"
+                    self.write_state("failed")
                     return 1
             time.sleep(POLL_S * 2)
 
@@ -314,17 +315,11 @@ class Supervisor:
         wait_http(f"{spec.url}/readyz", lambda r: r.status_code == 200, deadline, service, "nginx")
 
     # -- the state file ---------------------------------------------------------------------------
-    def _read_state(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.spec.state_file.read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def write_state(self, status: str, error: str | None = None) -> None:
+    def write_state(self, status: str) -> None:
         spec = self.spec
         state = {
             "status": status,
-            "error": error,
+            "error": self.error,
             "supervisor": {"pid": os.getpid(), "started": process_start_time(os.getpid())},
             "spec": spec.model_dump(mode="json"),
             "url": spec.url,

@@ -390,3 +390,30 @@ def test_secrets_are_made_once_private_and_kept(tmp_path, monkeypatch):
     assert stored_secret(tmp_path / "log-hmac.key", "RECSYS_LOG_HMAC_KEY") == first  # the old logs still verify
     monkeypatch.setenv("RECSYS_LOG_HMAC_KEY", "from-the-environment-0123456789abcdef")
     assert stored_secret(tmp_path / "log-hmac.key", "RECSYS_LOG_HMAC_KEY") == "from-the-environment-0123456789abcdef"
+
+
+def test_a_cluster_that_cannot_start_stops_what_it_started_and_says_why():
+    """No model in a fresh registry and --no-train: PostgreSQL and MLflow were up; both are stopped again."""
+    state_dir = Path(tempfile.mkdtemp(prefix="recsys-cluster-fail-", dir="/tmp" if os.geteuid() == 0 else None))
+    state_dir.chmod(0o755)
+    ports = sorted({free_port() for _ in range(8)})[:5]
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "RECSYS_"))}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    try:
+        result = subprocess.run([*RECSYS, "cluster", "up", "--state-dir", str(state_dir), "--no-train",
+                                 "--port", str(ports[0]), "--replica-port", str(ports[1]), "--replica-port", str(ports[2]),
+                                 "--mlflow-port", str(ports[3]), "--postgres-port", str(ports[4]), "--timeout", "600"],
+                                env=env, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+        state = json.loads((state_dir / "cluster.json").read_text())
+    finally:
+        subprocess.run([*RECSYS, "cluster", "down", "--state-dir", str(state_dir)], env=env, capture_output=True, timeout=300)
+    try:
+        assert result.returncode == 1
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "--no-train: the MLflow server holds no recsys-two-stage@champion" in result.stderr
+        assert state["status"] == "failed" and "--no-train" in state["error"]
+        assert state["services"] == []  # every service it had started was stopped before it said so
+        assert not (state_dir / "postgres" / "data" / "postmaster.pid").exists()
+        assert all(port_free(port) for port in ports)
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
