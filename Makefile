@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 2
 
-.PHONY: serve test install data train bench audit clean
+.PHONY: serve test install data train bench audit cluster clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,16 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+
+# The deployment topology on this machine (README: "Deploy on several machines"): PostgreSQL, an MLflow
+# server, two replicas and nginx on $(CLUSTER_PORT), under var/cluster; Ctrl-C stops all of it.
+# In the background instead: recsys cluster up / status / down.
+CLUSTER_PORT ?= 8080
+cluster: data
+	bash scripts/pg-cluster.sh install
+	bash scripts/nginx.sh install
+	RECSYS_AUTH__MODE=$${RECSYS_AUTH__MODE:-development} $(BIN)/recsys cluster up --foreground --port $(CLUSTER_PORT) \
+		--dataset $(DATASET) --workers $(WORKERS)
 
 bench: train
 	bash scripts/bench-deps.sh

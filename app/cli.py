@@ -106,6 +106,9 @@ def _mount_package_commands() -> None:
     from serving.state.cli import app as db_app
 
     app.add_typer(db_app, name="db", help="The state database's schema: upgrade (Alembic migrations), current revision.")
+    from app.cluster.cli import app as cluster_app
+
+    app.add_typer(cluster_app, name="cluster", help="The deployment topology on one machine: PostgreSQL, MLflow, replicas behind nginx.")
     app.add_typer(logs_app, name="logs", help="Verify, purge, export, compact and query the recommendation log (Art. 23-25).")
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System packages the test suite needs beyond the Python environment: headless Chromium renders
-# the transparency page in a test (Art. 14). Installed once; a no-op when already present.
+# the transparency page in a test (Art. 14); nginx fronts the cluster test's replicas. Installed once; a no-op when already present.
 set -euo pipefail
 if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
@@ -25,5 +25,7 @@ if ! command -v chromedriver >/dev/null 2>&1; then
         exit 1
     fi
 fi
+# nginx balances the replicas of the cluster test (tests/e2e/test_cluster.py, `recsys cluster up`).
+bash "$(dirname "$0")/nginx.sh" install
 # wrk drives the latency benchmark's real-path section, which the benchmark smoke test runs.
 bash "$(dirname "$0")/bench-deps.sh"

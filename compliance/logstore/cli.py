@@ -1,17 +1,21 @@
 """`recsys logs ...`: verify, purge, export, compact and query the recommendation logs (Art. 23, 25).
 
 The key comes from RECSYS_LOG_HMAC_KEY or --key-file (the built-in development key otherwise,
-with a warning); the directory from --dir or RECSYS_LOG_DIR. Bad input is reported on one line
+with a warning); the directory from --dir or RECSYS_LOG_DIR. --dir may be repeated and may be a
+quoted glob ('var/cluster/replica-*/logs'): each replica of a deployment writes its own directory
+of hash chains, and verify, query, export, compact and purge take them all (verify reports each
+directory and each stream, query and export merge them, saying in `log_dir` where a row is). Bad input is reported on one line
 naming the flag or file, exit code 2; `verify` exits 1 when it finds tampering or damage.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Literal, NoReturn, cast
 
 import typer
 
@@ -22,7 +26,7 @@ from compliance.logstore.query import compact as compact_logs
 from compliance.logstore.query import query as query_logs
 from compliance.logstore.retention import purge as purge_logs
 from compliance.logstore.segment import LogStoreError
-from compliance.logstore.verify import verify as verify_logs
+from compliance.logstore.verify import verify_many
 
 app = typer.Typer(
     help="Recommendation service logs: verify, purge, export, compact, query (Art. 23, 25).",
@@ -35,7 +39,9 @@ KEY_ENV = "RECSYS_LOG_HMAC_KEY"
 DIR_ENV = "RECSYS_LOG_DIR"
 
 DirOption = Annotated[
-    Path | None, typer.Option("--dir", help=f"Log directory (default ${DIR_ENV} or var/logs of the project, where the server writes).")
+    list[str] | None,
+    typer.Option("--dir", help=f"Log directory; repeat it or quote a glob for several, e.g. one per replica "
+                 f"(default ${DIR_ENV} or var/logs of the project, where the server writes)."),
 ]
 KeyFileOption = Annotated[
     Path | None, typer.Option("--key-file", help=f"File holding the HMAC key (default ${KEY_ENV}).")
@@ -47,11 +53,28 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def resolve_dir(directory: Path | None, must_exist: bool = True) -> Path:
-    path = directory or Path(os.environ.get(DIR_ENV) or core_settings().var_dir / "logs")
-    if must_exist and not path.is_dir():
-        fail(f"--dir: not a directory: '{path}'")
-    return path
+GLOB_CHARACTERS = frozenset("*?[")
+
+
+def resolve_dirs(values: list[str] | None) -> list[Path]:
+    """The directories --dir names (globs expanded, in order, each once), or the default one."""
+    if not values:
+        path = Path(os.environ.get(DIR_ENV) or core_settings().var_dir / "logs")
+        if not path.is_dir():
+            fail(f"--dir: not a directory: '{path}'")
+        return [path]
+    paths: list[Path] = []
+    for value in values:
+        if GLOB_CHARACTERS & set(value):
+            matched = sorted(Path(p) for p in glob.glob(value) if Path(p).is_dir())
+            if not matched:
+                fail(f"--dir: '{value}' matches no directory")
+            paths.extend(matched)
+        elif not Path(value).is_dir():
+            fail(f"--dir: not a directory: '{value}'")
+        else:
+            paths.append(Path(value))
+    return list(dict.fromkeys(paths))
 
 
 def resolve_key(key_file: Path | None) -> bytes:
@@ -91,18 +114,25 @@ def verify(
         bool, typer.Option("--repair", help="First seal dead streams and repair partial last lines.")
     ] = False,
 ) -> None:
-    """Check every chain hash, seal, segment sequence and purge mark; exit 1 on tampering."""
-    path, key = resolve_dir(directory), resolve_key(key_file)
-    report = verify_logs(path, key, repair=repair)
-    for note in report.notes:
-        typer.echo(f"note: {note}")
-    typer.echo(report.summary)
-    for problem in report.problems[:50]:
-        typer.echo(f"  {problem}")
-    hidden = len(report.problems) + report.problems_not_listed - 50
-    if hidden > 0:
-        typer.echo(f"  ... and {hidden} more")
-    if not report.ok:
+    """Check every chain hash, seal, segment sequence and purge mark of each directory; report each
+    directory and each stream (one writer's chain); exit 1 on tampering anywhere."""
+    paths, key = resolve_dirs(directory), resolve_key(key_file)
+    result = verify_many(paths, key, repair=repair)
+    several = len(paths) > 1
+    for path, report in result.reports.items():
+        for note in report.notes:
+            typer.echo(f"note: {note}")
+        typer.echo(f"{path}: {report.summary}" if several else report.summary)
+        for stream in report.per_stream.values():
+            typer.echo(f"  {stream}")
+        for problem in report.problems[:50]:
+            typer.echo(f"  {problem}")
+        hidden = report.problem_count - 50
+        if hidden > 0:
+            typer.echo(f"  ... and {hidden} more")
+    if several:
+        typer.echo(f"all: {result.summary}")
+    if not result.ok:
         raise typer.Exit(1)
 
 
@@ -118,14 +148,15 @@ def purge(
     """Delete whole sealed segments older than the retention, recording what was deleted."""
     if retention_days < MIN_RETENTION_DAYS:
         fail(f"--retention-days: {retention_days} is below the minimum of {MIN_RETENTION_DAYS} days (Art. 23)")
-    path, key = resolve_dir(directory), resolve_key(key_file)
-    try:
-        deleted = purge_logs(path, key, retention_days, operator=operator)
-    except (LogStoreError, ValueError) as exc:
-        fail(str(exc))
-    typer.echo(f"purged {len(deleted)} segment(s) older than {retention_days} days")
-    for deleted_path in deleted:
-        typer.echo(f"  {deleted_path.name}")
+    paths, key = resolve_dirs(directory), resolve_key(key_file)
+    for path in paths:
+        try:
+            deleted = purge_logs(path, key, retention_days, operator=operator)
+        except (LogStoreError, ValueError) as exc:
+            fail(f"{path}: {exc}")
+        typer.echo(f"{path}: purged {len(deleted)} segment(s) older than {retention_days} days")
+        for deleted_path in deleted:
+            typer.echo(f"  {deleted_path.name}")
 
 
 @app.command()
@@ -144,9 +175,11 @@ def export(
 ) -> None:
     """Export records of a time range (user ids pseudonymised) with a signed proof beside it."""
     start_at, end_at = parse_moment("--from", start), parse_moment("--to", end)
+    if start_at is None or end_at is None:
+        fail("--from and --to: both are required")
     if fmt not in ("parquet", "csv"):
         fail(f"--format: must be parquet or csv, got '{fmt}'")
-    if start_at is not None and end_at is not None and start_at >= end_at:
+    if start_at >= end_at:
         fail(f"--to: '{end}' is not after --from '{start}'")
     if out.exists():
         fail(f"--out: '{out}' already exists (exports are never overwritten)")
@@ -154,10 +187,11 @@ def export(
         fail(f"--out: directory '{out.parent}' does not exist")
     if not operator.strip():
         fail("--operator: must not be empty")
-    path, key = resolve_dir(directory), resolve_key(key_file)
+    paths, key = resolve_dirs(directory), resolve_key(key_file)
     try:
         result = export_logs(
-            path, key, start_at, end_at, user_id=user, fmt=fmt, reveal=reveal, operator=operator, out=out
+            paths, key, start_at, end_at, user_id=user, fmt=cast(Literal["parquet", "csv"], fmt), reveal=reveal,
+            operator=operator, out=out,
         )
     except (LogStoreError, ValueError) as exc:
         fail(str(exc))
@@ -170,11 +204,13 @@ def export(
 @app.command()
 def compact(directory: DirOption = None, key_file: KeyFileOption = None) -> None:
     """Write a verified Parquet copy of every sealed segment (dir/parquet/date=.../)."""
-    path, key = resolve_dir(directory), resolve_key(key_file)
-    result = compact_logs(path, key)
-    typer.echo(f"compacted {len(result.written)} segment(s)")
-    for skipped in result.skipped:
-        typer.echo(f"  skipped {skipped}", err=True)
+    paths, key = resolve_dirs(directory), resolve_key(key_file)
+    for path in paths:
+        result = compact_logs(path, key)
+        typer.echo(f"{path}: compacted {len(result.written)} segment(s)" if len(paths) > 1
+                   else f"compacted {len(result.written)} segment(s)")
+        for skipped in result.skipped:
+            typer.echo(f"  skipped {skipped}", err=True)
 
 
 @app.command()
@@ -187,16 +223,17 @@ def query(
     fmt: Annotated[str, typer.Option("--format", help="table, csv or ndjson.")] = "table",
     directory: DirOption = None,
 ) -> None:
-    """Print log rows (raw user ids: internal use; use `export` for inspectors)."""
+    """Print log rows of every directory given, merged in time order (raw user ids: internal use; use
+    `export` for inspectors)."""
     start_at, end_at = parse_moment("--from", start), parse_moment("--to", end)
     if fmt not in ("table", "csv", "ndjson"):
         fail(f"--format: must be table, csv or ndjson, got '{fmt}'")
-    frame = query_logs(resolve_dir(directory), user_id=user, start=start_at, end=end_at, kind=kind)
+    frame = query_logs(resolve_dirs(directory), user_id=user, start=start_at, end=end_at, kind=kind)
     shown = frame.head(limit) if limit else frame
     if fmt == "csv":
         sys.stdout.write(shown.write_csv())
     elif fmt == "ndjson":
         sys.stdout.write(shown.write_ndjson())
     else:
-        typer.echo(str(shown.select("ts", "kind", "user_id", "request_id", "surface", "mode", "n_items")))
+        typer.echo(str(shown.select("ts", "kind", "user_id", "request_id", "surface", "mode", "n_items", "log_dir")))
         typer.echo(f"{frame.height} row(s)")

@@ -7,7 +7,7 @@ they are made durable, how long they are kept, and the key that makes the hash c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -89,7 +89,7 @@ class LogConfig(BaseModel):
         return self.hmac_key.get_secret_value() == DEV_HMAC_KEY
 
 
-def config_for(directory: Path, key: str | bytes | SecretStr, **overrides: object) -> LogConfig:
+def config_for(directory: Path, key: str | bytes | SecretStr, **overrides: Any) -> LogConfig:
     """A LogConfig for maintenance commands that are given a directory and a key."""
     if not isinstance(key, SecretStr):
         key = SecretStr(key_bytes(key).decode("utf-8"))

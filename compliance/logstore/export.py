@@ -5,6 +5,8 @@ User ids are pseudonymised as HMAC(key, "user:" + id) — stable within the key,
 can follow one user without learning who it is — unless `reveal` is given (and recorded). Beside
 the export file a signed proof JSON holds the verification result, the seals of the segments
 covered, the row count and the file's SHA-256; the export itself is appended as an "export" record.
+An export may span several log directories (the replicas of a deployment): the rows of all of them,
+each with the `log_dir` it is kept in, and the verification and seals of each directory's streams.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import hmac
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -21,7 +24,7 @@ from typing import Any, Literal
 import polars as pl
 
 from compliance.logstore.config import config_for, key_bytes
-from compliance.logstore.query import JSON_COLUMNS, as_utc, query
+from compliance.logstore.query import JSON_COLUMNS, LOG_DIR_COLUMN, as_directories, as_utc, log_dir_labels, query
 from compliance.logstore.segment import (
     default_stream_name,
     format_ts,
@@ -30,12 +33,12 @@ from compliance.logstore.segment import (
     write_json_atomic,
 )
 from compliance.logstore.store import LogStore, Receipt, segment_time_ranges
-from compliance.logstore.verify import verify
+from compliance.logstore.verify import verify_many
 
 EXPORT_COLUMNS = (
     "request_id", "ts", "kind", "user", "surface", "page", "mode", "model_version",
     "index_build_id", "policy_hash", "n_items", "items", "candidates", "policies",
-    "violations", "request", "extra", "stream", "seq", "hash",
+    "violations", "request", "extra", LOG_DIR_COLUMN, "stream", "seq", "hash",
 )  # fmt: skip
 PSEUDONYM_PREFIX = "u_"
 
@@ -82,7 +85,7 @@ def _file_sha256(path: Path) -> str:
 
 
 def export(
-    directory: Path,
+    directories: Path | str | Sequence[Path | str],
     key: str | bytes | Any,
     start: datetime | date,
     end: datetime | date,
@@ -94,12 +97,16 @@ def export(
     *,
     store: LogStore | None = None,
 ) -> ExportResult:
-    """Write the records in [start, end) (optionally one user's) to `out` with a proof beside it.
+    """Write the records in [start, end) (optionally one user's) of one log directory or several to
+    `out` with a proof beside it.
 
     Raises ValueError naming the bad argument. The "export" record goes to `store`, or to a
-    fresh "ops-..." stream when none is given; if it cannot be written the export is removed.
+    fresh "ops-..." stream of the first directory when none is given; if it cannot be written the
+    export is removed.
     """
-    directory = Path(directory)
+    paths = as_directories(directories)
+    if not paths:
+        raise ValueError("directories: at least one log directory is required")
     raw_key = key_bytes(key)
     if fmt not in ("parquet", "csv"):
         raise ValueError(f"fmt: {fmt!r} must be 'parquet' or 'csv'")
@@ -117,7 +124,7 @@ def export(
         raise ValueError(f"out: directory {out.parent} does not exist")
     proof_path = out.with_name(out.name + ".proof.json")
 
-    frame = query(directory, user_id=user_id, start=start_utc, end=end_utc)
+    frame = query(paths, user_id=user_id, start=start_utc, end=end_utc)
     frame = _present_users(frame, raw_key, reveal)
     if fmt == "parquet":
         frame.write_parquet(out, compression="zstd")
@@ -125,17 +132,21 @@ def export(
         frame.with_columns(pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ")).write_csv(out)
     sha = _file_sha256(out)
 
-    covered = [
-        segment
-        for segment, seg_start, seg_end in segment_time_ranges(directory)
-        if seg_start < end_utc and (seg_end is None or seg_end >= start_utc)
-    ]
-    report = verify(directory, raw_key, content={s.path.name for s in covered})
+    labels = log_dir_labels(paths)
+    covered = {
+        path: [
+            segment
+            for segment, seg_start, seg_end in segment_time_ranges(path)
+            if seg_start < end_utc and (seg_end is None or seg_end >= start_utc)
+        ]
+        for path in paths
+    }
+    report = verify_many(paths, raw_key, content={path: {s.path.name for s in segments} for path, segments in covered.items()})
     user_shown = None if user_id is None else (str(user_id) if reveal else pseudonym(raw_key, user_id))
     own_store = store is None
     try:
         if store is None:
-            store = LogStore(config_for(directory, raw_key), default_stream_name("ops"))
+            store = LogStore(config_for(paths[0], raw_key), default_stream_name("ops"))
         receipt = store.append(
             "export",
             {
@@ -149,6 +160,7 @@ def export(
                 "rows": frame.height,
                 "sha256": sha,
                 "verified": report.ok,
+                "log_dirs": [labels[path] for path in paths],
             },
         )
     except Exception:
@@ -167,8 +179,9 @@ def export(
         "reveal": reveal,
         "operator": operator,
         "created_at": format_ts(datetime.now(UTC)),
+        "log_dirs": {labels[path]: str(path) for path in paths},
         "verification": report.to_dict(),
-        "segments": [_seal_or_open(s) for s in covered],
+        "segments": [{**_seal_or_open(s), LOG_DIR_COLUMN: labels[path]} for path, segments in covered.items() for s in segments],
         "export_record": {"stream": receipt.stream, "segment": receipt.segment, "seq": receipt.seq,
                           "ts": receipt.ts, "hash": receipt.hash},
     }  # fmt: skip

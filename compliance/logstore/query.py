@@ -1,7 +1,9 @@
 """Reading the recommendation logs for inspection (Art. 23: produce them when authorities ask).
 
 `flatten` turns an entry into one row (request_id, ts, kind, user_id, surface, page, mode,
-model_version, ..., nested parts as JSON strings). `compact` writes a verified Parquet copy of
+model_version, ..., nested parts as JSON strings). `query` reads one log directory or several (the
+replicas of a deployment, each with its own streams) and says in `log_dir` where each row is kept.
+`compact` writes a verified Parquet copy of
 each sealed segment under dir/parquet/date=YYYY-MM-DD/ (rows sorted by user, small row groups,
 so a one-user query reads a few row groups per day). The JSONL segments stay the system of
 record; Parquet is a derived index that `compact` can rebuild. `query` reads the Parquet of the
@@ -14,7 +16,7 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -54,12 +56,28 @@ SCHEMA: dict[str, pl.DataType] = {
     "hash": pl.Utf8(),
 }
 ROW_GROUP_SIZE = 8192
+LOG_DIR_COLUMN = "log_dir"  # query's output: which of the directories asked holds the row
 
-_COMPACT = {"separators": (",", ":"), "sort_keys": True}
 
+def as_directories(directories: Path | str | Sequence[Path | str]) -> list[Path]:
+    """One directory or several, as a list of paths in the order given (repeats dropped)."""
+    if isinstance(directories, (str, Path)):
+        return [Path(directories)]
+    return list(dict.fromkeys(Path(d) for d in directories))
+
+
+def log_dir_labels(directories: Sequence[Path]) -> dict[Path, str]:
+    """A short, distinct name per directory: its path below the directories' common parent
+    (var/cluster/replica-a/logs and .../replica-b/logs -> replica-a/logs, replica-b/logs); a lone
+    directory is named by its last component."""
+    resolved = [Path(os.path.abspath(d)) for d in directories]
+    if len(resolved) == 1:
+        return {directories[0]: resolved[0].name}
+    common = Path(os.path.commonpath(resolved))
+    return {d: (str(r.relative_to(common)) or r.name) for d, r in zip(directories, resolved)}
 
 def _dump(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, **_COMPACT)
+    return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
 def flatten(stream: str, entry: dict[str, Any]) -> dict[str, Any]:
@@ -149,16 +167,28 @@ def _day_of(partition: Path) -> date | None:
 
 
 def query(
-    directory: Path,
+    directories: Path | str | Sequence[Path | str],
     user_id: str | int | None = None,
     start: datetime | date | None = None,
     end: datetime | date | None = None,
     kind: str | None = None,
 ) -> pl.DataFrame:
-    """Log rows in [start, end) (UTC), optionally for one user and one kind, sorted by ts."""
-    directory = Path(directory)
+    """Log rows in [start, end) (UTC) of one directory or several (e.g. every replica's), optionally for
+    one user and one kind, sorted by ts: SCHEMA's columns and `log_dir` (see `log_dir_labels`)."""
+    paths = as_directories(directories)
+    labels = log_dir_labels(paths)
     start, end = as_utc(start), as_utc(end)
     user = None if user_id is None else str(user_id)
+    frames = [_query_directory(path, user, start, end, kind).with_columns(pl.lit(labels[path]).alias(LOG_DIR_COLUMN))
+              for path in paths]
+    empty = pl.DataFrame(schema={**SCHEMA, LOG_DIR_COLUMN: pl.Utf8()})
+    return pl.concat([empty, *frames]).sort(["ts", LOG_DIR_COLUMN, "stream", "seq"])
+
+
+def _query_directory(
+    directory: Path, user: str | None, start: datetime | None, end: datetime | None, kind: str | None
+) -> pl.DataFrame:
+    """One directory's rows: the Parquet of the days asked for, plus the segments not compacted yet."""
     compacted: set[str] = set()
     files: list[str] = []
     for partition in sorted((directory / PARQUET_DIR).glob("date=*")):
@@ -196,7 +226,7 @@ def query(
         frames.append(rows_frame(rows))
     if not frames:
         return pl.DataFrame(schema=SCHEMA)
-    return pl.concat(frames).sort(["ts", "stream", "seq"])
+    return pl.concat(frames)
 
 
 @dataclass(slots=True)

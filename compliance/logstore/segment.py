@@ -198,7 +198,7 @@ def parse_line(line: bytes) -> LineHead | None:
     )
 
 
-def line_mac(key_mac: Any, prev: bytes, canonical: bytes) -> bytes:
+def line_mac(key_mac: hmac.HMAC, prev: bytes, canonical: bytes) -> bytes:
     """HMAC(key, prev || canonical) as hex bytes; `key_mac` is a pre-keyed hmac object to copy."""
     mac = key_mac.copy()
     mac.update(prev)
@@ -206,7 +206,7 @@ def line_mac(key_mac: Any, prev: bytes, canonical: bytes) -> bytes:
     return mac.hexdigest().encode()
 
 
-def keyed_mac(key: bytes) -> Any:
+def keyed_mac(key: bytes) -> hmac.HMAC:
     return hmac.new(key, digestmod=hashlib.sha256)
 
 

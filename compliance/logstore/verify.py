@@ -1,9 +1,11 @@
-"""Tamper detection over a log directory (Art. 23: the logs produced to authorities are intact).
+"""Tamper detection over log directories (Art. 23: the logs produced to authorities are intact).
 
 `verify` re-computes every keyed chain hash and checks every seal, segment number, purge mark and
 stream registration, and names the first bad place: segment file, line, seq and reason. It
 catches edited, deleted, inserted and reordered records, deleted or swapped segments, edited
-seals and truncated segments. `repair_dead_streams` seals what crashed writers left open.
+seals and truncated segments, and reports each stream (one writer's hash chain) on its own.
+`verify_many` does that for the directories of several replicas, each with its own chains.
+`repair_dead_streams` seals what crashed writers left open.
 
 Limit (inherent to hash chains without an external anchor): the unsealed tail of a stream whose
 writer died can be cut at a line boundary unnoticed; sealing (daily at the latest) bounds that.
@@ -13,14 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from compliance.logstore.config import config_for, key_bytes
-from compliance.logstore.ledger import LEDGER_NAME, read_ledger
+from compliance.logstore.ledger import read_ledger
 from compliance.logstore.segment import (
+    LEDGER_NAME,
     SEAL_SUFFIX,
     LogStoreUnavailable,
     SegmentFile,
@@ -57,6 +60,27 @@ class Problem:
 
 
 @dataclass(slots=True)
+class StreamReport:
+    """One stream's chain: what was checked and how many problems were found in it."""
+
+    stream: str
+    segments: int = 0
+    records: int = 0
+    problems: int = 0
+    first: Problem | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problems == 0
+
+    def __str__(self) -> str:
+        counts = f"{self.records} records in {self.segments} segments"
+        if self.ok:
+            return f"stream {self.stream}: OK, {counts}"
+        return f"stream {self.stream}: {self.problems} problem(s) in {counts}; first: {self.first}"
+
+
+@dataclass(slots=True)
 class VerifyReport:
     """Outcome of `verify`; `problems` are in directory order, the first is the first bad place."""
 
@@ -66,6 +90,11 @@ class VerifyReport:
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     problems_not_listed: int = 0
+    per_stream: dict[str, StreamReport] = field(default_factory=dict)
+
+    @property
+    def problem_count(self) -> int:
+        return len(self.problems) + self.problems_not_listed
 
     def add(self, problem: Problem) -> None:
         """Record a problem; past MAX_LISTED_PROBLEMS (e.g. a wrong key) only count them."""
@@ -87,8 +116,7 @@ class VerifyReport:
         counts = f"{self.records} records in {self.segments} segments of {self.streams} streams"
         if self.ok:
             return f"OK: {counts} verified"
-        total = len(self.problems) + self.problems_not_listed
-        return f"TAMPERED OR DAMAGED: {total} problem(s) in {counts}; first: {self.first}"
+        return f"TAMPERED OR DAMAGED: {self.problem_count} problem(s) in {counts}; first: {self.first}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +131,9 @@ class VerifyReport:
             ],
             "problems_not_listed": self.problems_not_listed,
             "notes": self.notes,
+            "per_stream": {name: {"ok": r.ok, "segments": r.segments, "records": r.records, "problems": r.problems,
+                                  "first": None if r.first is None else str(r.first)}
+                           for name, r in self.per_stream.items()},
         }
 
 
@@ -185,7 +216,7 @@ def _compare_with_seal(
     report: VerifyReport,
 ) -> None:
     name = segment.path.name
-    sealed_records = seal.get("records")
+    sealed_records = int(seal.get("records") or 0)  # the signed seal's count (its signature was checked)
     if records < sealed_records or partial:
         next_seq = (last_seq + 1) if last_seq is not None else seal.get("first_seq")
         report.add(
@@ -247,8 +278,66 @@ def verify(
                 )
             continue
         report.streams += 1
+        before = (report.segments, report.records, report.problem_count, len(report.problems))
         _verify_stream(directory, key, mac, stream, segments, mark, content, report)
+        found = report.problem_count - before[2]
+        report.per_stream[stream] = StreamReport(
+            stream, report.segments - before[0], report.records - before[1], found,
+            report.problems[before[3]] if found and len(report.problems) > before[3] else None,
+        )
     return report
+
+
+@dataclass(slots=True)
+class MultiVerifyReport:
+    """`verify` of several log directories (one per replica): one report each, in the order given."""
+
+    reports: dict[Path, VerifyReport] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(report.ok for report in self.reports.values())
+
+    @property
+    def summary(self) -> str:
+        totals = [sum(getattr(r, name) for r in self.reports.values()) for name in ("records", "segments", "streams")]
+        counts = f"{totals[0]} records in {totals[1]} segments of {totals[2]} streams in {len(self.reports)} log directories"
+        if self.ok:
+            return f"OK: {counts} verified"
+        bad = [str(d) for d, r in self.reports.items() if not r.ok]
+        problems = sum(r.problem_count for r in self.reports.values())
+        return f"TAMPERED OR DAMAGED: {problems} problem(s) in {counts}; in {', '.join(bad)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Totals (the keys of `VerifyReport.to_dict`, problems prefixed with their directory) and each directory's report."""
+        problems = [{**p, "log_dir": str(d)} for d, r in self.reports.items() for p in r.to_dict()["problems"]]
+        return {
+            "ok": self.ok,
+            "summary": self.summary,
+            "streams": sum(r.streams for r in self.reports.values()),
+            "segments": sum(r.segments for r in self.reports.values()),
+            "records": sum(r.records for r in self.reports.values()),
+            "problems": problems,
+            "problems_not_listed": sum(r.problems_not_listed for r in self.reports.values()),
+            "notes": [f"{d}: {note}" for d, r in self.reports.items() for note in r.notes],
+            "directories": {str(d): r.to_dict() for d, r in self.reports.items()},
+        }
+
+
+def verify_many(
+    directories: Sequence[Path],
+    key: str | bytes | Any,
+    *,
+    repair: bool = False,
+    content: Mapping[Path, Collection[str]] | None = None,
+) -> MultiVerifyReport:
+    """`verify` each directory (each replica's own streams) with one key; `content` per directory as in `verify`."""
+    result = MultiVerifyReport()
+    for directory in directories:
+        directory = Path(directory)
+        names = None if content is None else content.get(directory, ())
+        result.reports[directory] = verify(directory, key, repair=repair, content=names)
+    return result
 
 
 def _check_orphan_seals(
@@ -307,7 +396,7 @@ def _verify_stream(
             report.add(Problem(name + SEAL_SUFFIX, None, None, f"unreadable seal: {exc}"))
             seal = None
         seal_ok = seal is not None and _check_seal(key, segment, seal, chain.prev, report)
-        if seal_ok and content is not None and name not in content:
+        if seal is not None and seal_ok and content is not None and name not in content:
             # Trusted through its signed seal: link the chain without reading the lines.
             report.records += seal.get("records") or 0
             chain = _Chain(seal["last_hash"].encode(), (seal["last_seq"] or (chain.seq or 1) - 1) + 1)
