@@ -111,6 +111,9 @@ def test_served_pages_sessions_and_recent_items(store):
     assert store.recent_items("u1", 2) == [9, 10, 7]  # newest page first, any surface or session
     assert sorted(store.recent_items("u1", 100)) == [1, 2, 3, 4, 5, 6, 7, 9, 10]
     assert store.recent_items("u1", 0) == []
+    recent = store.recent_requests("u1", 2)  # the privacy center's "last lists served to me"
+    assert [(r["request_id"], r["surface"], r["page"]) for r in recent] == [("r3", "home", 0), ("r-other-surface", "feed", 0)]
+    assert len(store.recent_requests("u1", 100)) == 5 and store.recent_requests("u1", 0) == []
 
 
 def test_request_state_is_the_one_by_one_reads_in_one_statement(store):
@@ -205,6 +208,16 @@ def test_versions_interventions_and_their_version(store):
     assert store.version("interventions") == 4
     assert [r["id"] for r in store.list_interventions(now=later)] == [pin["id"]]
     assert len(store.list_interventions(now=later, include_inactive=True)) == 3
+    # The two-person rule: a pending proposal is decided once; a second decision finds nothing pending.
+    proposal = store.add_intervention({"kind": "pin", "surface": "home", "item_id": "i3", "position": 1, "operator": "op",
+                                       "reason": "r", "created_at": T0, "status": "pending"})
+    before = store.version("interventions")
+    decided = store.decide_intervention(proposal["id"], "active", "approver", "checked", T0 + timedelta(minutes=1))
+    assert (decided["status"], decided["decided_by"], decided["decision_reason"]) == ("active", "approver", "checked")
+    assert store.version("interventions") == before + 1
+    assert store.decide_intervention(proposal["id"], "rejected", "other", "late", T0) is None
+    assert store.decide_intervention(pin["id"], "active", "approver", "not pending", T0) is None
+    store.revoke_intervention(proposal["id"], "op", T0 + timedelta(minutes=2))
 
 
 def test_feature_library_entries(store):
@@ -262,6 +275,11 @@ def test_events_are_idempotent_and_feed_the_history_queries(store):
         {"user_id": "u2", "created_at": T0 - timedelta(days=30), "prior_events_items": 7},
         {"user_id": "nobody", "created_at": None, "prior_events_items": 0},
     ]
+    # A hot list recomputed later reads the rows it read then: events received after it are not among them.
+    rows = store.trending_events(T0 + timedelta(minutes=30), received_by=T0 + timedelta(hours=1))
+    assert [(r["event_id"], r["item_id"]) for r in rows] == [("e2", "i2")]
+    assert store.trending_events(T0 + timedelta(minutes=30), received_by=T0 + timedelta(minutes=59)) == []
+    assert len(store.trending_events(T0 - timedelta(days=2), received_by=T0 + timedelta(hours=1))) == 1_205
 
 
 # -- minors' usage ----------------------------------------------------------------------------------------
