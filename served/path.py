@@ -22,11 +22,12 @@ from functools import cached_property
 
 import numpy as np
 
-from compliance import explanations, minors, tags
+from compliance import elderly, explanations, minors, tags
 from compliance.feature_library import LibraryMatch
 from compliance.policy import ITEM_DEDUP, Intervention, PolicyConfig, build_rules, config_hash
 from recsys.pipeline.rerank import CandidateSet, SlateContext, Source, UniqueItems, select
 from served.catalog import Catalog
+from served.feedback import NO_FEEDBACK, FeedbackSignals
 from served.query import Audience, RecommendationRequest, ServedPage
 
 log = logging.getLogger("recsys.served")
@@ -55,7 +56,7 @@ class Query:
     user_vector: np.ndarray | None
     profile: tags.Profile | None
     recent: np.ndarray  # items shown in the user's last N pages (personalized only)
-
+    feedback: FeedbackSignals = NO_FEEDBACK  # the user's "not interested" / "fewer like this" (every mode)
 
     @cached_property
     def served_items(self) -> np.ndarray:
@@ -149,6 +150,7 @@ class SharedState:
     blocked_items: np.ndarray  # bool mask: block interventions + feature-library matches + flagged
     feature_match: LibraryMatch | None
     versions: tuple[int, int]
+    fraud_risk: np.ndarray | None = None  # bool mask: feature-library fraud-risk items (elderly mode, Art. 19)
 
 
 class ServedPath:
@@ -239,8 +241,9 @@ class ServedPath:
         if mode != PERSONALIZED:
             history, seen, recent, profile, vector = empty, empty, empty, None, None
         recent = empty if recent is None else np.asarray(recent, dtype=np.int64)
+        feedback = FeedbackSignals.of(self.catalog, user, audience.now, self.policy)
         return Query(request, request_id, audience.now, audience, mode, reason, session_id, list(earlier_pages), history,
-                     seen, vector, profile, recent)
+                     seen, vector, profile, recent, feedback)
 
     # ------------------------------------------------------------------------------------------
     def run(self, query: Query, shared: SharedState) -> Recommendation:
@@ -368,7 +371,9 @@ class ServedPath:
     def filter(self, query: Query, shared: SharedState, items, scores, sources, trace: Trace):
         catalog = self.catalog
         # Safety first, the same gate as every route (blocked, flagged, feature library, age rating).
-        checks = query.audience.exclusions(items, shared.blocked_items, catalog.age_rating)
+        checks = query.audience.exclusions(items, shared.blocked_items, catalog.age_rating, shared.fraud_risk)
+        # The user's "not interested" / "fewer like this" items and their content duplicates, in every mode.
+        checks.append(("user_rejected", query.feedback.excludes(items, catalog.content)))
         if query.earlier_pages:
             checks.append(
                 ("served_this_session", np.isin(items, query.served_items) | np.isin(catalog.content[items], query.served_contents))
@@ -420,6 +425,9 @@ class ServedPath:
                 item_index=catalog.bundle.item_index,
                 category_index=self._category_code,
                 now=query.now,
+                session_categories=[c for p in query.earlier_pages for c in p.categories],
+                broaden=query.audience.user.broaden_feed,
+                fewer_categories=query.feedback.categories,
             )
         else:
             rules, relaxation = [UniqueItems(ITEM_DEDUP)], ()
@@ -485,6 +493,8 @@ class ServedPath:
                     category, int(catalog.category_rank[item]) + 1
                 )
                 slot = "popular" if slot == "ranked" else slot
+            if query.audience.elderly:
+                reason = elderly.plain_reason(reason)  # Art. 19: plain explanations in elderly mode
             labels = explanations.content_labels(
                 synthetic=bool(catalog.synthetic[item]), minor_safe=bool(catalog.minor_safe[item]),
                 mainstream=bool(catalog.mainstream[item]),

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from compliance import explanations
 from compliance.feature_library import FeatureEntry, FeatureLibrary, FeatureLibraryError, validate_entry
 from compliance.trending import compute_trending
+from served.feedback import FeedbackSignals
 from serving.deps import AdminDep, PrincipalDep, RequestIdDep, ServicesDep, is_admin
 from serving.routes.recommendations import ID_PATTERN
 from serving.services import TRENDING_CACHE_SECONDS, Services
@@ -103,7 +104,7 @@ def trending(
     audience = services.gate.admit(user_id, now, route="trending", request_id=request_id)
     shared = services.shared_state()
     config = services.settings.trending
-    eligible = audience.eligible(shared.blocked_items, catalog.age_rating)
+    eligible = audience.eligible(shared.blocked_items, catalog.age_rating, shared.fraud_risk)
 
     def compute() -> list:
         since = now - timedelta(hours=config.window_hours)
@@ -120,7 +121,10 @@ def trending(
 
     active = tuple(i.id for i in shared.interventions)
     bucket = int(now.timestamp() // TRENDING_CACHE_SECONDS)
-    ranked = services.trending_cache.get((audience.max_age_rating, shared.versions, active, bucket), compute)
+    ranked = services.trending_cache.get((audience.max_age_rating, audience.elderly, shared.versions, active, bucket),
+                                         compute)
+    # The user's "not interested" / "fewer like this" items leave this list too (after the shared cache).
+    eligible = eligible & FeedbackSignals.of(catalog, audience.user, now, services.settings.policy).eligible(catalog.content)
     index = catalog.bundle.item_index
     pins = sorted(
         (i for i in shared.interventions if i.kind == "pin" and i.surface == "trending" and str(i.item_id) in index),
@@ -181,7 +185,9 @@ class FeatureIn(BaseModel):
     pattern: str | None = Field(None, max_length=512)
     exemplar_item_id: str | None = Field(None, max_length=128)
     threshold: float = Field(0.95, gt=0, le=1)
-    category: Literal["illegal", "harmful", "spam", "other"]
+    category: Literal["illegal", "harmful", "spam", "other", "fraud_risk"] = Field(
+        description="fraud_risk: flagged as a fraud or scam risk, excluded for users in elderly mode (Art. 19); "
+                    "the others block the matched items for everyone")
     source: str = Field("manual", min_length=1, max_length=128)
     note: str = Field("", max_length=2000)
 
@@ -210,7 +216,7 @@ def _matches(services: Services, entry: FeatureEntry) -> int:
     if catalog is None:
         return 0
     result = FeatureLibrary([entry]).match(catalog.titles.tolist(), catalog.bundle.item_factors, [str(i) for i in catalog.bundle.item_ids])
-    return int(np.count_nonzero(result.blocked))
+    return int(np.count_nonzero(result.matched))
 
 
 @router.get("/v1/admin/features")

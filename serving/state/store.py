@@ -22,7 +22,7 @@ from sqlalchemy import Float, Integer, and_, bindparam, case, cast, delete, extr
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from served.query import ServedPage, UserState
+from served.query import Feedback, ServedPage, UserState
 from serving.state import db
 
 TAG_STATES = ("deleted", "added", "not_interested")
@@ -31,8 +31,11 @@ TAG_STATES = ("deleted", "added", "not_interested")
 # three times faster than building it per call (measured: 0.05 vs 0.15 ms for `load_user`).
 _pages = db.served_pages
 _PROFILE_AGE = select(db.user_profiles.c.age).where(db.user_profiles.c.user_id == bindparam("user_id"))
-_SETTINGS = select(db.user_settings.c.personalization, db.user_settings.c.minor_mode).where(
-    db.user_settings.c.user_id == bindparam("user_id"))
+_SETTINGS = select(db.user_settings.c.personalization, db.user_settings.c.minor_mode, db.user_settings.c.elderly_mode,
+                   db.user_settings.c.broaden_feed).where(db.user_settings.c.user_id == bindparam("user_id"))
+_FEEDBACK = (select(db.user_feedback.c.item_id, db.user_feedback.c.kind, db.user_feedback.c.category,
+                    db.user_feedback.c.created_at, db.user_feedback.c.request_id)
+             .where(db.user_feedback.c.user_id == bindparam("user_id")).order_by(db.user_feedback.c.created_at))
 _TAGS = select(db.user_tags.c.tag, db.user_tags.c.state).where(db.user_tags.c.user_id == bindparam("user_id"))
 _SESSION_PAGES = (
     select(_pages.c.page, _pages.c.session_id, _pages.c["items"], _pages.c.categories, _pages.c.contents)
@@ -87,6 +90,7 @@ class StateStore:
             profile = conn.execute(_PROFILE_AGE, key).first()
             settings = conn.execute(_SETTINGS, key).first()
             tags = conn.execute(_TAGS, key).all()
+            feedback = conn.execute(_FEEDBACK, key).all()
         return UserState(
             user_id=user_id,
             known=profile is not None or settings is not None,
@@ -94,6 +98,9 @@ class StateStore:
             personalization=settings.personalization if settings else True,
             minor_mode=settings.minor_mode if settings else None,
             tag_states={row.tag: row.state for row in tags},
+            elderly_mode=settings.elderly_mode if settings else None,
+            broaden_feed=bool(settings.broaden_feed) if settings else False,
+            feedback=tuple(Feedback(r.item_id, r.kind, r.category, r.created_at, r.request_id) for r in feedback),
         )
 
     def seed_profiles(self, rows: list[dict], source: str) -> int:
@@ -119,15 +126,20 @@ class StateStore:
             ).first() is not None
 
     def put_settings(self, user_id: str, now: datetime, personalization: bool | None, minor_mode: bool | None,
-                     clear_minor_mode: bool = False) -> UserState:
-        """Change the settings given (None: keep; `clear_minor_mode`: back to not set), in one atomic
-        upsert: two concurrent changes of different settings both hold."""
+                     clear_minor_mode: bool = False, *, elderly_mode: bool | None = None, clear_elderly_mode: bool = False,
+                     broaden_feed: bool | None = None) -> UserState:
+        """Change the settings given (None: keep; `clear_minor_mode`/`clear_elderly_mode`: back to not
+        set), in one atomic upsert: two concurrent changes of different settings both hold."""
         t = db.user_settings
         values = {"user_id": user_id, "personalization": True if personalization is None else personalization,
-                  "minor_mode": None if clear_minor_mode else minor_mode, "updated_at": now}
+                  "minor_mode": None if clear_minor_mode else minor_mode,
+                  "elderly_mode": None if clear_elderly_mode else elderly_mode, "broaden_feed": broaden_feed,
+                  "updated_at": now}
         statement = _dialect_insert(self.engine.dialect.name)(t).values(**values)
         changed = ["updated_at"] + (["personalization"] if personalization is not None else []) + (
-            ["minor_mode"] if clear_minor_mode or minor_mode is not None else [])
+            ["minor_mode"] if clear_minor_mode or minor_mode is not None else []) + (
+            ["elderly_mode"] if clear_elderly_mode or elderly_mode is not None else []) + (
+            ["broaden_feed"] if broaden_feed is not None else [])
         statement = statement.on_conflict_do_update(index_elements=["user_id"],
                                                     set_={name: statement.excluded[name] for name in changed})
         with self._write() as conn:
@@ -142,6 +154,21 @@ class StateStore:
                 return
             values = {"state": state, "updated_at": now}
             conn.execute(self._upsert(db.user_tags, {"user_id": user_id, "tag": tag, **values}, ["user_id", "tag"], values))
+
+    # -- negative feedback on served items (final Art. 17) ---------------------------------------
+    def put_feedback(self, user_id: str, item_id: str, kind: str, request_id: str, category: str | None,
+                     now: datetime) -> None:
+        """Record (or replace: the latest word counts) the user's feedback on an item, one upsert."""
+        values = {"kind": kind, "request_id": request_id, "category": category, "created_at": now}
+        with self._write() as conn:
+            conn.execute(self._upsert(db.user_feedback, {"user_id": user_id, "item_id": item_id, **values},
+                                      ["user_id", "item_id"], values))
+
+    def delete_feedback(self, user_id: str, item_id: str) -> bool:
+        """Undo the user's feedback on an item; False when there was none."""
+        t = db.user_feedback
+        with self._write() as conn:
+            return bool(conn.execute(delete(t).where(and_(t.c.user_id == user_id, t.c.item_id == item_id))).rowcount)
 
     # -- served pages (session de-duplication, dispersal across pages, recent impressions) -------
     def session_pages(self, user_id: str, surface: str, session_id: str, before_page: int) -> list[ServedPage]:
