@@ -86,8 +86,11 @@ def transparency_document(
     *,
     principles: Sequence[str] = DEFAULT_PRINCIPLES,
     purpose: str = DEFAULT_PURPOSE,
+    user_options: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The public notice as JSON-ready data; raises ValueError naming the first missing field."""
+    """The public notice as JSON-ready data; raises ValueError naming the first missing field.
+    `user_options` describe what each user can choose (final Provisions Art. 17 options, Art. 19
+    elderly mode), one sentence each."""
     service = _text(service_name, "service_name")
     if not isinstance(model_card, dict):
         raise ValueError(f"transparency_document: model_card must be a dict, got {type(model_card).__name__}")
@@ -121,6 +124,7 @@ def transparency_document(
             "path": COMPLAINT_PATH,
         },
         "minors_mode": _minors_rules(minors),
+        "user_options": _texts(user_options, "user_options") if user_options else [],
         "public_information": TRANSPARENCY_PATH,
     }
 
@@ -212,6 +216,8 @@ def render_html(document: dict[str, Any]) -> str:
         f"<pre><code>{escape(complaints['method'] + ' ' + complaints['path'])}</code></pre>",
         _h2("minors", "未成年人模式", "Minors mode"),
         _table(minors_rows),
+        *([_h2("user-options", "用户选项与老年人模式", "Your options and elderly mode"), _list(document["user_options"])]
+          if document.get("user_options") else []),
         _h2("filing", "备案信息", "Filing"),
         f"<p>Algorithm filing number: <strong>{filing}</strong>. "
         f"Machine-readable notice: <code>GET {escape(str(document.get('public_information', TRANSPARENCY_PATH)))}</code></p>",
