@@ -76,9 +76,11 @@ class ReviewConfig(BaseModel):
     simulation_window: int = Field(default=20, ge=1)  # recent items the category shares are measured over
     simulation_users: int | None = Field(default=100, ge=1)  # None: every user with a history
     list_users: int | None = Field(default=2000, ge=1)  # test users whose served lists are checked; None: all
-    feedback_users: int = Field(default=100, ge=1)  # users whose "not interested" replay is measured
-    feedback_pages: int = Field(default=20, ge=1, le=200)  # their next pages, where no rejected item may appear
-    session_users: int = Field(default=100, ge=1)  # users whose multi-page sessions are measured for diversity
+    # Users whose "not interested" replay is measured in every training run, and their next pages, where no
+    # rejected item may appear (tests/training/test_feedback_review.py holds the bar at 100 users x 20 pages).
+    feedback_users: int = Field(default=25, ge=1)
+    feedback_pages: int = Field(default=20, ge=1, le=200)
+    session_users: int = Field(default=25, ge=1)  # users whose multi-page sessions are measured for diversity
     session_pages: int = Field(default=5, ge=1, le=50)
     seed: int = 0
 
