@@ -228,7 +228,7 @@ def _feedback_view(services: Services, user_id: str) -> FeedbackOut:
     )
 
 
-@router.post("/{user_id}/feedback", response_model=FeedbackOut, status_code=201, responses={404: {}, 422: {}})
+@router.post("/{user_id}/feedback", response_model=FeedbackOut, status_code=201, responses={404: {}})
 def post_feedback(user_id: UserId, body: FeedbackIn, services: ServicesDep, principal: PrincipalDep) -> FeedbackOut:
     """"Not interested" or "fewer like this" on an item of a list served to this user: the item and its
     content duplicates leave every later list on every surface; "fewer like this" also ranks the
@@ -237,7 +237,7 @@ def post_feedback(user_id: UserId, body: FeedbackIn, services: ServicesDep, prin
     try:
         request_id_time(body.request_id)
         record = services.logstore.lookup(body.request_id, user_id)
-    except ValueError:
+    except (ValueError, OverflowError):  # not a request id this service could have made
         record = None
     if record is None:
         raise HTTPException(404, detail=f"request_id: no list {body.request_id!r} was served to user {user_id!r}")
