@@ -83,7 +83,7 @@ def _mount_package_commands() -> None:
 
     app.command("serve")(serve_command)
     from benchmarks.cli import app as bench_app
-    from compliance.audit_cli import audit_command
+    from auditor.cli import audit_command
     from training.cli import evaluate_command, train_command
 
     app.command("train")(train_command)
@@ -97,6 +97,9 @@ def _mount_package_commands() -> None:
     app.command("audit")(audit_command)
 
     app.add_typer(features_app, name="features")
+    from serving.trending_cli import app as trending_app
+
+    app.add_typer(trending_app, name="trending", help="The hot list: recompute logged snapshots from the stored events.")
     from serving.state.cli import app as db_app
 
     app.add_typer(db_app, name="db", help="The state database's schema: upgrade (Alembic migrations), current revision.")

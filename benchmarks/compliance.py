@@ -1,4 +1,4 @@
-"""Compliance benchmark: the black-box audit (`compliance.audit.run_audit`) against a running server,
+"""Compliance benchmark: the black-box audit (`auditor.run_audit`) against a running server,
 article by article. Starts `recsys serve` on a free loopback port with its own state database and
 log directory (the registered model of the current MLflow store), or audits the server at --url.
 """
@@ -33,7 +33,7 @@ class ComplianceConfig:
 
 
 def _audit(url: str, config: ComplianceConfig, admin_token: str):
-    from compliance.audit import AuditConfig, AuditError, run_audit
+    from auditor import AuditConfig, AuditError, run_audit
 
     try:
         audit_config = AuditConfig(users=config.users, pages=config.pages, lists=config.lists, seed=config.seed,

@@ -413,7 +413,7 @@ def compliance_section(compliance: dict, out: Path) -> list[Block]:
     server = audit.get("server", {})
     blocks: list[Block] = [
         Heading(2, "Compliance audit"),
-        Para(f"Black-box audit (`compliance.audit.run_audit`) of {audit['base_url']} "
+        Para(f"Black-box audit (`auditor.run_audit`) of {audit['base_url']} "
              f"({'started for this run' if compliance['server'].get('started_here') else 'given by --url'}): "
              f"model version {server.get('model_version')}, policy {server.get('policy_hash')}, filing number "
              f"{server.get('filing_number')}; {totals['requests']} requests, {totals['lists_served']} lists, "

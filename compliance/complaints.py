@@ -8,7 +8,7 @@ an acknowledgement deadline in hours and a resolution deadline in calendar days 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -112,7 +112,7 @@ class ComplaintIn(BaseModel):
         return self
 
 
-def parse_complaint(data: dict, config: ComplaintsConfig) -> ComplaintIn:
+def parse_complaint(data: dict[str, Any], config: ComplaintsConfig) -> ComplaintIn:
     """Validate a filed case against the deployment's limits."""
     return ComplaintIn.model_validate(data, context={"config": config})
 

@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import faiss
 import numpy as np
@@ -221,7 +221,7 @@ def _format_validation_error(exc: ValidationError, where: str) -> str:
 
 
 def validate_entry(
-    entry: FeatureEntry | Mapping,
+    entry: FeatureEntry | Mapping[str, Any],
     library: FeatureLibrary | None = None,
     item_ids: Iterable[str] | None = None,
     dim: int | None = None,
@@ -296,7 +296,8 @@ def _unit_rows(vectors: np.ndarray) -> np.ndarray:
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     norms[norms == 0] = 1.0  # a zero vector stays zero: similarity 0 with every exemplar
-    return vectors / norms
+    unit: np.ndarray = vectors / norms
+    return unit
 
 
 class FeatureLibrary:
@@ -315,8 +316,9 @@ class FeatureLibrary:
         self._exemplar_vectors = {
             key: np.array(value, dtype=np.float32).ravel() for key, value in (exemplar_vectors or {}).items()
         }
-        self._keywords = [(e.id, _fold_keyword(e.pattern)) for e in entries if e.kind == "keyword"]
-        self._regexes = [(e.id, e.pattern) for e in entries if e.kind == "regex"]
+        # (a keyword or regex entry always has a pattern: FeatureEntry's validator)
+        self._keywords = [(e.id, _fold_keyword(e.pattern)) for e in entries if e.kind == "keyword" and e.pattern]
+        self._regexes = [(e.id, e.pattern) for e in entries if e.kind == "regex" and e.pattern]
         self._exemplars = [e for e in entries if e.kind == "exemplar"]
 
     # -- immutable updates ----------------------------------------------------------------------
@@ -333,7 +335,7 @@ class FeatureLibrary:
     def get(self, entry_id: str) -> FeatureEntry | None:
         return next((e for e in self._entries if e.id == entry_id), None)
 
-    def add(self, entry: FeatureEntry | Mapping) -> FeatureLibrary:
+    def add(self, entry: FeatureEntry | Mapping[str, Any]) -> FeatureLibrary:
         """A new library with `entry` appended (validated; the id must be new)."""
         entry = validate_entry(entry, library=self)
         return FeatureLibrary((*self._entries, entry), self._exemplar_vectors)

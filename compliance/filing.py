@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterable, Mapping
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -132,7 +132,10 @@ class _PolicyRecord(BaseModel):
     descriptions: dict[str, str] = Field(default_factory=dict)
 
 
-def _validated(record: type[BaseModel], value: Any, argument: str) -> BaseModel:
+Record = TypeVar("Record", bound=BaseModel)
+
+
+def _validated(record: type[Record], value: Any, argument: str) -> Record:
     if not isinstance(value, Mapping):
         raise FilingError(f"{argument}: expected a dict, got {type(value).__name__}")
     try:
@@ -169,7 +172,7 @@ def _safeguards(descriptions: Mapping[str, str]) -> list[dict[str, str]]:
     return out
 
 
-def _compliance(audit: Mapping | None) -> dict[str, Any] | None:
+def _compliance(audit: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if audit is None:
         return None
     if not isinstance(audit, Mapping):
@@ -215,7 +218,7 @@ def _public_content(info: FilingInfo, model: _ModelRecord) -> dict[str, str]:
     return {"basic_principle": principle, "purpose": purpose, "mechanism": mechanism}
 
 
-def _get(filing: Mapping, path: str) -> Any:
+def _get(filing: Mapping[str, Any], path: str) -> Any:
     value: Any = filing
     for part in path.split("."):
         if not isinstance(value, Mapping) or part not in value:
@@ -228,13 +231,14 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def fingerprint(filing: Mapping) -> str:
+def fingerprint(filing: Mapping[str, Any]) -> str:
     """sha256 over the filed fields only: equal fingerprints mean no change to file."""
     payload = {path: _get(filing, path) for path in FILED_FIELDS}
     return "sha256:" + hashlib.sha256(_canonical(payload).encode("utf-8")).hexdigest()
 
 
-def build_filing(provider: FilingInfo, model: Mapping, policy: Mapping, audit: Mapping | None, today: date) -> dict:
+def build_filing(provider: FilingInfo, model: Mapping[str, Any], policy: Mapping[str, Any],
+                 audit: Mapping[str, Any] | None, today: date) -> dict[str, Any]:
     """The filing package as a JSON-ready dict, with every field Art. 20 names.
 
     `model`: registered_name, version, run_id, metrics, params, feature_names, data (data used).
@@ -258,7 +262,7 @@ def build_filing(provider: FilingInfo, model: Mapping, policy: Mapping, audit: M
     initial_due = (
         add_working_days(provider.service_start, INITIAL_WORKING_DAYS).isoformat() if provider.service_start else None
     )
-    filing = {
+    filing: dict[str, Any] = {
         "format": FORMAT,
         "articles": "Art. 19, 20",
         "generated_on": today.isoformat(),
@@ -299,24 +303,24 @@ def build_filing(provider: FilingInfo, model: Mapping, policy: Mapping, audit: M
         "deadlines": {"service_start": provider.service_start.isoformat() if provider.service_start else None,
                       "initial_filing_due": initial_due},
     }
-    filing = json.loads(json.dumps(filing, ensure_ascii=False, default=str))  # plain JSON types only
-    filing["fingerprint"] = fingerprint(filing)
-    return filing
+    plain: dict[str, Any] = json.loads(json.dumps(filing, ensure_ascii=False, default=str))  # JSON types only
+    plain["fingerprint"] = fingerprint(plain)
+    return plain
 
 
-def _check_filing(value: Any, argument: str) -> Mapping:
+def _check_filing(value: Any, argument: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping) or value.get("format") != FORMAT:
         raise FilingError(f"{argument}: not a filing package (expected format {FORMAT!r})")
     return value
 
 
 def change_record(
-    previous: Mapping,
-    current: Mapping,
+    previous: Mapping[str, Any],
+    current: Mapping[str, Any],
     changed_on: date,
     holidays: Iterable[date] = frozenset(),
     working_weekends: Iterable[date] = frozenset(),
-) -> dict | None:
+) -> dict[str, Any] | None:
     """What changed in the filed fields and the deadline (5 working days after `changed_on`,
     skipping weekends and `holidays`); None when nothing filed changed."""
     previous, current = _check_filing(previous, "previous"), _check_filing(current, "current")
@@ -354,11 +358,15 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _sections(filing: Mapping) -> list[tuple[str, list[tuple[str, ...]], tuple[str, ...] | None, str | None]]:
-    """(title, rows, header or None for key/value tables, paragraph text) shared by both renderers."""
+Section = tuple[str, list[tuple[str, ...]], tuple[str, ...] | None, str | None]
+"""(title, rows, header or None for key/value tables, paragraph text) of one section of the filing."""
+
+
+def _sections(filing: Mapping[str, Any]) -> list[Section]:
+    """The filing's sections, shared by both renderers."""
     provider, cls, sa = filing["provider"], filing["classification"], filing["self_assessment"]
     compliance = sa.get("compliance")
-    sections = [
+    sections: list[Section] = [
         ("1. Provider and service (Art. 20)", [
             ("Provider name", _text(provider["provider_name"])),
             ("Service", _text(provider["service_name"])),
@@ -386,8 +394,10 @@ def _sections(filing: Mapping) -> list[tuple[str, list[tuple[str, ...]], tuple[s
     if compliance is None:
         sections.append(("6. Self-assessment: compliance", [], None, "No audit supplied."))
     else:
-        rows = [(_text(c["name"]), _text(c["value"]), _text(c["threshold"]), "pass" if c["passed"] else "FAIL")
-                for c in compliance["checks"]]
+        rows: list[tuple[str, ...]] = [
+            (_text(c["name"]), _text(c["value"]), _text(c["threshold"]), "pass" if c["passed"] else "FAIL")
+            for c in compliance["checks"]
+        ]
         sections.append(("6. Self-assessment: compliance", rows, ("Check", "Value", "Threshold", "Result"),
                          f"Overall: {'passed' if compliance['passed'] else 'not passed'}."))
     sections.append(("7. Conclusion", [], None, sa["conclusion"]))
@@ -404,7 +414,7 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(filing: Mapping) -> str:
+def render_markdown(filing: Mapping[str, Any]) -> str:
     """The filing as a Markdown document."""
     filing = _check_filing(filing, "filing")
     lines = [f"# Algorithm filing: {filing['provider']['service_name']}", "",
@@ -428,7 +438,7 @@ _CSS = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;
         "th{background:#f3f3f3}td.fail{color:#b00;font-weight:bold}small{color:#666}")
 
 
-def render_html(filing: Mapping) -> str:
+def render_html(filing: Mapping[str, Any]) -> str:
     """The filing as one self-contained HTML page (inline style, no external resources)."""
     filing = _check_filing(filing, "filing")
     e = html.escape
@@ -458,7 +468,7 @@ def render_html(filing: Mapping) -> str:
 
 
 # -- files ------------------------------------------------------------------------------------------
-def read_filing(path: str | Path) -> dict:
+def read_filing(path: str | Path) -> dict[str, Any]:
     """Read a filing.json; errors name the file."""
     path = Path(path)
     try:
@@ -468,7 +478,7 @@ def read_filing(path: str | Path) -> dict:
     return dict(_check_filing(filing, str(path)))
 
 
-def write_filing(out_dir: str | Path, filing: Mapping, previous: Mapping | None = None,
+def write_filing(out_dir: str | Path, filing: Mapping[str, Any], previous: Mapping[str, Any] | None = None,
                  changed_on: date | None = None, holidays: Iterable[date] = frozenset()) -> dict[str, Path]:
     """Write filing.json, filing.md and filing.html to `out_dir`, and change-record.json when the
     filed fields differ from `previous` (dated `changed_on`, default the filing's date).

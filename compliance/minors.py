@@ -4,7 +4,10 @@ Art. 16 asks for a mode suited to minors that does not induce addiction. The def
 2024 minors-mode guideline (移动互联网未成年人模式建设指南): under 8 years 40 minutes a day,
 8-15 years 60 minutes, 16-17 years 120 minutes, and no service from 22:00 to 06:00 local time.
 Minors get the non-personalized minor-safe lists by default (`personalized=False`): no personal
-profiling beyond what safety needs.
+profiling beyond what safety needs. After `rest_reminder_minutes` (30) of continuous use the
+response carries a rest reminder the client shows. A guardian may make every rule stricter for
+their minor (`GuardianControls`: a lower daily limit, an extra curfew window, a narrower content
+band); nothing a guardian sets can loosen the configured defaults.
 
 Usage rule (quoted in the README): the usage time of a day, in the configured time zone, is
 measured from the user's requests and events. The first activity of a local day counts a fixed
@@ -90,6 +93,7 @@ class MinorsConfig(BaseModel):
     activity_gap_cap_seconds: int = Field(default=300, ge=1, le=SECONDS_PER_DAY)
     activity_floor_seconds: int = Field(default=60, ge=0, le=SECONDS_PER_DAY)
     rating_bands: tuple[RatingBand, ...] = DEFAULT_RATING_BANDS
+    rest_reminder_minutes: int = Field(default=30, ge=1, le=24 * 60)  # of continuous use
 
     @field_validator("time_zone")
     @classmethod
@@ -162,18 +166,45 @@ class MinorsConfig(BaseModel):
 
 
 class UsageState(BaseModel):
-    """A user's usage on one local day: the value serving stores between requests."""
+    """A user's usage on one local day: the value serving stores between requests.
+    `continuous_since` is the first activity of the current run of activities (each within
+    `activity_gap_cap_seconds` of the previous one): the start of continuous use."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     day: date
     last_activity: datetime
     seconds_used: float = Field(ge=0)
+    continuous_since: datetime | None = None
 
     @field_validator("last_activity")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
         return require_aware(value, "last_activity")
+
+
+class GuardianControls(BaseModel):
+    """What a guardian set for their minor (2024 minors-mode guideline: guardian controls). Each
+    field only makes the configured rule stricter: the daily limit is the lower of the two, the
+    guardian's curfew applies in addition to the configured one, the content band is the narrower."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    daily_minutes: int | None = Field(default=None, ge=1, le=24 * 60)
+    curfew_start: time | None = None
+    curfew_end: time | None = None
+    max_age_rating: Literal[0, 8, 12, 16] | None = None
+
+    @model_validator(mode="after")
+    def _curfew_pair(self) -> GuardianControls:
+        if (self.curfew_start is None) != (self.curfew_end is None):
+            raise ValueError("curfew_start and curfew_end: give both (a window such as 21:00-07:00) or neither")
+        for value in (self.curfew_start, self.curfew_end):
+            if value is not None and value.tzinfo is not None:
+                raise ValueError("curfew times are local wall-clock times in the minors time zone; give them without an offset")
+        if self.curfew_start is not None and self.curfew_start == self.curfew_end:
+            raise ValueError(f"curfew_start and curfew_end are both {self.curfew_start:%H:%M}: give a window such as 21:00-07:00")
+        return self
 
 
 class AccessDecision(BaseModel):
@@ -187,6 +218,18 @@ class AccessDecision(BaseModel):
     retry_after_seconds: int | None = None
     budget_minutes: int | None = None
     used_minutes: float | None = None
+    continuous_minutes: float | None = None  # of the current continuous use, this request included
+    rest_reminder: bool = False  # continuous use reached `rest_reminder_minutes`: remind the user to rest
+
+
+def rest_reminder(decision: AccessDecision, continuous_since: datetime | None, now: datetime,
+                  config: MinorsConfig) -> AccessDecision:
+    """`decision` with the continuous use up to `now` and whether it calls for a rest reminder."""
+    if not decision.allowed or continuous_since is None:
+        return decision
+    minutes = round(max(0.0, (now - continuous_since).total_seconds()) / 60.0, 1)
+    return decision.model_copy(update={"continuous_minutes": minutes,
+                                       "rest_reminder": minutes >= config.rest_reminder_minutes})
 
 
 def require_aware(value: datetime, name: str) -> datetime:
@@ -212,11 +255,16 @@ def is_minor(age: int | None, minor_mode: bool | None, config: MinorsConfig) -> 
     return (age is not None and age < config.adult_age) or minor_mode is True
 
 
-def max_age_rating(age: int | None, minor_mode: bool | None, config: MinorsConfig) -> int | None:
-    """The highest item age rating this user may be served: None (no limit) for adults."""
+def max_age_rating(age: int | None, minor_mode: bool | None, config: MinorsConfig,
+                   controls: GuardianControls | None = None) -> int | None:
+    """The highest item age rating this user may be served: None (no limit) for adults; a
+    guardian's narrower band wins."""
     if not is_minor(age, minor_mode, config):
         return None
-    return config.max_age_rating(age if age is not None and age < config.adult_age else None)
+    rating = config.max_age_rating(age if age is not None and age < config.adult_age else None)
+    if controls is not None and controls.max_age_rating is not None:
+        rating = min(rating, controls.max_age_rating)
+    return rating
 
 
 def local_day(now: datetime, config: MinorsConfig) -> date:
@@ -228,36 +276,67 @@ def add_activity(state: UsageState | None, now: datetime, config: MinorsConfig) 
     today = local_day(now, config)
     floor = float(config.activity_floor_seconds)
     if state is None or state.day < today:
-        return UsageState(day=today, last_activity=now, seconds_used=floor)
+        return UsageState(day=today, last_activity=now, seconds_used=floor, continuous_since=now)
     if state.day > today:  # a late event from a day already closed: it cannot change today's count
         return state
     gap = (now - state.last_activity).total_seconds()
     if gap <= 0:  # out of order or simultaneous: already covered by the later activity
         return state
-    added = gap if gap <= config.activity_gap_cap_seconds else floor
-    return UsageState(day=today, last_activity=now, seconds_used=state.seconds_used + added)
+    if gap <= config.activity_gap_cap_seconds:
+        return UsageState(day=today, last_activity=now, seconds_used=state.seconds_used + gap,
+                          continuous_since=state.continuous_since or state.last_activity)
+    return UsageState(day=today, last_activity=now, seconds_used=state.seconds_used + floor, continuous_since=now)
 
 
-def in_curfew(now: datetime, config: MinorsConfig) -> bool:
-    """True when the local wall-clock time of `now` falls in [curfew_start, curfew_end)."""
+def curfews(config: MinorsConfig, controls: GuardianControls | None = None) -> list[tuple[time, time]]:
+    """The curfew windows in force: the configured one, and the guardian's when set."""
+    windows = [(config.curfew_start, config.curfew_end)]
+    if controls is not None and controls.curfew_start is not None and controls.curfew_end is not None:
+        windows.append((controls.curfew_start, controls.curfew_end))
+    return windows
+
+
+def _in_window(local: time, window: tuple[time, time]) -> bool:
+    start, end = window
+    return start <= local < end if start < end else (local >= start or local < end)
+
+
+def curfews_leave_time(config: MinorsConfig, controls: GuardianControls | None) -> bool:
+    """Whether the curfews in force leave some time of the day open. Free time, if any, starts
+    where a window ends, so the day is fully covered exactly when every window's end falls
+    inside another window. (A guardian who wants no use at all sets a small daily limit.)"""
+    windows = curfews(config, controls)
+    return any(not any(_in_window(end, w) for w in windows) for _, end in windows)
+
+
+def in_curfew(now: datetime, config: MinorsConfig, window: tuple[time, time] | None = None) -> bool:
+    """True when the local wall-clock time of `now` falls in [start, end) of `window` (default:
+    the configured curfew_start, curfew_end)."""
     local = require_aware(now, "now").astimezone(config.zone).time().replace(tzinfo=None)
-    start, end = config.curfew_start, config.curfew_end
-    if start < end:
-        return start <= local < end
-    return local >= start or local < end  # the window wraps midnight
+    return _in_window(local, window or (config.curfew_start, config.curfew_end))  # a window may wrap midnight
 
 
 def _local_at(day: date, wall: time, config: MinorsConfig) -> datetime:
     return datetime.combine(day, wall, tzinfo=config.zone)
 
 
-def _curfew_ends_after(now: datetime, config: MinorsConfig) -> datetime:
-    """The first curfew end strictly after `now` (now being inside the curfew)."""
-    local = now.astimezone(config.zone)
-    candidate = _local_at(local.date(), config.curfew_end, config)
-    if candidate.astimezone(timezone.utc) <= now.astimezone(timezone.utc):
-        candidate = _local_at(local.date() + timedelta(days=1), config.curfew_end, config)
-    return candidate
+def _curfew_ends_after(now: datetime, config: MinorsConfig, windows: list[tuple[time, time]] | None = None) -> datetime:
+    """The first moment after `now` (now being inside a curfew) outside every window."""
+    windows = windows or curfews(config)
+    moment = now
+    for _ in range(2 * len(windows)):  # windows chain at most once each way
+        inside = [w for w in windows if in_curfew(moment, config, w)]
+        if not inside:
+            break
+        local = moment.astimezone(config.zone)
+        ends = []
+        for _, end in inside:
+            candidate = _local_at(local.date(), end, config)
+            if candidate.astimezone(timezone.utc) <= moment.astimezone(timezone.utc):
+                candidate = _local_at(local.date() + timedelta(days=1), end, config)
+            ends.append(candidate)
+        moment = max(ends, key=lambda c: c.astimezone(timezone.utc))
+    return moment
 
 
 def _seconds_until(later: datetime, now: datetime) -> int:
@@ -276,21 +355,26 @@ def check_access(
     minor_mode: bool | None,
     usage: UsageState | None,
     config: MinorsConfig,
+    controls: GuardianControls | None = None,
 ) -> AccessDecision:
     """Decide whether a request at `now` may be served: adults always; minors outside the curfew
-    and while the day's usage is below their band's budget. `usage` is the state before this request.
+    (and the guardian's) and while the day's usage is below their budget (the band's, or the
+    guardian's when lower). `usage` is the state before this request.
     """
     require_aware(now, "now")
     if not is_minor(age, minor_mode, config):
         return AccessDecision(allowed=True)
     minor_age = age if age is not None and age < config.adult_age else None
     budget = config.daily_budget_minutes(minor_age)
+    if controls is not None and controls.daily_minutes is not None:
+        budget = min(budget, controls.daily_minutes)
     today = local_day(now, config)
     used_seconds = usage.seconds_used if usage is not None and usage.day == today else 0.0
     used_minutes = round(used_seconds / 60.0, 1)
+    windows = curfews(config, controls)
 
-    if in_curfew(now, config):
-        resume = _curfew_ends_after(now, config)
+    if any(in_curfew(now, config, w) for w in windows):
+        resume = _curfew_ends_after(now, config, windows)
         return AccessDecision(
             allowed=False,
             code="minors_curfew",
@@ -301,8 +385,8 @@ def check_access(
         )
     if used_seconds >= budget * 60:
         resume = _local_at(today + timedelta(days=1), time(0, 0), config)
-        if in_curfew(resume, config):
-            resume = _curfew_ends_after(resume, config)
+        if any(in_curfew(resume, config, w) for w in windows):
+            resume = _curfew_ends_after(resume, config, windows)
         return AccessDecision(
             allowed=False,
             code="minors_daily_limit",

@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -63,6 +63,7 @@ __all__ = [
     "build_rules",
     "config_hash",
     "describe",
+    "dispersal_violations",
 ]
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,8 @@ class DispersalPolicy(_Config):
     """Art. 12 dispersal (打散): at most `max_per_window` items of one category in any `window`
     consecutive positions, counting the previous page's tail when `across_pages`."""
 
-    window: int = Field(5, ge=2, le=100)
-    max_per_window: int = Field(2, ge=1)
+    window: int = Field(default=5, ge=2, le=100)
+    max_per_window: int = Field(default=2, ge=1)
     across_pages: bool = True
 
     @model_validator(mode="after")
@@ -117,6 +118,17 @@ class DispersalPolicy(_Config):
         return self
 
 
+def dispersal_violations(values: Sequence[Hashable | None], window: int, max_per_window: int) -> list[int]:
+    """The positions (0-based) at which a list breaks Art. 12 dispersal: the value there (a category)
+    occurs more than `max_per_window` times in the `window` positions ending there. None is no value.
+    Used to measure lists after the fact (the Art. 8 review); the engine enforces the rule itself."""
+    out = []
+    for end, value in enumerate(values):
+        if value is not None and list(values[max(0, end - window + 1): end + 1]).count(value) > max_per_window:
+            out.append(end)
+    return out
+
+
 class FrontScreenPolicy(_Config):
     """Art. 11 front screen: on these surfaces and pages (0 = first page), these 1-based positions
     are filled from the named editorial pool."""
@@ -124,7 +136,7 @@ class FrontScreenPolicy(_Config):
     surfaces: list[str] = ["home"]
     pages: list[int] = [0]
     positions: list[int] = [1, 5]
-    pool: str = Field("mainstream", min_length=1)
+    pool: str = Field(default="mainstream", min_length=1)
 
     @field_validator("surfaces")
     @classmethod
@@ -356,7 +368,7 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
-def _lookup(index: Mapping | None, key: str | int) -> int | None:
+def _lookup(index: Mapping[Any, Any] | None, key: str | int) -> int | None:
     """Engine index of an item id, trying the id as given, as text, and as a number."""
     if index is None:
         try:
@@ -378,9 +390,9 @@ def build_rules(
     config: PolicyConfig,
     surface: str,
     page: int,
-    interventions: Iterable[Intervention | Mapping] = (),
+    interventions: Iterable[Intervention | Mapping[str, Any]] = (),
     *,
-    item_index: Mapping | None = None,
+    item_index: Mapping[Any, Any] | None = None,
     category_index: Mapping[str, int] | None = None,
     now: datetime | None = None,
     session_categories: Iterable[int] = (),
@@ -429,7 +441,7 @@ def build_rules(
     if surface in front.surfaces and page in front.pages and front.positions:
         rules.append(PoolSlots(tuple(p - 1 for p in front.positions), front.pool, name=FRONT_SCREEN))
 
-    pins: list[tuple[tuple, Pin]] = []
+    pins: list[tuple[tuple[datetime, int], Pin]] = []
     blocked_items: set[int] = set()
     blocked_categories: set[int] = set()
     for raw in interventions:
@@ -447,17 +459,18 @@ def build_rules(
             if category is None:
                 log.warning("skipping intervention %s: unknown category %r", intervention.id, intervention.category)
                 continue
+        # (the fields each kind needs are there: Intervention's validator)
         if intervention.kind == "pin":
-            if intervention.page == page:
+            if intervention.page == page and intervention.position is not None and item is not None:
                 recency = (_utc(intervention.created_at) if intervention.created_at else datetime.min.replace(tzinfo=UTC),
                            intervention.id if intervention.id is not None else -1)
                 pins.append((recency, Pin(intervention.position - 1, item, name=PIN)))
         elif intervention.kind == "block":
             if item is not None:
                 blocked_items.add(item)
-            else:
+            elif category is not None:
                 blocked_categories.add(category)
-        else:
+        elif intervention.factor is not None:
             rules.append(Boost(category=category, item=item, factor=float(intervention.factor), name=BOOST))
     if blocked_items:
         rules.append(Exclude(frozenset(blocked_items), attribute="item", name=BLOCK))
@@ -469,7 +482,7 @@ def build_rules(
     return rules, tuple(config.relaxation_order)
 
 
-def _parse(raw: Mapping) -> Intervention:
+def _parse(raw: Mapping[str, Any]) -> Intervention:
     try:
         return Intervention.model_validate(dict(raw))
     except ValidationError as exc:
@@ -504,8 +517,8 @@ def _title(config: PolicyConfig, name: str) -> str:
 
 
 def _and(words: Iterable[object]) -> str:
-    words = [str(w) for w in words]
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+    names = [str(w) for w in words]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _pages(pages: list[int]) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -101,7 +101,7 @@ class ReviewResult:
     def failures(self) -> list[ReviewCheck]:
         return [c for c in self.checks if not c.passed]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready; the shape `compliance.filing.build_filing` reads as an audit."""
         return {"article": "Art. 8", "passed": self.passed, "checks": [c._asdict() for c in self.checks]}
 

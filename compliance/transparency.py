@@ -1,5 +1,6 @@
 """The public transparency notice (Art. 14, 22): that algorithmic recommendation is used, its
-principles, purpose and mechanism, how to switch it off or complain, and the filing number.
+principles, purpose and mechanism, how to switch it off or complain, the filing number, and the
+hot-list rules (Art. 11, 13; the 2024-25 hot-list campaign: rules published, logs kept, verifiable).
 
 Art. 14 requires a conspicuous notice and public disclosure of the basic principles, purpose and
 operating mechanism; Art. 22 requires the filing number to be shown prominently with a link to the
@@ -15,6 +16,7 @@ from html import escape
 from typing import Any
 
 from compliance.minors import MinorsConfig
+from compliance.trending import TrendingConfig, describe_rules
 
 SWITCH_OFF_METHOD = "PUT"
 SWITCH_OFF_PATH = "/v1/users/{user_id}/settings"
@@ -22,6 +24,9 @@ SWITCH_OFF_BODY = {"personalization": False}
 COMPLAINT_METHOD = "POST"
 COMPLAINT_PATH = "/v1/complaints"
 TRANSPARENCY_PATH = "/v1/transparency"
+TRENDING_PATH = "/v1/trending"
+INTERVENTIONS_PATH = "/v1/admin/interventions"
+VERIFY_COMMANDS = ("recsys logs verify", "recsys trending verify SNAPSHOT_ID | --all | --since ISO --until ISO")
 
 DEFAULT_PRINCIPLES: tuple[str, ...] = (
     "Items are recommended from what users with similar tastes liked (collaborative filtering), "
@@ -38,7 +43,7 @@ DEFAULT_PURPOSE = (
 
 REQUIRED_KEYS = (
     "service", "provider", "filing_number", "uses_algorithmic_recommendation", "notice",
-    "basic_principles", "purpose", "mechanism", "switch_off", "complaints", "minors_mode",
+    "basic_principles", "purpose", "mechanism", "switch_off", "complaints", "minors_mode", "hot_list",
 )
 
 
@@ -72,11 +77,47 @@ def _minors_rules(minors: MinorsConfig) -> dict[str, Any]:
     }
 
 
+def _hot_list_rules(config: TrendingConfig, retention_days: int) -> dict[str, Any]:
+    """What the hot list counts and discounts (every rule with its parameters, in the order applied),
+    how manual changes to it are made and logged, and how anyone holding the logs verifies it."""
+    return {
+        "path": TRENDING_PATH,
+        "summary": (
+            f"The hot list counts distinct users' engagement over the last {config.window_hours:g} hours, decayed "
+            f"with a half-life of {config.half_life_hours:g} hours; fake and coordinated engagement is discounted "
+            "by the rules below, applied in this order. Score: the sum of the counted contributions; ties are "
+            "broken by item id."
+        ),
+        "rules": describe_rules(config),
+        "manual_changes": (
+            f"Editors may pin an item at a position of the hot list or block an item ({INTERVENTIONS_PATH}, with "
+            "the operator's name and a reason). Each change is written to the tamper-evident log when it is made "
+            "and when it is revoked; a pinned item is marked slot 'pinned' in the list, every list carries the "
+            "pins in force (manual_changes), and a pin never overrides the safety and minors' rules."
+        ),
+        "logs": (
+            "Every computation of the hot list is logged as a snapshot before any list is served from it: the "
+            "parameters, a digest of the events it was computed from and where they are kept, the account facts "
+            "the rules read, the items the audience may not see, the manual changes, the ranked items and every "
+            "discounted account with its rule. Each served list names its snapshot (snapshot_id). "
+            f"Logs are hash-chained and kept at least {retention_days} days."
+        ),
+        "verify": {
+            "commands": list(VERIFY_COMMANDS),
+            "instructions": (
+                "`recsys logs verify` checks that no log record was altered or removed; `recsys trending verify` "
+                "recomputes each snapshot from the stored events with the logged parameters and shows that it "
+                "equals what was served (exit 0), or prints one line per difference (exit 1)."
+            ),
+        },
+    }
+
+
 def transparency_document(
     service_name: str,
     provider: str,
     filing_number: str,
-    model_card: dict,
+    model_card: dict[str, Any],
     policy_descriptions: list[str],
     signals_used: list[str],
     stages: list[str],
@@ -87,6 +128,8 @@ def transparency_document(
     principles: Sequence[str] = DEFAULT_PRINCIPLES,
     purpose: str = DEFAULT_PURPOSE,
     user_options: Sequence[str] = (),
+    trending: TrendingConfig | None = None,
+    log_retention_days: int = 180,
 ) -> dict[str, Any]:
     """The public notice as JSON-ready data; raises ValueError naming the first missing field.
     `user_options` describe what each user can choose (final Provisions Art. 17 options, Art. 19
@@ -125,6 +168,7 @@ def transparency_document(
         },
         "minors_mode": _minors_rules(minors),
         "user_options": _texts(user_options, "user_options") if user_options else [],
+        "hot_list": _hot_list_rules(trending or TrendingConfig(), log_retention_days),
         "public_information": TRANSPARENCY_PATH,
     }
 
@@ -166,13 +210,24 @@ def _table(rows: dict[str, Any]) -> str:
     return f"<table>{body}</table>"
 
 
+def _hot_list_table(rules: Sequence[dict[str, Any]]) -> str:
+    """The hot-list rules in the order applied: rule, article, what it does, its parameters."""
+    head = "<tr><th>#</th><th>Rule</th><th>Article</th><th>What it does</th><th>Parameters</th></tr>"
+    rows = "".join(
+        f"<tr><td>{n}</td><td>{escape(str(rule['rule']))}</td><td>{escape(str(rule['article']))}</td>"
+        f"<td>{escape(str(rule['what']))}</td><td>{_cell(rule['parameters']) if rule['parameters'] else ''}</td></tr>"
+        for n, rule in enumerate(rules, start=1)
+    )
+    return f"<table>{head}{rows}</table>"
+
+
 def render_html(document: dict[str, Any]) -> str:
     """A self-contained HTML page (inline CSS, no scripts) of a `transparency_document`."""
     missing = [key for key in REQUIRED_KEYS if key not in document]
     if missing:
         raise ValueError(f"render_html: document is missing {', '.join(missing)}; build it with transparency_document")
     mechanism, switch_off = document["mechanism"], document["switch_off"]
-    complaints, minors = document["complaints"], document["minors_mode"]
+    complaints, minors, hot_list = document["complaints"], document["minors_mode"], document["hot_list"]
     service, filing = escape(str(document["service"])), escape(str(document["filing_number"]))
     switch_call = f"{switch_off['method']} {switch_off['path']}\n{json.dumps(switch_off['body'])}"
     limits = [f"ages {band['ages']}: {band['daily_minutes']} minutes a day" for band in minors["daily_limits"]]
@@ -218,6 +273,16 @@ def render_html(document: dict[str, Any]) -> str:
         _table(minors_rows),
         *([_h2("user-options", "用户选项与老年人模式", "Your options and elderly mode"), _list(document["user_options"])]
           if document.get("user_options") else []),
+        _h2("hot-list", "热搜榜单规则", "Hot-list rules"),
+        f"<p>{escape(str(hot_list['summary']))}</p>",
+        _hot_list_table(hot_list["rules"]),
+        "<h3>Manual changes</h3>",
+        f"<p>{escape(str(hot_list['manual_changes']))}</p>",
+        "<h3>Logs</h3>",
+        f"<p>{escape(str(hot_list['logs']))}</p>",
+        "<h3>How to verify</h3>",
+        f"<p>{escape(str(hot_list['verify']['instructions']))}</p>",
+        f"<pre><code>{escape(chr(10).join(hot_list['verify']['commands']))}</code></pre>",
         _h2("filing", "备案信息", "Filing"),
         f"<p>Algorithm filing number: <strong>{filing}</strong>. "
         f"Machine-readable notice: <code>GET {escape(str(document.get('public_information', TRANSPARENCY_PATH)))}</code></p>",

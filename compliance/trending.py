@@ -5,9 +5,11 @@ fake accounts, fake likes or shares, and no manipulated lists).
 burst but a patient operator: hundreds of accounts, created at any time, that like and share one
 obscure item (perhaps with a few popular decoys) spread evenly over minutes, hours or the whole
 window. What such accounts lack is a past: they engaged nothing, or next to nothing, before the
-window. Rules, in the order applied (each one's switch and thresholds are fields of
-`TrendingConfig`, defaults in brackets; `TrendingResult.discounted` counts what each rule hit and
-`TrendingResult.flagged` lists every discounted contribution as (user_id, item_id, rule)):
+window. Each rule below is one function (`rule_*`), and `TRENDING_RULES` composes them in a declared
+order, each entry naming the rule, its article and the `TrendingConfig` fields it reads (defaults in
+brackets below; `TrendingResult.discounted` counts what each rule hit and `TrendingResult.flagged`
+lists every discounted contribution as (user_id, item_id, rule)). The order is 1, 2, 3, the account
+facts of 5, 5, 6, then 4 (one row per user and item), 7, 8, 9, 10:
 
 1. Window: only events with `now - window_hours <= ts <= now` count; future timestamps are dropped
    (they would otherwise decay to more than their weight). A resent event_id counts once.
@@ -71,11 +73,13 @@ cost of building such accounts and the audit trail of `flagged` and the event st
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -181,7 +185,7 @@ class TrendingResult:
     def item_ids(self) -> list[str]:
         return [item.item_id for item in self.items]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "as_of": self.as_of.isoformat(),
             "items": [vars(item) for item in self.items],
@@ -391,64 +395,111 @@ def _cluster_groups(pairs: pl.DataFrame, n_users: int, config: TrendingConfig) -
     return labels
 
 
-# -- the list ---------------------------------------------------------------------------------------
-def compute_trending(
-    events: pl.DataFrame,
-    accounts: Accounts,
-    now: datetime,
-    config: TrendingConfig | None = None,
-    top_n: int = 50,
-    catalog_item_ids: Sequence[str] | None = None,
-    minor_safe: np.ndarray | None = None,
-    blocked: np.ndarray | None = None,
-) -> TrendingResult:
-    """Rank items by de-duplicated, decayed, manipulation-filtered engagement (rules in the module doc).
+# -- the rules, one function each, composed in a declared order -------------------------------------
+_EMPTY_LABELS = np.zeros(0, dtype=np.int64)
 
-    `events` has columns event_id, user_id, item_id, type, ts (datetime, naive = UTC, or unix
-    seconds). `accounts` is a mapping user_id -> created_at (datetime or None; history unknown), or
-    a polars frame with columns user_id, created_at (datetime, unix seconds or null) and optionally
-    prior_items (distinct items the account engaged before the window; null = unknown); accounts
-    missing from it have unknown creation time and history. With `catalog_item_ids`, only catalogue
-    items are ranked, and `minor_safe` / `blocked` (bool arrays aligned with it) keep only
-    minor-safe items / drop blocked ones.
-    """
-    config = config or TrendingConfig()
-    if top_n < 1:
-        raise TrendingInputError(f"top_n: must be >= 1, got {top_n}")
-    if (minor_safe is not None or blocked is not None) and catalog_item_ids is None:
-        raise TrendingInputError("minor_safe / blocked: need catalog_item_ids to align them with items")
-    now = _aware(now)
-    now_s = now.timestamp()
-    window_start = now_s - config.window_hours * 3600.0
-    filters = config.manipulation_filters
-    discounted: dict[str, int] = {}
 
-    frame = _read_events(events)
+@dataclass
+class TrendingState:
+    """What the rules pass along: the events (one row per event, rules 1-6), then the engagements
+    (one row per user and item, rules 4 and 7-9), then the items (rules 9-10), and the counts of what
+    each rule discounted. Each rule reads the config and the columns earlier rules made."""
+
+    config: TrendingConfig
+    now_s: float
+    accounts: pl.DataFrame
+    catalog: pl.DataFrame | None  # item_id, minor_safe, blocked; None: no catalogue given
+    events: pl.DataFrame
+    discounted: dict[str, int] = field(default_factory=dict)
+    pairs: pl.DataFrame = field(default_factory=pl.DataFrame)
+    actors: pl.DataFrame = field(default_factory=pl.DataFrame)
+    per_item: pl.DataFrame = field(default_factory=pl.DataFrame)
+
+    @property
+    def filters(self) -> bool:
+        """The manipulation filters (rules 5-9) are on."""
+        return self.config.manipulation_filters
+
+    @property
+    def window_start_s(self) -> float:
+        return self.now_s - self.config.window_hours * 3600.0
+
+    def user_codes(self) -> np.ndarray:
+        return self.pairs.get_column("user_code").to_numpy()
+
+    def n_users(self) -> int:
+        return int(self.user_codes().max()) + 1 if self.pairs.height else 0
+
+    def label_pairs(self, name: str, labels: np.ndarray) -> None:
+        """Add a per-pair column from a per-user group label array (-1: no group)."""
+        self.pairs = self.pairs.with_columns(
+            pl.Series(name, labels[self.user_codes()] if self.pairs.height else _EMPTY_LABELS)
+        )
+
+
+@dataclass(frozen=True)
+class TrendingRule:
+    """One rule of the hot list: its name (as in `TrendingResult.discounted` / `flagged` where it
+    discounts), the article it implements, the `TrendingConfig` fields it reads, and the function."""
+
+    name: str
+    article: str
+    parameters: tuple[str, ...]
+    apply: Callable[[TrendingState], None]
+
+    @property
+    def summary(self) -> str:
+        """The first paragraph of the rule function's docstring: what the rule does, in words."""
+        doc = (self.apply.__doc__ or self.name).strip()
+        return " ".join(doc.split("\n\n")[0].split())
+
+
+# rule 1 ------------------------------------------------------------------------------------------
+def rule_window(state: TrendingState) -> None:
+    """Only events with now - window_hours <= ts <= now count; future timestamps are dropped, and a
+    resent event_id counts once."""
+    frame = state.events
     deduped = frame.unique("event_id", keep="first", maintain_order=True)
-    discounted["duplicate_event_id"] = frame.height - deduped.height
-    frame = deduped
-    future = frame.get_column("ts").to_numpy() > now_s
-    old = frame.get_column("ts").to_numpy() < window_start
-    discounted["future_events"] = int(future.sum())
-    discounted["outside_window"] = int(old.sum())
-    frame = frame.filter(pl.Series(~(future | old)))
-    weights = pl.DataFrame(
-        {"type": list(config.event_weights), "weight": list(config.event_weights.values())},
-        schema={"type": pl.Utf8, "weight": pl.Float64},
-    )
-    frame = frame.join(weights, on="type", how="left")
-    discounted["unknown_type"] = int(frame.get_column("weight").null_count())
-    discounted["zero_weight_type"] = int((frame.get_column("weight") == 0).sum())
-    frame = frame.filter(pl.col("weight") > 0)
+    state.discounted["duplicate_event_id"] = frame.height - deduped.height
+    ts = deduped.get_column("ts").to_numpy()
+    future, old = ts > state.now_s, ts < state.window_start_s
+    state.discounted["future_events"] = int(future.sum())
+    state.discounted["outside_window"] = int(old.sum())
+    state.events = deduped.filter(pl.Series(~(future | old)))
 
-    # rules 3, 5 and 6: decayed value of each event, and what the account's age and history make of it
-    frame = frame.join(_read_accounts(accounts), on="user_id", how="left")
+
+# rule 2 ------------------------------------------------------------------------------------------
+def rule_event_weights(state: TrendingState) -> None:
+    """Each event is worth its type's weight; zero-weight and unknown types carry no score."""
+    weights = state.config.event_weights
+    table = pl.DataFrame(
+        {"type": list(weights), "weight": list(weights.values())}, schema={"type": pl.Utf8, "weight": pl.Float64}
+    )
+    frame = state.events.join(table, on="type", how="left")
+    state.discounted["unknown_type"] = int(frame.get_column("weight").null_count())
+    state.discounted["zero_weight_type"] = int((frame.get_column("weight") == 0).sum())
+    state.events = frame.filter(pl.col("weight") > 0)
+
+
+# rule 3 ------------------------------------------------------------------------------------------
+def rule_time_decay(state: TrendingState) -> None:
+    """An event of age a hours is worth weight * exp(-ln2 * a / half_life_hours)."""
+    decay = (-math.log(2) * (state.now_s - pl.col("ts")) / (state.config.half_life_hours * 3600.0)).exp()
+    state.events = state.events.with_columns((pl.col("weight") * decay).alias("value"))
+
+
+# rule 5, its inputs -------------------------------------------------------------------------------
+def rule_account_facts(state: TrendingState) -> None:
+    """Each event's account: its age at the event, and the distinct items it engaged before the
+    window (unknown history is judged by unknown_history: empty for new accounts by default)."""
+    config = state.config
+    frame = state.events.join(state.accounts, on="user_id", how="left")
     created_unknown = pl.col("created").is_null()
     young_at_event = pl.when(created_unknown).then(pl.lit(config.unknown_account_is_new)).otherwise(
         (pl.col("ts") - pl.col("created")) / 86400.0 < config.new_account_days
     )
     young_now = pl.when(created_unknown).then(pl.lit(config.unknown_account_is_new)).otherwise(
-        (now_s - pl.col("created")) / 86400.0 < config.new_account_days
+        (state.now_s - pl.col("created")) / 86400.0 < config.new_account_days
     )
     unknown_is_empty = {"empty": pl.lit(True), "established": pl.lit(False), "empty_if_new": young_now}
     prior = (
@@ -456,35 +507,72 @@ def compute_trending(
         .when(unknown_is_empty[config.unknown_history]).then(pl.lit(0, dtype=pl.Int64))
         .otherwise(pl.lit(None, dtype=pl.Int64))
     )
+    state.events = frame.with_columns(prior.alias("prior"), young_at_event.alias("young"))
+
+
+def _flag_events(state: TrendingState, rule: str, condition: pl.Expr) -> None:
+    """Mark the events `rule` discounts (never when the manipulation filters are off)."""
+    state.events = state.events.with_columns((pl.lit(state.filters) & condition).fill_null(False).alias(rule))
+
+
+# rule 5 ------------------------------------------------------------------------------------------
+def rule_no_history(state: TrendingState) -> None:
+    """An account that engaged nothing before the window is worth no_history_weight times as much,
+    whatever its age and however its events are spread."""
+    _flag_events(state, "no_history", pl.col("prior") == 0)
+
+
+def rule_new_account(state: TrendingState) -> None:
+    """An account younger than new_account_days at the event (or of unknown creation time, with
+    unknown_account_is_new) is worth new_account_weight times as much."""
+    _flag_events(state, "new_account", pl.col("young"))
+
+
+def rule_thin_history(state: TrendingState) -> None:
+    """An account with fewer than history_min_items (but some) items before the window is worth
+    thin_history_weight times as much."""
+    _flag_events(state, "thin_history", (pl.col("prior") > 0) & (pl.col("prior") < state.config.history_min_items))
+
+
+# rule 6 ------------------------------------------------------------------------------------------
+def rule_concentration(state: TrendingState) -> None:
+    """An account whose whole activity (items before the window plus distinct items in it) is at most
+    concentration_max_items items is worth concentration_weight times as much: a real user browses."""
     window_items = pl.col("item_id").n_unique().over("user_id")
-    frame = frame.with_columns(prior.alias("prior"), young_at_event.alias("young"))
-    on = pl.lit(filters)
-    frame = frame.with_columns(
-        (on & (pl.col("prior") == 0)).fill_null(False).alias("no_history"),
-        (on & pl.col("young")).alias("new_account"),
-        (on & (pl.col("prior") > 0) & (pl.col("prior") < config.history_min_items))
-        .fill_null(False).alias("thin_history"),
-        (on & (pl.col("prior") + window_items <= config.concentration_max_items))
-        .fill_null(False).alias("concentration"),
-    )
-    factor = (
-        pl.when(pl.col("no_history")).then(config.no_history_weight).otherwise(1.0)
-        * pl.when(pl.col("new_account")).then(config.new_account_weight).otherwise(1.0)
-        * pl.when(pl.col("thin_history")).then(config.thin_history_weight).otherwise(1.0)
-        * pl.when(pl.col("concentration")).then(config.concentration_weight).otherwise(1.0)
-    )
-    untrusted = pl.col("no_history") | pl.col("new_account") | pl.col("thin_history") | pl.col("concentration")
-    decay = (-math.log(2) * (now_s - pl.col("ts")) / (config.half_life_hours * 3600.0)).exp()
-    frame = frame.with_columns((pl.col("weight") * decay).alias("value"), untrusted.alias("untrusted"))
+    _flag_events(state, "concentration", pl.col("prior") + window_items <= state.config.concentration_max_items)
+
+
+# rules 5-6, combined -----------------------------------------------------------------------------
+def rule_account_trust(state: TrendingState) -> None:
+    """The discounts of rules 5 and 6 multiply; an account discounted at an event is untrusted for
+    that event, and an account worth nothing at all its events is left out of rules 7-9."""
+    config = state.config
+    factors = [
+        pl.when(pl.col(rule)).then(weight).otherwise(1.0)
+        for rule, weight in (
+            ("no_history", config.no_history_weight),
+            ("new_account", config.new_account_weight),
+            ("thin_history", config.thin_history_weight),
+            ("concentration", config.concentration_weight),
+        )
+    ]
+    factor = functools.reduce(operator.mul, factors)
+    untrusted = functools.reduce(operator.or_, [pl.col(r) for r in ("no_history", "new_account", "thin_history", "concentration")])
+    frame = state.events.with_columns(untrusted.alias("untrusted"))
     frame = frame.with_columns((pl.col("value") * factor).alias("adjusted"))
-    frame = frame.with_columns(
+    state.events = frame.with_columns(
         pl.when(pl.col("untrusted")).then(0.0).otherwise(pl.col("adjusted")).alias("trusted"),
         (pl.col("adjusted").max().over("user_id") > 0).alias("live"),  # worth something at some event
         pl.col("untrusted").any().over("user_id").alias("untrusted_account"),
     )
 
-    # rule 4: one row per (user, item): the strongest event; first engagement time for the burst rule
-    pairs = (
+
+# rule 4 ------------------------------------------------------------------------------------------
+def rule_distinct_users(state: TrendingState) -> None:
+    """A user counts at most once per item, by their single strongest event (largest decayed
+    weight); repeating clicks, likes or shares adds nothing."""
+    frame = state.events
+    state.pairs = (
         frame.group_by("user_id", "item_id")
         .agg(
             pl.col("value").max(),
@@ -502,40 +590,59 @@ def compute_trending(
         )
         .sort("item_code", "first_ts", "user_id")
     )
-    discounted["repeat_engagement"] = int(frame.height - pairs.height)
-    live = pairs.get_column("live").to_numpy()
+    state.discounted["repeat_engagement"] = int(frame.height - state.pairs.height)
 
-    # rule 7: burst
+
+# rule 7 ------------------------------------------------------------------------------------------
+def rule_burst(state: TrendingState) -> None:
+    """When the untrusted accounts that first engaged an item within any burst_minutes span are at
+    least burst_min_accounts and more than burst_new_account_share of the item's accounts, their
+    weight on that item is zeroed."""
+    pairs = state.pairs
     burst = np.zeros(pairs.height, dtype=bool)
-    if filters and config.burst_enabled and pairs.height:
+    if state.filters and state.config.burst_enabled and pairs.height:
         burst = _burst_pairs(
             pairs.get_column("item_code").to_numpy(), pairs.get_column("first_ts").to_numpy(),
-            pairs.get_column("untrusted_first").to_numpy(), live, config,
+            pairs.get_column("untrusted_first").to_numpy(), pairs.get_column("live").to_numpy(), state.config,
         )
+    state.pairs = pairs.with_columns(pl.Series("burst", burst))
 
-    # rule 8: co-engagement groups (accounts worth nothing are left out)
-    user_codes = pairs.get_column("user_code").to_numpy()
-    n_users = int(user_codes.max()) + 1 if pairs.height else 0
-    lockstep = np.full(n_users, -1, dtype=np.int64)
-    if filters and config.lockstep_enabled and pairs.height:
-        lockstep = _lockstep_groups(user_codes[live], pairs.get_column("item_code").to_numpy()[live], n_users, config)
-    cluster = np.full(n_users, -1, dtype=np.int64)
-    if filters and config.cluster_enabled and pairs.height:
+
+# rule 8 ------------------------------------------------------------------------------------------
+def rule_lockstep(state: TrendingState) -> None:
+    """Accounts whose engaged-item sets in the window are near-identical (Jaccard >=
+    lockstep_min_jaccard, each >= lockstep_min_items items), linked into groups of at least
+    lockstep_min_group, count as one user per item."""
+    n_users = state.n_users()
+    labels = np.full(n_users, -1, dtype=np.int64)
+    if state.filters and state.config.lockstep_enabled and state.pairs.height:
+        live = state.pairs.get_column("live").to_numpy()
+        items = state.pairs.get_column("item_code").to_numpy()
+        labels = _lockstep_groups(state.user_codes()[live], items[live], n_users, state.config)
+    state.discounted["lockstep_accounts"] = int((labels >= 0).sum())
+    state.discounted["lockstep_groups"] = int(np.unique(labels[labels >= 0]).size)
+    state.label_pairs("lockstep", labels)
+
+
+def rule_cluster(state: TrendingState) -> None:
+    """Untrusted accounts that engaged fewer than lockstep_min_items items in the window, with the
+    same item set, in groups of at least cluster_min_group, count as one user per item."""
+    n_users = state.n_users()
+    labels = np.full(n_users, -1, dtype=np.int64)
+    if state.filters and state.config.cluster_enabled and state.pairs.height:
         candidate = (
-            pl.col("live") & pl.col("untrusted_account") & (pl.col("window_items") < config.lockstep_min_items)
+            pl.col("live") & pl.col("untrusted_account") & (pl.col("window_items") < state.config.lockstep_min_items)
         )
-        cluster = _cluster_groups(pairs.with_columns(candidate.alias("cluster_candidate")), n_users, config)
-    discounted["lockstep_accounts"] = int((lockstep >= 0).sum())
-    discounted["lockstep_groups"] = int(np.unique(lockstep[lockstep >= 0]).size)
-    discounted["cluster_accounts"] = int((cluster >= 0).sum())
-    discounted["cluster_groups"] = int(np.unique(cluster[cluster >= 0]).size)
+        labels = _cluster_groups(state.pairs.with_columns(candidate.alias("cluster_candidate")), n_users, state.config)
+    state.discounted["cluster_accounts"] = int((labels >= 0).sum())
+    state.discounted["cluster_groups"] = int(np.unique(labels[labels >= 0]).size)
+    state.label_pairs("cluster", labels)
 
-    pairs = pairs.with_columns(
-        pl.Series("burst", burst),
-        pl.Series("lockstep", lockstep[user_codes] if pairs.height else np.zeros(0, dtype=np.int64)),
-        pl.Series("cluster", cluster[user_codes] if pairs.height else np.zeros(0, dtype=np.int64)),
-    )
-    pairs = pairs.with_columns(
+
+def rule_groups_count_once(state: TrendingState) -> None:
+    """A lockstep group or a cluster is one actor per item, worth its strongest contribution; a
+    burst contribution is worth nothing."""
+    pairs = state.pairs.with_columns(
         pl.when(pl.col("lockstep") >= 0).then(pl.lit("lockstep:") + pl.col("lockstep").cast(pl.Utf8))
         .when(pl.col("cluster") >= 0).then(pl.lit("cluster:") + pl.col("cluster").cast(pl.Utf8))
         .otherwise(pl.col("user_id"))
@@ -543,82 +650,211 @@ def compute_trending(
         pl.when(pl.col("burst")).then(0.0).otherwise(pl.col("adjusted")).alias("contribution"),
         pl.when(pl.col("burst")).then(0.0).otherwise(pl.col("trusted")).alias("trusted_contribution"),
     )
-    actors = pairs.group_by("actor", "item_id").agg(
-        pl.col("contribution").max(), pl.col("trusted_contribution").max()
+    state.actors = (
+        pairs.group_by("actor", "item_id")
+        .agg(pl.col("contribution").max(), pl.col("trusted_contribution").max())
+        .sort("item_id", "actor")  # a fixed order: rule 9 sums in it, so a list recomputes to the same bits
     )
-    discounted["group_merged"] = int(pairs.height - actors.height)
+    state.discounted["group_merged"] = int(pairs.height - state.actors.height)
+    state.pairs = pairs
 
-    # rule 9: untrusted contributions make up at most untrusted_max_share of an item's score
-    share = config.untrusted_max_share if filters else 1.0
+
+# rule 9 ------------------------------------------------------------------------------------------
+def rule_untrusted_cap(state: TrendingState) -> None:
+    """Untrusted contributions make up at most untrusted_max_share of an item's score: score = T +
+    min(U, T * s / (1 - s)); an item only untrusted accounts engaged scores 0."""
+    share = state.config.untrusted_max_share if state.filters else 1.0
     ratio = math.inf if share >= 1.0 else share / (1.0 - share)
     per_item = (
-        actors.group_by("item_id")
+        state.actors.group_by("item_id", maintain_order=True)
         .agg(
             pl.col("trusted_contribution").sum().alias("trusted"),
             (pl.col("contribution") - pl.col("trusted_contribution")).clip(lower_bound=0.0).sum().alias("untrusted"),
             (pl.col("contribution") > 0).sum().alias("counted_users"),
         )
-        .join(pairs.group_by("item_id").agg(pl.len().alias("distinct_users")), on="item_id")
+        .join(state.pairs.group_by("item_id").agg(pl.len().alias("distinct_users")), on="item_id")
     )
     allowed = pl.col("trusted") * ratio if math.isfinite(ratio) else pl.lit(math.inf)
     per_item = per_item.with_columns(
         (pl.col("trusted") + pl.min_horizontal(pl.col("untrusted"), allowed)).alias("score"),
         (pl.col("untrusted") > allowed * (1 + 1e-12)).alias("capped"),
+        pl.lit(True).alias("eligible"),  # rule 10 narrows it
     )
     capped_items = per_item.filter(pl.col("capped")).select("item_id")
-    discounted["untrusted_cap_items"] = capped_items.height
-    pairs = pairs.with_columns(
+    state.discounted["untrusted_cap_items"] = capped_items.height
+    state.pairs = state.pairs.with_columns(
         (pl.col("item_id").is_in(capped_items.get_column("item_id").implode())
          & (pl.col("contribution") > pl.col("trusted_contribution"))).alias("untrusted_cap")
     )
+    state.per_item = per_item
 
-    # rule 10: eligibility
-    if catalog_item_ids is not None:
-        catalog_item_ids = [str(i) for i in catalog_item_ids]
-        n_catalog = len(catalog_item_ids)
-        minor_safe = _catalog_mask("minor_safe", minor_safe, n_catalog)
-        blocked = _catalog_mask("blocked", blocked, n_catalog)
-        catalog = pl.DataFrame(
-            {
-                "item_id": catalog_item_ids,
-                "minor_safe": minor_safe if minor_safe is not None else np.ones(n_catalog, dtype=bool),
-                "blocked": blocked if blocked is not None else np.zeros(n_catalog, dtype=bool),
-            },
-            schema={"item_id": pl.Utf8, "minor_safe": pl.Boolean, "blocked": pl.Boolean},
-        ).unique("item_id", keep="first")
-        per_item = per_item.join(catalog, on="item_id", how="left")
-        unknown = per_item.get_column("blocked").is_null()
-        discounted["not_in_catalog"] = int(unknown.sum())
-        discounted["blocked_item"] = int(per_item.get_column("blocked").fill_null(False).sum())
-        not_safe = ~per_item.get_column("minor_safe").fill_null(True)
-        discounted["not_minor_safe"] = int(not_safe.sum()) if minor_safe is not None else 0
-        per_item = per_item.filter(pl.col("blocked").is_not_null() & ~pl.col("blocked") & pl.col("minor_safe"))
-    below = per_item.get_column("counted_users") < config.min_distinct_users
-    discounted["below_min_users"] = int(below.sum())
+
+# rule 10 -----------------------------------------------------------------------------------------
+def _exclude(state: TrendingState, rule: str, excluded: pl.Expr) -> None:
+    """Count the items of the window `rule` excludes (each eligibility rule counts over every item,
+    whatever the others exclude) and mark them ineligible."""
+    state.discounted[rule] = int(state.per_item.select(excluded.sum()).item())
+    state.per_item = state.per_item.with_columns(pl.col("eligible") & ~excluded)
+
+
+def rule_catalogue(state: TrendingState) -> None:
+    """With a catalogue, only its items are ranked."""
+    if state.catalog is None:
+        return
+    state.per_item = state.per_item.join(state.catalog, on="item_id", how="left")
+    _exclude(state, "not_in_catalog", pl.col("blocked").is_null())
+
+
+def rule_safety(state: TrendingState) -> None:
+    """Blocked items (flagged, feature library, manual blocks, above the audience's age band) are
+    left out."""
+    if state.catalog is not None:
+        _exclude(state, "blocked_item", pl.col("blocked").fill_null(False))
+
+
+def rule_minors(state: TrendingState) -> None:
+    """A minors' list leaves out items that are not minor-safe."""
+    if state.catalog is None:
+        return
+    _exclude(state, "not_minor_safe", ~pl.col("minor_safe").fill_null(True))  # all safe without a minors' mask
+
+
+def rule_min_distinct_users(state: TrendingState) -> None:
+    """An item needs min_distinct_users users with a positive contribution (a group counts once)."""
+    below = pl.col("eligible") & (pl.col("counted_users") < state.config.min_distinct_users)
+    _exclude(state, "below_min_users", below)
+
+
+# The declared order. Articles: draft numbering (Art. 11: hot lists are a key surface; Art. 13: no fake
+# accounts or manipulated lists, final Art. 14; Art. 16: minors, final Art. 18).
+TRENDING_RULES: tuple[TrendingRule, ...] = (
+    TrendingRule("window", "Art. 11, 13", ("window_hours",), rule_window),
+    TrendingRule("event_weights", "Art. 11", ("event_weights",), rule_event_weights),
+    TrendingRule("time_decay", "Art. 11", ("half_life_hours",), rule_time_decay),
+    TrendingRule("account_facts", "Art. 13", ("new_account_days", "unknown_account_is_new", "unknown_history"),
+                 rule_account_facts),
+    TrendingRule("no_history", "Art. 13", ("manipulation_filters", "no_history_weight"), rule_no_history),
+    TrendingRule("new_account", "Art. 13", ("manipulation_filters", "new_account_days", "new_account_weight"),
+                 rule_new_account),
+    TrendingRule("thin_history", "Art. 13", ("manipulation_filters", "history_min_items", "thin_history_weight"),
+                 rule_thin_history),
+    TrendingRule("concentration", "Art. 13", ("manipulation_filters", "concentration_max_items",
+                                              "concentration_weight"), rule_concentration),
+    TrendingRule("account_trust", "Art. 13", ("manipulation_filters", "no_history_weight", "new_account_weight",
+                                              "thin_history_weight", "concentration_weight"), rule_account_trust),
+    TrendingRule("distinct_users", "Art. 13", (), rule_distinct_users),
+    TrendingRule("burst", "Art. 13", ("manipulation_filters", "burst_enabled", "burst_minutes", "burst_min_accounts",
+                                      "burst_new_account_share"), rule_burst),
+    TrendingRule("lockstep", "Art. 13", ("manipulation_filters", "lockstep_enabled", "lockstep_min_jaccard",
+                                         "lockstep_min_items", "lockstep_min_group"), rule_lockstep),
+    TrendingRule("cluster", "Art. 13", ("manipulation_filters", "cluster_enabled", "lockstep_min_items",
+                                        "cluster_min_group"), rule_cluster),
+    TrendingRule("groups_count_once", "Art. 13", (), rule_groups_count_once),
+    TrendingRule("untrusted_cap", "Art. 13", ("manipulation_filters", "untrusted_max_share"), rule_untrusted_cap),
+    TrendingRule("not_in_catalog", "Art. 11", (), rule_catalogue),
+    TrendingRule("blocked_item", "Art. 11", (), rule_safety),
+    TrendingRule("not_minor_safe", "Art. 16", (), rule_minors),
+    TrendingRule("below_min_users", "Art. 11, 13", ("min_distinct_users",), rule_min_distinct_users),
+)
+
+
+def describe_rules(config: TrendingConfig) -> list[dict[str, Any]]:
+    """The rules in the order applied, as published (transparency page): name, article, what the rule
+    does, and the values of the config fields it reads."""
+    values = config.model_dump()
+    return [
+        {"rule": rule.name, "article": rule.article, "what": rule.summary,
+         "parameters": {name: values[name] for name in rule.parameters}}
+        for rule in TRENDING_RULES
+    ]
+
+
+def _rank(state: TrendingState, top_n: int) -> tuple[TrendingItem, ...]:
+    """Items with a positive score, best first; ties break by item id."""
     ranked = (
-        per_item.filter(~below & (pl.col("score") > 0))
+        state.per_item.filter(pl.col("eligible") & (pl.col("score") > 0))
         .sort(["score", "item_id"], descending=[True, False])
         .head(top_n)
     )
-    items = tuple(
+    return tuple(
         TrendingItem(item_id=row[0], score=float(row[1]), distinct_users=int(row[2]), counted_users=int(row[3]))
         for row in ranked.select("item_id", "score", "distinct_users", "counted_users").iter_rows()
     )
 
-    rule_rows = {
-        "no_history": pl.col("no_history"),
-        "new_account": pl.col("new_account"),
-        "thin_history": pl.col("thin_history"),
-        "concentration": pl.col("concentration"),
-        "burst": pl.col("burst"),
-        "lockstep": pl.col("lockstep") >= 0,
-        "cluster": pl.col("cluster") >= 0,
-        "untrusted_cap": pl.col("untrusted_cap"),
-    }
-    flagged = pl.concat(
-        [pairs.filter(rows).select("user_id", "item_id", pl.lit(rule).alias("rule"))
-         for rule, rows in rule_rows.items()]
+
+_FLAG_ROWS: dict[str, pl.Expr] = {
+    "no_history": pl.col("no_history"),
+    "new_account": pl.col("new_account"),
+    "thin_history": pl.col("thin_history"),
+    "concentration": pl.col("concentration"),
+    "burst": pl.col("burst"),
+    "lockstep": pl.col("lockstep") >= 0,
+    "cluster": pl.col("cluster") >= 0,
+    "untrusted_cap": pl.col("untrusted_cap"),
+}
+
+
+def _flagged(pairs: pl.DataFrame) -> pl.DataFrame:
+    """(user_id, item_id, rule) for every contribution a manipulation rule discounted."""
+    return pl.concat(
+        [pairs.filter(rows).select("user_id", "item_id", pl.lit(rule).alias("rule")) for rule, rows in _FLAG_ROWS.items()]
     )
+
+
+def _catalog_frame(catalog_item_ids: Sequence[str], minor_safe: np.ndarray | None,
+                   blocked: np.ndarray | None) -> pl.DataFrame:
+    item_ids = [str(i) for i in catalog_item_ids]
+    n_catalog = len(item_ids)
+    minor_safe = _catalog_mask("minor_safe", minor_safe, n_catalog)
+    blocked = _catalog_mask("blocked", blocked, n_catalog)
+    return pl.DataFrame(
+        {
+            "item_id": item_ids,
+            "minor_safe": minor_safe if minor_safe is not None else np.ones(n_catalog, dtype=bool),
+            "blocked": blocked if blocked is not None else np.zeros(n_catalog, dtype=bool),
+        },
+        schema={"item_id": pl.Utf8, "minor_safe": pl.Boolean, "blocked": pl.Boolean},
+    ).unique("item_id", keep="first")
+
+
+# -- the list ---------------------------------------------------------------------------------------
+def compute_trending(
+    events: pl.DataFrame,
+    accounts: Accounts,
+    now: datetime,
+    config: TrendingConfig | None = None,
+    top_n: int = 50,
+    catalog_item_ids: Sequence[str] | None = None,
+    minor_safe: np.ndarray | None = None,
+    blocked: np.ndarray | None = None,
+) -> TrendingResult:
+    """Rank items by de-duplicated, decayed, manipulation-filtered engagement: `TRENDING_RULES` in order.
+
+    `events` has columns event_id, user_id, item_id, type, ts (datetime, naive = UTC, or unix
+    seconds). `accounts` is a mapping user_id -> created_at (datetime or None; history unknown), or
+    a polars frame with columns user_id, created_at (datetime, unix seconds or null) and optionally
+    prior_items (distinct items the account engaged before the window; null = unknown); accounts
+    missing from it have unknown creation time and history. With `catalog_item_ids`, only catalogue
+    items are ranked, and `minor_safe` / `blocked` (bool arrays aligned with it) keep only
+    minor-safe items / drop blocked ones.
+    """
+    config = config or TrendingConfig()
+    if top_n < 1:
+        raise TrendingInputError(f"top_n: must be >= 1, got {top_n}")
+    if (minor_safe is not None or blocked is not None) and catalog_item_ids is None:
+        raise TrendingInputError("minor_safe / blocked: need catalog_item_ids to align them with items")
+    now = _aware(now)
+    frame = _read_events(events)
+    state = TrendingState(
+        config=config,
+        now_s=now.timestamp(),
+        accounts=_read_accounts(accounts),
+        catalog=None if catalog_item_ids is None else _catalog_frame(catalog_item_ids, minor_safe, blocked),
+        events=frame,
+    )
+    for rule in TRENDING_RULES:
+        rule.apply(state)
+    flagged = _flagged(state.pairs)
     counts = dict(flagged.get_column("rule").value_counts().iter_rows()) if flagged.height else {}
-    discounted.update({rule: int(counts.get(rule, 0)) for rule in FLAG_RULES})
-    return TrendingResult(items=items, discounted=discounted, as_of=now, flagged=flagged)
+    state.discounted.update({rule: int(counts.get(rule, 0)) for rule in FLAG_RULES})
+    return TrendingResult(items=_rank(state, top_n), discounted=state.discounted, as_of=now, flagged=flagged)

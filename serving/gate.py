@@ -56,8 +56,10 @@ class ContentGate:
         config = self.config
         minor = minors.is_minor(user.age, user.minor_mode, config)
         decision = minors.AccessDecision(allowed=True)
+        controls = None
         if minor:
-            decision = self._minor_access(user, now)
+            controls = self.guardian_controls(user_id)
+            decision = self._minor_access(user, now, controls)
             if not decision.allowed:
                 self.logstore.append("recommendation_refused", {
                     "request_id": request_id, "user_id": user_id, "route": route, "code": decision.code,
@@ -69,20 +71,35 @@ class ContentGate:
             user=user,
             now=now,
             minor=minor,
-            max_age_rating=minors.max_age_rating(user.age, user.minor_mode, config),
+            max_age_rating=minors.max_age_rating(user.age, user.minor_mode, config, controls),
             personalization_allowed=user.personalization and (not minor or config.personalized),
             usage=decision,
             elderly=self.is_elderly(user),
         )
 
-    def _minor_access(self, user: UserState, now: datetime) -> minors.AccessDecision:
+    def _minor_access(self, user: UserState, now: datetime, controls: minors.GuardianControls | None) -> minors.AccessDecision:
         day = minors.local_day(now, self.config)
         stored = self.store.get_usage(user.user_id, day)
         state = minors.UsageState(day=day, last_activity=stored[0], seconds_used=stored[1]) if stored else None
-        decision = minors.check_access(now, user.age, user.minor_mode, state, self.config)
+        decision = minors.check_access(now, user.age, user.minor_mode, state, self.config, controls)
         if decision.allowed:
             self.record_activity(user.user_id, [now])
+            decision = minors.rest_reminder(decision, self.store.continuous_since(user.user_id, day), now, self.config)
         return decision
+
+    def guardian_controls(self, user_id: str) -> minors.GuardianControls | None:
+        """What the user's guardian set, validated as it was on write. A stored value that no
+        longer validates is logged and counted, and the configured rules (the regulated
+        minimum) apply alone: it never takes serving down."""
+        stored = self.store.guardian(user_id)
+        if stored is None:
+            return None
+        try:
+            return minors.GuardianControls.model_validate(stored[1])
+        except ValueError as exc:
+            log.warning("guardian controls of %s unreadable, configured rules apply: %s", user_id, exc)
+            metrics.UNREADABLE_READS.labels("guardian_controls").inc()
+            return None
 
     def record_activity(self, user_id: str, moments: list[datetime]) -> None:
         """Count activities (requests, events) of a minor toward their daily usage: one atomic

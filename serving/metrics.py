@@ -19,6 +19,8 @@ STAGE_SECONDS = Histogram("recsys_stage_seconds", "Time spent per request-path s
 VIOLATIONS = Counter("recsys_policy_violations_total", "Policy constraints that could not be met", ["rule"])
 UNREADABLE = Gauge("recsys_unreadable_records", "Stored interventions or feature-library entries skipped as unreadable",
                    multiprocess_mode="max")
+UNREADABLE_READS = Counter("recsys_unreadable_reads_total", "Per-user stored records skipped as unreadable when read",
+                           ["kind"])
 ERRORS = Counter("recsys_unexpected_errors_total", "Requests that failed with an unexpected error (500)", ["route"])
 REFUSALS = Counter("recsys_refusals_total", "Requests refused by minors mode or an unavailable log", ["code"])
 

@@ -1,6 +1,7 @@
 """The layers of docs/DESIGN.md, enforced: a module may import only from its own package and the
 layers below it. `app/` holds the composition roots (the `recsys` command, the ASGI app, the filing
-command), the only place that wires training and serving together."""
+command), the only place that wires training and serving together. The auditor (`auditor/`) is a
+client of the HTTP API beside them: it imports nothing of the project, so it audits any server."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ ALLOWED = {
     "served": {"recsys", "compliance"},
     "training": {"recsys", "compliance", "served"},
     "serving": {"recsys", "compliance", "served"},
-    "benchmarks": {"recsys", "compliance", "served", "training", "serving"},
-    "app": {"recsys", "compliance", "served", "training", "serving", "benchmarks"},
+    # the black-box auditor is a client of the HTTP API only: it imports none of the server's code
+    "auditor": set(),
+    "benchmarks": {"recsys", "compliance", "served", "training", "serving", "auditor"},
+    "app": {"recsys", "compliance", "served", "training", "serving", "benchmarks", "auditor"},
 }
 
 

@@ -35,9 +35,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from compliance.audit import dispersal_violations
 from compliance.minors import MinorsConfig
-from compliance.policy import PolicyConfig, config_hash
+from compliance.policy import PolicyConfig, config_hash, dispersal_violations
 from compliance.review import (
     AddictionRisk,
     ReviewConfig,
@@ -184,8 +183,8 @@ class OfflineServing:
 def list_violations(top: np.ndarray, category: np.ndarray, content: np.ndarray, flagged: np.ndarray,
                     window: int, max_per_window: int) -> dict[str, float]:
     """Dispersal violations (positions where a category exceeds `max_per_window` in the `window`
-    ending there, as the audit reads it), content duplicates and flagged items, per list and as
-    the share of lists (or items) affected."""
+    ending there: `compliance.policy.dispersal_violations`), content duplicates and flagged items,
+    per list and as the share of lists (or items) affected."""
     dispersal = duplicates = lists_dispersal = lists_duplicates = flagged_items = shown = 0
     for row in np.asarray(top):
         row = row[row >= 0]

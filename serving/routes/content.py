@@ -3,28 +3,28 @@
 - `POST /v1/events`: engagement in batches, idempotent by event id; minors' events count toward
   their daily usage.
 - `GET /v1/trending`: the hot list from de-duplicated, fake-engagement-filtered events; manual
-  changes (pins on surface "trending", blocks) are marked; minors get the minor-safe version.
+  changes (pins on surface "trending", blocks) are marked; minors get the minor-safe version. Each
+  list names the logged snapshot it was served from (`recsys trending verify` recomputes it).
 - `/v1/admin/features`: entries of the feature library; matching items are blocked on every
   surface from the next request.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 import numpy as np
-import polars as pl
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from compliance import explanations
 from compliance.feature_library import FeatureEntry, FeatureLibrary, FeatureLibraryError, validate_entry
-from compliance.trending import compute_trending
-from served.feedback import FeedbackSignals
+from compliance.trending_snapshot import SERVED_KIND, TrendingSnapshot, compose_hot_list
 from serving.deps import AdminDep, PrincipalDep, RequestIdDep, ServicesDep, is_admin
 from serving.routes.recommendations import ID_PATTERN
 from serving.services import TRENDING_CACHE_SECONDS, Services
+from serving.trending import take_snapshot
 
 router = APIRouter(tags=["content"])
 
@@ -104,50 +104,26 @@ def trending(
     audience = services.gate.admit(user_id, now, route="trending", request_id=request_id)
     shared = services.shared_state()
     config = services.settings.trending
-    eligible = audience.eligible(shared.blocked_items, catalog.age_rating, shared.fraud_risk)
 
-    def compute() -> list:
-        since = now - timedelta(hours=config.window_hours)
-        rows = services.store.events_since(since)
-        if not rows:
-            return []
-        events = pl.DataFrame(rows).select("event_id", "user_id", "item_id", "type", "ts")
-        result = compute_trending(
-            events, _accounts(services, events["user_id"].unique().to_list(), since), now, config, top_n=max(100, k),
-            catalog_item_ids=[str(i) for i in catalog.bundle.item_ids],
-            blocked=~eligible,
-        )
-        return list(result.items)
+    def compute() -> TrendingSnapshot:  # logged before any list is served from it
+        return take_snapshot(services.store, services.logstore, catalog, shared, audience, config, now)
 
     active = tuple(i.id for i in shared.interventions)
     bucket = int(now.timestamp() // TRENDING_CACHE_SECONDS)
-    ranked = services.trending_cache.get((audience.max_age_rating, audience.elderly, shared.versions, active, bucket),
-                                         compute)
-    # The user's "not interested" / "fewer like this" items leave this list too (after the shared cache).
-    eligible = eligible & FeedbackSignals.of(catalog, audience.user, now, services.settings.policy).eligible(catalog.content)
+    # One snapshot per audience band: the minors' age band, and elderly mode (fraud-risk items out, Art. 19).
+    snapshot = services.trending_cache.get((audience.max_age_rating, audience.elderly, shared.versions, active, bucket),
+                                           compute)
     index = catalog.bundle.item_index
-    pins = sorted(
-        (i for i in shared.interventions if i.kind == "pin" and i.surface == "trending" and str(i.item_id) in index),
-        key=lambda i: i.position,
-    )
-    pinned_ids = {str(p.item_id) for p in pins}
     items: list[dict] = []
-    organic = [t for t in ranked if t.item_id not in pinned_ids and eligible[index[t.item_id]]]
-    for position in range(1, k + 1):
-        pin = next((p for p in pins if p.position == position), None)
-        if pin is not None and not eligible[index[str(pin.item_id)]]:
-            pin = None  # safety and minors' rules win over a pin
+    for position, item_id, top, pin in compose_hot_list(snapshot.ranked(), snapshot.pins, k):
         if pin is not None:
-            entry = {"item_id": str(pin.item_id), "slot": "pinned", "score": None, "distinct_users": None,
+            entry = {"item_id": item_id, "slot": "pinned", "score": None, "distinct_users": None,
                      "reason": explanations.pinned(pin.reason)}
-        elif organic:
-            top = organic.pop(0)
-            entry = {"item_id": top.item_id, "slot": "trending", "score": round(top.score, 4),
+        else:
+            entry = {"item_id": item_id, "slot": "trending", "score": round(top.score, 4),
                      "distinct_users": top.counted_users,
                      "reason": explanations.trending(top.counted_users, config.window_hours)}
-        else:
-            break
-        item = index[entry["item_id"]]
+        item = index[item_id]
         entry["position"] = position
         entry["category"] = catalog.category_of(item)
         entry["labels"] = explanations.content_labels(
@@ -155,26 +131,12 @@ def trending(
         reason = entry["reason"]
         entry["reason"] = {"code": reason.code, "text": reason.text}
         items.append(entry)
-    body = {"request_id": request_id, "user_id": user_id, "minor_mode": audience.minor, "as_of": now.isoformat(),
-            "window_hours": config.window_hours, "items": items,
-            "manual_changes": [{"id": p.id, "item_id": str(p.item_id), "position": p.position, "operator": p.operator,
-                                "reason": p.reason} for p in pins]}
-    services.logstore.append("trending", body)  # every list served is logged (Art. 23)
+    body = {"request_id": request_id, "user_id": user_id, "minor_mode": audience.minor, "as_of": snapshot.as_of.isoformat(),
+            "window_hours": config.window_hours, "snapshot_id": snapshot.snapshot_id, "items": items,
+            "manual_changes": [{"id": p.id, "item_id": p.item_id, "position": p.position, "operator": p.operator,
+                                "reason": p.reason} for p in snapshot.manual_changes if p.kind == "pin"]}
+    services.logstore.append(SERVED_KIND, body)  # every list served is logged (Art. 23), naming its snapshot
     return body
-
-
-def _accounts(services: Services, user_ids: list[str], since: datetime) -> pl.DataFrame:
-    """Who the engaging accounts are, for the trending rules: creation time and history before the
-    window (items in the model's training data plus distinct items in earlier stored events)."""
-    bundle = services.catalog.bundle
-    rows = services.store.accounts(user_ids, before=since)
-    for row in rows:
-        created = row["created_at"]
-        row["created_at"] = created.replace(tzinfo=UTC) if created is not None and created.tzinfo is None else created
-        index = bundle.user_index.get(row["user_id"])
-        trained = len(bundle.user_seen(index)) if index is not None else 0
-        row["prior_items"] = trained + row.pop("prior_events_items")
-    return pl.DataFrame(rows, schema={"user_id": pl.Utf8, "created_at": pl.Datetime("us", "UTC"), "prior_items": pl.Int64})
 
 
 # -- feature library (Art. 9) ------------------------------------------------------------------------

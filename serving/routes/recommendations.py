@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from compliance.logstore import request_id_time
@@ -52,6 +52,11 @@ class ViolationOut(BaseModel):
     reason: str
 
 
+class RestReminderOut(BaseModel):
+    continuous_minutes: float
+    message: str
+
+
 class RecommendationOut(BaseModel):
     request_id: str
     user_id: str
@@ -69,6 +74,8 @@ class RecommendationOut(BaseModel):
     violations: list[ViolationOut]
     policies: list[str]
     served_at: datetime
+    rest_reminder: RestReminderOut | None = Field(
+        None, description="minors mode: continuous use reached the configured minutes (30); show it (also X-Rest-Reminder)")
 
 
 class RefusalOut(BaseModel):
@@ -89,12 +96,15 @@ def _check_limits(body: RecommendationIn, services) -> None:
 
 @router.post("/recommendations", response_model=RecommendationOut, responses={403: {"model": RefusalOut}, 503: {}})
 async def recommend(body: RecommendationIn, services: ServicesDep, pipeline: PipelineDep, request_id: RequestIdDep,
-                    principal: PrincipalDep):
+                    principal: PrincipalDep, response: Response):
     """A list for one user and surface, after the policy pipeline, with a reason per item; logged before it is sent."""
     principal.require(body.user_id)
     _check_limits(body, services)
     # The work runs in a thread, at most `compute_threads` requests of this worker at a time.
-    return await anyio.to_thread.run_sync(serve_list, body, services, pipeline, request_id, limiter=services.compute)
+    out = await anyio.to_thread.run_sync(serve_list, body, services, pipeline, request_id, limiter=services.compute)
+    if out.rest_reminder is not None:
+        response.headers["X-Rest-Reminder"] = f"continuous-minutes={out.rest_reminder.continuous_minutes:g}"
+    return out
 
 
 def serve_list(body: RecommendationIn, services, pipeline, request_id: str) -> RecommendationOut:
@@ -105,7 +115,14 @@ def serve_list(body: RecommendationIn, services, pipeline, request_id: str) -> R
     gate_ms = (time.perf_counter() - started) * 1e3
     request = RecommendationRequest(body.user_id, body.surface, body.page, body.k, body.session_id)
     rec = pipeline.serve(request, audience, request_id, services.logstore, timings={"gate": gate_ms})
-    return recommendation_out(rec, services.settings.filing_number)
+    out = recommendation_out(rec, services.settings.filing_number)
+    if audience.usage.rest_reminder:
+        minutes = audience.usage.continuous_minutes or 0.0
+        out.rest_reminder = RestReminderOut(
+            continuous_minutes=minutes,
+            message=f"You have been here for {minutes:.0f} minutes without a break: time for a rest. "
+                    f"你已连续使用 {minutes:.0f} 分钟，请休息一下。")
+    return out
 
 
 def recommendation_out(rec: Recommendation, filing_number: str) -> RecommendationOut:

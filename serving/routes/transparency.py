@@ -1,5 +1,7 @@
 """Transparency (Art. 14, 22): what the algorithm does, why, how — from the deployed config and
-model card — with the filing number, as JSON for programs and as a page for people."""
+model card — with the filing number and the hot-list rules in force (Art. 11, 13: every rule with
+its parameters, how manual changes are logged, how to verify a served hot list), as JSON for
+programs and as a page for people."""
 
 from __future__ import annotations
 
@@ -61,6 +63,8 @@ def document(services: Services) -> dict:
         ),
         minors=settings.minors,
         user_options=user_options(settings),
+        trending=settings.trending,
+        log_retention_days=settings.logs.retention_days,
     )
 
 

@@ -174,6 +174,20 @@ usage = Table(
     Column("day", String(10), primary_key=True),  # local date in the minors time zone
     Column("last_activity", UTCDateTime(), nullable=False),
     Column("seconds_used", Float, nullable=False),
+    Column("continuous_since", UTCDateTime(), nullable=True),  # start of the current continuous use (rest reminder)
+)
+
+# One row per minor with a guardian: who the guardian is (linked by an operator) and what they set
+# (`compliance.minors.GuardianControls`, validated on write and on read).
+guardians = Table(
+    "guardians",
+    metadata,
+    Column("minor_id", String(128), primary_key=True),
+    Column("guardian_id", String(128), nullable=False),
+    Column("controls", JSON, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("updated_by", String(128), nullable=False),
+    Index("ix_guardians_guardian", "guardian_id"),
 )
 
 feature_entries = Table(

@@ -300,15 +300,24 @@ class StateStore:
         with self._read() as conn:
             return [dict(r._mapping) for r in conn.execute(select(db.events).where(db.events.c.ts >= since))]
 
-    def accounts(self, user_ids: list[str], before: datetime) -> list[dict]:
+    def trending_events(self, since: datetime, received_by: datetime) -> list[dict]:
+        """The events a hot list at `received_by` reads: ts >= since, received by then (a list can be
+        recomputed later from the same rows: events that arrive afterwards are not among them)."""
+        e = db.events
+        with self._read() as conn:
+            return [dict(r._mapping) for r in conn.execute(
+                select(e).where(and_(e.c.ts >= since, e.c.received_at <= received_by)))]
+
+    def accounts(self, user_ids: list[str], before: datetime, received_by: datetime | None = None) -> list[dict]:
         """For the trending rules: each account's creation time (None: no profile) and how many
-        distinct items it engaged in stored events before `before`."""
+        distinct items it engaged in stored events before `before` (received by `received_by`)."""
         e = db.events
         created = self.profiles_created(user_ids)
+        received = [] if received_by is None else [e.c.received_at <= received_by]
         with self._read() as conn:
             prior = dict(conn.execute(
                 select(e.c.user_id, func.count(e.c.item_id.distinct()))
-                .where(and_(e.c.user_id.in_(user_ids), e.c.ts < before)).group_by(e.c.user_id)
+                .where(and_(e.c.user_id.in_(user_ids), e.c.ts < before, *received)).group_by(e.c.user_id)
             ).tuples().all())
         return [{"user_id": u, "created_at": created.get(u), "prior_events_items": int(prior.get(u, 0))} for u in user_ids]
 
@@ -344,6 +353,45 @@ class StateStore:
                 "user_id": user_id, "day": _day(day), "moment": moment, "cap_s": float(gap_cap_s), "floor_s": float(floor_s),
             }).one()
         return (row.last_activity, float(row.seconds_used))  # SQLite RETURNING can give 60 for 60.0
+
+    def continuous_since(self, user_id: str, day: str | date) -> datetime | None:
+        """Start of the user's current continuous use on `day` (the rest reminder), None before any."""
+        t = db.usage
+        with self._read() as conn:
+            return conn.execute(select(t.c.continuous_since).where(
+                and_(t.c.user_id == user_id, t.c.day == _day(day)))).scalar()
+
+    # -- guardians (minors mode, 2024 guideline) ------------------------------------------------------
+    def link_guardian(self, minor_id: str, guardian_id: str, operator: str, now: datetime) -> None:
+        """Make `guardian_id` the guardian of `minor_id` (an operator's act, after checking it
+        offline); a new guardian starts with no controls of their own."""
+        values = {"guardian_id": guardian_id, "controls": {}, "updated_at": now, "updated_by": operator}
+        with self._write() as conn:
+            conn.execute(self._upsert(db.guardians, {"minor_id": minor_id, **values}, ["minor_id"], values))
+
+    def guardian(self, minor_id: str) -> tuple[str, dict, datetime] | None:
+        """(guardian id, stored controls, updated at) of a minor, None without a guardian. The
+        controls are returned as stored: the caller validates them (`minors.GuardianControls`)."""
+        t = db.guardians
+        with self._read() as conn:
+            row = conn.execute(select(t.c.guardian_id, t.c.controls, t.c.updated_at).where(t.c.minor_id == minor_id)).first()
+        return (row.guardian_id, row.controls, row.updated_at) if row is not None else None
+
+    def put_guardian_controls(self, minor_id: str, guardian_id: str, controls: dict, now: datetime) -> bool:
+        """Replace the controls of a minor whose guardian is `guardian_id`; False when not theirs."""
+        t = db.guardians
+        with self._write() as conn:
+            changed = conn.execute(update(t).where(and_(t.c.minor_id == minor_id, t.c.guardian_id == guardian_id))
+                                   .values(controls=controls, updated_at=now, updated_by=guardian_id)).rowcount
+        return bool(changed)
+
+    def usage_days(self, user_id: str, first_day: str | date) -> list[tuple[str, float]]:
+        """(day, seconds used) of the user's days from `first_day` on, oldest first."""
+        t = db.usage
+        with self._read() as conn:
+            rows = conn.execute(select(t.c.day, t.c.seconds_used).where(
+                and_(t.c.user_id == user_id, t.c.day >= _day(first_day))).order_by(t.c.day))
+            return [(r.day, float(r.seconds_used)) for r in rows]
 
     # -- feature library (Art. 9) -------------------------------------------------------------------
     def add_feature_entry(self, entry_id: str, entry: dict, now: datetime) -> bool:
@@ -405,7 +453,7 @@ def _add_usage_statement(dialect: str):
     floor = bindparam("floor_s", type_=Float)
     statement = _dialect_insert(dialect)(t).values(
         user_id=bindparam("user_id"), day=bindparam("day"), last_activity=bindparam("moment", type_=db.UTCDateTime()),
-        seconds_used=floor,
+        seconds_used=floor, continuous_since=bindparam("moment", type_=db.UTCDateTime()),
     )
     new, old = statement.excluded.last_activity, t.c.last_activity
     if dialect == "postgresql":
@@ -421,6 +469,9 @@ def _add_usage_statement(dialect: str):
             "seconds_used": case((gap <= 0, t.c.seconds_used), (gap <= bindparam("cap_s", type_=Float), t.c.seconds_used + gap),
                                  else_=t.c.seconds_used + floor),
             "last_activity": case((gap <= 0, old), else_=new),
+            # continuous use goes on while the gaps stay within the cap; a pause starts a new run
+            "continuous_since": case((gap <= bindparam("cap_s", type_=Float), func.coalesce(t.c.continuous_since, old)),
+                                     else_=new),
         },
     ).returning(t.c.last_activity, t.c.seconds_used)
 

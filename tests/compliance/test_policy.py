@@ -25,6 +25,7 @@ from compliance.policy import (
     build_rules,
     config_hash,
     describe,
+    dispersal_violations,
 )
 from recsys.pipeline.diversity import SessionShareCap
 from recsys.pipeline.rerank import (
@@ -324,3 +325,16 @@ def test_describe_states_the_configured_numbers() -> None:
     assert "Never relaxed: Session diversity (no information cocoon), Front screen, Content de-duplication" in \
         texts["relaxation"].text
     assert all(t.articles for t in texts.values())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["A", "B", "C", None]), max_size=30), st.integers(2, 6), st.integers(1, 3))
+def test_dispersal_violations_are_the_positions_that_break_the_rule(categories, window, limit):
+    """The review's measure (Art. 8) follows the rule's definition, and agrees with the black-box
+    auditor's own reading of it (auditor/articles/lists.py, written apart on purpose)."""
+    from auditor.articles.lists import dispersal_violations as auditor_reading
+
+    by_definition = [i for i, value in enumerate(categories) if value is not None
+                     and categories[max(0, i - window + 1): i + 1].count(value) > limit]
+    assert dispersal_violations(categories, window, limit) == by_definition
+    assert auditor_reading(categories, window, limit) == by_definition

@@ -135,3 +135,25 @@ def test_bad_inputs_name_the_field(change, message):
 def test_render_rejects_an_incomplete_document():
     with pytest.raises(ValueError, match="document is missing filing_number"):
         render_html({key: value for key, value in transparency_document(**FIELDS).items() if key != "filing_number"})
+
+
+# -- the hot-list rules (Art. 11, 13; the 2024-25 hot-list campaign: rules published) -------------
+@settings(max_examples=20, deadline=None)
+@given(window=st.floats(1, 72), share=st.floats(0, 1), min_users=st.integers(1, 20))
+def test_the_hot_list_rules_are_published_with_the_parameters_in_force(window, share, min_users):
+    from compliance.trending import TRENDING_RULES, TrendingConfig
+
+    config = TrendingConfig(window_hours=window, untrusted_max_share=share, min_distinct_users=min_users)
+    document = transparency_document(**FIELDS, trending=config)
+    hot_list = document["hot_list"]
+    assert [r["rule"] for r in hot_list["rules"]] == [r.name for r in TRENDING_RULES]  # in the order applied
+    published = {name: value for rule in hot_list["rules"] for name, value in rule["parameters"].items()}
+    assert published == config.model_dump()  # every knob, with the value in force
+    assert all(rule["article"].startswith("Art. ") and rule["what"] for rule in hot_list["rules"])
+    assert "recsys trending verify" in " ".join(hot_list["verify"]["commands"])
+    page = render_html(document)
+    text = html.unescape(" ".join(_parse(page).text))
+    assert "Hot-list rules" in text and "Manual changes" in text and "How to verify" in text
+    for rule in hot_list["rules"]:
+        assert rule["what"] in text
+    assert f'"untrusted_max_share": {json.dumps(share)}' in text

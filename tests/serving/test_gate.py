@@ -50,6 +50,10 @@ def requests_for(client, user_id: str, request_id: str, item_id: str) -> dict[tu
         ("post", "/v1/complaints"): {"json": {"user_id": user_id, "kind": "complaint", "subject_type": "other",
                                             "text": "why this list?"}},
         ("get", "/v1/complaints/{complaint_id}"): {"url": "/v1/complaints/0", "params": {"user_id": user_id}},
+        ("get", "/v1/guardians/{guardian_id}/minors/{minor_id}/controls"): {"url": f"/v1/guardians/g-{user_id}/minors/{user_id}/controls"},
+        ("put", "/v1/guardians/{guardian_id}/minors/{minor_id}/controls"): {"url": f"/v1/guardians/g-{user_id}/minors/{user_id}/controls",
+                                                                            "json": {"daily_minutes": 30}},
+        ("get", "/v1/guardians/{guardian_id}/minors/{minor_id}/usage"): {"url": f"/v1/guardians/g-{user_id}/minors/{user_id}/usage"},
         ("get", "/v1/transparency"): {},
         ("get", "/transparency"): {},
     }

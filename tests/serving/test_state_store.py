@@ -233,7 +233,23 @@ def test_add_usage_is_exactly_the_rule_of_compliance_minors(store, seed):
         states[day] = expected
         got = store.add_usage("kid", day, moment, config.activity_gap_cap_seconds, config.activity_floor_seconds)
         assert got == (expected.last_activity, expected.seconds_used), (moment, states.get(day))
+        assert store.continuous_since("kid", day) == expected.continuous_since, moment  # the rest reminder's clock
     assert len(states) >= 2  # across a local midnight
+
+
+def test_guardians_and_usage_days(store):
+    assert store.guardian("kid") is None and store.continuous_since("kid", "2026-03-02") is None
+    store.link_guardian("kid", "mum", "operator-1", T0)
+    assert store.guardian("kid") == ("mum", {}, T0)
+    assert not store.put_guardian_controls("kid", "stranger", {"daily_minutes": 5}, T0)  # not theirs
+    assert store.put_guardian_controls("kid", "mum", {"daily_minutes": 20}, T0 + timedelta(seconds=1))
+    assert store.guardian("kid") == ("mum", {"daily_minutes": 20}, T0 + timedelta(seconds=1))
+    store.link_guardian("kid", "dad", "operator-2", T0 + timedelta(seconds=2))  # a new guardian starts afresh
+    assert store.guardian("kid") == ("dad", {}, T0 + timedelta(seconds=2))
+    for day, seconds in (("2026-03-01", 60.0), ("2026-03-02", 600.0), ("2026-03-04", 90.0)):
+        store.put_usage("kid", day, T0, seconds)
+    assert store.usage_days("kid", "2026-03-02") == [("2026-03-02", 600.0), ("2026-03-04", 90.0)]
+    assert store.usage_days("nobody", date(2026, 3, 1)) == []
 
 
 # -- time -----------------------------------------------------------------------------------------------------

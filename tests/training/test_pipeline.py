@@ -286,7 +286,7 @@ def typer_app(command) -> typer.Typer:
 
 
 def test_offline_serving_replays_the_policy_pipeline(trained, dataset_dir):
-    from compliance.audit import dispersal_violations
+    from compliance.policy import dispersal_violations
     from recsys.datasets import load
     from training.review import OfflineServing
 

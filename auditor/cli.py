@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -13,7 +13,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from compliance.audit import AuditConfig, AuditError, AuditReport, run_audit
+from auditor.config import AuditConfig, AuditError
+from auditor.report import AuditReport
+from auditor.run import run_audit
 
 FAILURES_SHOWN = 3  # example failures printed per failed check; the JSON report has up to ten
 
@@ -102,6 +104,6 @@ def print_failures(console: Console, report: AuditReport, per_check: int = FAILU
             console.print(f"  - {detail}", markup=False, highlight=False)
 
 
-def _fail(console: Console, message: str) -> None:
+def _fail(console: Console, message: str) -> NoReturn:
     console.print(f"[red]error:[/] {escape(message)}")
     raise typer.Exit(2)

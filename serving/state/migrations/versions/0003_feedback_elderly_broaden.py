@@ -1,7 +1,7 @@
 """User feedback on served items and two user settings (final Provisions Art. 17, 19).
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-12-02
 
 - `user_feedback`: a user's "not interested in this item" / "fewer like this" on an item of a
@@ -17,8 +17,8 @@ Frozen like every migration: plain SQLAlchemy types only.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,50 @@
+"""EU DSA Art. 38 (and Art. 17 of the final Provisions): the option not based on profiling covers every
+surface. Two users with very different histories who chose it get the same lists — home, feed,
+related, trending, on every page of a session — so nothing about them shapes what they see."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+SURFACES = ("home", "feed", "related", "trending")
+
+
+@pytest.fixture
+def two_different_adults(data):
+    """Adults whose histories share no item at all."""
+    adults = data.users.filter(pl.col("age") >= 30)["user_id"].sort().to_list()
+    history = {u: set(data.interactions.filter(pl.col("user_id") == u)["item_id"].to_list()) for u in adults[:40]}
+    for a in adults[:40]:
+        for b in adults[:40]:
+            if a < b and history[a] and history[b] and not history[a] & history[b]:
+                return a, b
+    pytest.fail("no two adults with disjoint histories in the synthetic data")
+
+
+def lists(client, user: str, surface: str, pages: int = 3) -> list[list[str]]:
+    out, session = [], None
+    for page in range(pages):
+        response = client.post("/v1/recommendations", json={"user_id": user, "surface": surface, "page": page, "k": 10,
+                                                            "session_id": session})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        session = body["session_id"]
+        out.append([i["item_id"] for i in body["items"]])
+    return out
+
+
+def test_users_who_chose_no_profiling_get_identical_lists_on_every_surface(client, two_different_adults):
+    a, b = two_different_adults
+    personalized = {u: lists(client, u, "feed", 1) for u in (a, b)}
+    assert personalized[a] != personalized[b], "with profiling their feeds differ (the test is not vacuous)"
+    for user in (a, b):
+        assert client.put(f"/v1/users/{user}/settings", json={"personalization": False}).status_code == 200
+    for surface in SURFACES:
+        first, second = lists(client, a, surface), lists(client, b, surface)
+        assert all(first) and first == second, surface
+        response = client.post("/v1/recommendations", json={"user_id": a, "surface": surface})
+        assert response.json()["mode"] == "non_personalized" and response.json()["mode_reason"] == "personalization_off"
+        assert {i["reason"]["code"] for i in response.json()["items"]}.isdisjoint({"similar_to_liked", "interest_tag"})
+    trending = [client.get("/v1/trending", params={"user_id": u}).json()["items"] for u in (a, b)]
+    assert trending[0] == trending[1]
