@@ -104,7 +104,7 @@ def test_broaden_my_feed_lowers_the_dominant_share_through_the_declared_policy(s
 def test_a_full_penalty_puts_every_other_category_first_and_keeps_each_group_in_score_order(seed, categories, penalised, k):
     rng = np.random.default_rng(seed)
     c = candidates(rng, 60, categories, 0.3)
-    slate = select(c, k, [UniqueItems("item_dedup"), CategoryPenalty(frozenset(penalised), 1.0)])
+    slate = select(c, k, [UniqueItems("item_dedup"), CategoryPenalty(frozenset(penalised), 1.5)])  # > 1: below every other
     hit = np.isin(c.category[slate.indices], list(penalised))
     assert not np.any(hit[:-1] & ~hit[1:]), "a penalised item ranks above an unpenalised one"
     for group in (hit, ~hit):
