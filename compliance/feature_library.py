@@ -18,6 +18,12 @@ plain letters); keywords match as case-insensitive substrings, regexes as writte
 case-insensitive). Regexes run on the Rust engine, which is linear-time. Exemplars match items
 whose normalised embedding has inner product >= threshold with the exemplar (Faiss, in chunks).
 The first matching entry in library order is the one reported for an item.
+
+Categories: entries of "illegal", "harmful", "spam" and "other" block the items they match for
+everyone. Entries of "fraud_risk" (`AUDIENCE_CATEGORIES`) flag items as a fraud or scam risk
+without blocking them for everyone: users in elderly mode never receive them (final Provisions
+Art. 19: identify and handle telecom and online fraud information for the elderly;
+compliance/elderly.py). Confirmed fraud is "illegal" and blocked for everyone.
 """
 
 from __future__ import annotations
@@ -39,7 +45,10 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-CATEGORIES = ("illegal", "harmful", "spam", "other")
+CATEGORIES = ("illegal", "harmful", "spam", "other", "fraud_risk")
+# Categories that flag items for an audience instead of blocking them for everyone (category -> who
+# must not receive the items): LibraryMatch.flags holds their masks.
+AUDIENCE_CATEGORIES = {"fraud_risk": "users in elderly mode (Art. 19)"}
 KINDS = ("keyword", "regex", "exemplar")
 MAX_PATTERN_CHARS = 512
 ENTRY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
@@ -144,7 +153,7 @@ class FeatureEntry(BaseModel):
     exemplar_item_id: str | None = None  # a known-bad item whose embedding is the exemplar
     vector: tuple[float, ...] | None = None  # or the exemplar embedding itself
     threshold: float = Field(default=0.95, gt=0.0, le=1.0)  # cosine similarity, exemplars only
-    category: Literal["illegal", "harmful", "spam", "other"]
+    category: Literal["illegal", "harmful", "spam", "other", "fraud_risk"]
     source: str = Field(default="manual", min_length=1, max_length=128)  # e.g. manual, regulator, report
     author: str = Field(min_length=1, max_length=128)
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
@@ -244,7 +253,9 @@ def validate_entry(
 
 @dataclass(frozen=True)
 class LibraryMatch:
-    """Which items the library flags. `entry_for_item` maps item position -> first matching entry id;
+    """Which items the library flags. `blocked`: items entries of a blocking category match (blocked
+    for everyone); `flags`: per audience category (`AUDIENCE_CATEGORIES`), the items its entries
+    match. `entry_for_item` maps item position -> first matching entry id (blocking or flagging);
     `counts` is, per entry id, how many items that entry matches (an item may match several);
     `unresolved` names exemplar entries that could not be applied, with the reason."""
 
@@ -252,10 +263,24 @@ class LibraryMatch:
     entry_for_item: dict[int, str]
     counts: dict[str, int]
     unresolved: dict[str, str] = field(default_factory=dict)
+    flags: dict[str, np.ndarray] = field(default_factory=dict)  # audience category -> bool per item
 
     @property
     def blocked_count(self) -> int:
         return int(self.blocked.sum())
+
+    @property
+    def matched(self) -> np.ndarray:
+        """Items any entry matches, blocking or flagging."""
+        matched = self.blocked.copy()
+        for mask in self.flags.values():
+            matched |= mask
+        return matched
+
+    def flagged(self, category: str) -> np.ndarray:
+        """Items entries of audience `category` match (all False when there is none)."""
+        mask = self.flags.get(category)
+        return np.zeros(len(self.blocked), dtype=bool) if mask is None else mask
 
 
 def _normalise_text(series: pl.Series) -> pl.Series:
@@ -422,6 +447,7 @@ class FeatureLibrary:
             if item_vectors is None and entry.id not in unresolved and entry.id not in hits:
                 unresolved[entry.id] = "no item embeddings were given"
         blocked = np.zeros(n_items, dtype=bool)
+        flags: dict[str, np.ndarray] = {}
         entry_for_item: dict[int, str] = {}
         counts: dict[str, int] = {}
         for entry in self._entries:
@@ -431,9 +457,15 @@ class FeatureLibrary:
                 continue
             counts[entry.id] = int(mask.sum())
             fresh = np.flatnonzero(mask & ~blocked)
-            entry_for_item.update(dict.fromkeys(fresh.tolist(), entry.id))
-            blocked |= mask
-        return LibraryMatch(blocked=blocked, entry_for_item=entry_for_item, counts=counts, unresolved=unresolved)
+            for item in fresh.tolist():
+                entry_for_item.setdefault(item, entry.id)
+            if entry.category in AUDIENCE_CATEGORIES:
+                flags[entry.category] = flags.get(entry.category, np.zeros(n_items, dtype=bool)) | mask
+            else:
+                entry_for_item.update(dict.fromkeys(fresh.tolist(), entry.id))  # a blocking entry is the one reported
+                blocked |= mask
+        return LibraryMatch(blocked=blocked, entry_for_item=entry_for_item, counts=counts, unresolved=unresolved,
+                            flags=flags)
 
     @staticmethod
     def _exemplar_hits(

@@ -4,6 +4,9 @@ engine rules for one request.
 - Art. 11: the first screen of the home page shows mainstream-pool items in configured slots, and
   operators can intervene by hand (pin, block, boost); every intervention names its operator and reason.
 - Art. 12: content de-duplication and dispersal (打散) on every list, across the pages of a session.
+- final Art. 17 (user options) against information cocoons: one category's share of a session's
+  positions stays under a cap (`SessionDiversityPolicy`), lower for a user who chose "broaden my
+  feed"; a user's "fewer like this" down-weights the item's category for a period (`FeedbackPolicy`).
 - Art. 13: no hidden manipulation of lists: the policy is declared config with a hash stamped on
   every response, rules give way only in the declared relaxation order, and every rule that could
   not be met is reported with the list.
@@ -24,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from recsys.pipeline.rules.session import CategoryPenalty, SessionShareCap
 from recsys.pipeline.rules import (
     Boost,
     Dispersal,
@@ -41,17 +45,21 @@ __all__ = [
     "BOOST",
     "CONTENT_DEDUP",
     "DISPERSAL",
+    "FEWER_LIKE_THIS",
     "FRONT_SCREEN",
     "HARD_RULES",
     "ITEM_DEDUP",
     "PIN",
     "RELAXABLE_RULES",
+    "SESSION_DIVERSITY",
     "DedupPolicy",
     "DispersalPolicy",
+    "FeedbackPolicy",
     "FrontScreenPolicy",
     "Intervention",
     "PolicyConfig",
     "PolicyText",
+    "SessionDiversityPolicy",
     "build_rules",
     "config_hash",
     "describe",
@@ -68,8 +76,10 @@ FRONT_SCREEN = "front_screen"
 PIN = "pin"
 BLOCK = "block"
 BOOST = "boost"
-RELAXABLE_RULES = (DISPERSAL, FRONT_SCREEN, CONTENT_DEDUP)
-HARD_RULES = (ITEM_DEDUP, PIN, BLOCK, BOOST)
+SESSION_DIVERSITY = "session_diversity"
+FEWER_LIKE_THIS = "fewer_like_this"
+RELAXABLE_RULES = (SESSION_DIVERSITY, DISPERSAL, FRONT_SCREEN, CONTENT_DEDUP)
+HARD_RULES = (ITEM_DEDUP, PIN, BLOCK, BOOST, FEWER_LIKE_THIS)
 
 
 class _Config(BaseModel):
@@ -152,6 +162,38 @@ class FrontScreenPolicy(_Config):
         return sorted(value)
 
 
+class SessionDiversityPolicy(_Config):
+    """Against information cocoons (final Art. 17 user options; the 2024-25 campaign): across the
+    pages of one session, at most `max_share` of the positions share a primary category
+    (`broadened_max_share` for a user who chose "broaden my feed"). A session shorter than
+    `min_positions` is held to the count `min_positions` would allow."""
+
+    enabled: bool = True
+    max_share: float = Field(default=0.3, gt=0, le=1)
+    broadened_max_share: float = Field(default=0.2, gt=0, le=1)
+    min_positions: int = Field(default=10, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _broadened_is_lower(self) -> SessionDiversityPolicy:
+        if self.broadened_max_share > self.max_share:
+            raise ValueError(f"session_diversity.broadened_max_share ({self.broadened_max_share}) must be <= "
+                             f"session_diversity.max_share ({self.max_share}): broadening a feed never narrows it")
+        return self
+
+    def cap(self, broaden: bool) -> float:
+        return self.broadened_max_share if broaden else self.max_share
+
+
+class FeedbackPolicy(_Config):
+    """A user's negative feedback (final Art. 17): "not interested" and "fewer like this" remove the
+    item and its content duplicates from every later list; "fewer like this" also down-weights the
+    item's primary category for `fewer_like_this_days`, each of its items losing
+    `category_penalty` x the spread of the request's scores."""
+
+    fewer_like_this_days: int = Field(default=30, ge=1, le=3650)
+    category_penalty: float = Field(default=0.5, ge=0, le=10)
+
+
 BUILT_IN_ATTRIBUTES = ("item", "category", "content", "source")
 
 
@@ -192,9 +234,11 @@ class PolicyConfig(_Config):
     dedup: DedupPolicy = DedupPolicy()
     dispersal: DispersalPolicy = DispersalPolicy()
     front_screen: FrontScreenPolicy = FrontScreenPolicy()
-    relaxation_order: list[str] = [DISPERSAL, FRONT_SCREEN, CONTENT_DEDUP]
+    relaxation_order: list[str] = [SESSION_DIVERSITY, DISPERSAL, FRONT_SCREEN, CONTENT_DEDUP]
     max_k: int = Field(100, ge=1, le=1000)
     rules: list[AttributeRule] = []  # rules over any item attribute (README: "add a policy")
+    session_diversity: SessionDiversityPolicy = SessionDiversityPolicy()
+    feedback: FeedbackPolicy = FeedbackPolicy()
 
     @model_validator(mode="after")
     def _relaxation_order(self) -> PolicyConfig:
@@ -354,6 +398,9 @@ def build_rules(
     item_index: Mapping[Any, Any] | None = None,
     category_index: Mapping[str, int] | None = None,
     now: datetime | None = None,
+    session_categories: Iterable[int] = (),
+    broaden: bool = False,
+    fewer_categories: Iterable[int] = (),
 ) -> tuple[list[Rule], tuple[str, ...]]:
     """Engine rules and relaxation order for one list request on `surface`, page `page` (0-based).
 
@@ -362,6 +409,10 @@ def build_rules(
     indices (None: ids are indices); `category_index` maps category names to codes. Interventions
     that are revoked or expired at `now`, or that name an unknown item or category, are skipped
     (logged). When two pins claim one position, the most recent wins.
+
+    The user's part: `session_categories` are the primary categories of the session's earlier
+    pages (the session diversity cap counts them), `broaden` the user's "broaden my feed" option,
+    `fewer_categories` the category codes the user asked to see fewer of (still in their period).
     """
     if not isinstance(surface, str) or not surface:
         raise ValueError(f"surface must be a non-empty string, got {surface!r}")
@@ -382,6 +433,13 @@ def build_rules(
         )
     )
     rules.extend(spec.rule() for spec in config.rules)
+    diversity = config.session_diversity
+    if diversity.enabled:
+        rules.append(SessionShareCap.for_session(list(session_categories), diversity.cap(broaden),
+                                                 min_positions=diversity.min_positions, name=SESSION_DIVERSITY))
+    fewer = frozenset(int(c) for c in fewer_categories)
+    if fewer and config.feedback.category_penalty > 0:
+        rules.append(CategoryPenalty(fewer, config.feedback.category_penalty, name=FEWER_LIKE_THIS))
     front = config.front_screen
     if surface in front.surfaces and page in front.pages and front.positions:
         rules.append(PoolSlots(tuple(p - 1 for p in front.positions), front.pool, name=FRONT_SCREEN))
@@ -449,7 +507,8 @@ class PolicyText(BaseModel):
 
 
 _TITLES = {ITEM_DEDUP: "No repeats", CONTENT_DEDUP: "Content de-duplication", DISPERSAL: "Dispersal (打散)",
-           FRONT_SCREEN: "Front screen"}
+           FRONT_SCREEN: "Front screen", SESSION_DIVERSITY: "Session diversity (no information cocoon)",
+           FEWER_LIKE_THIS: "Not interested / fewer like this"}
 
 
 def _title(config: PolicyConfig, name: str) -> str:
@@ -502,6 +561,22 @@ def describe(config: PolicyConfig) -> list[PolicyText]:
             f"category" + (", counted across page boundaries." if d.across_pages else ", within each page."),
         ),
     ]
+    sd, fb = config.session_diversity, config.feedback
+    out.append(PolicyText(
+        name=SESSION_DIVERSITY, articles=(17,), title=_TITLES[SESSION_DIVERSITY],
+        text=(f"Across the pages of one session, at most {sd.max_share:.0%} of the items share a primary category "
+              f"({sd.broadened_max_share:.0%} for users who chose \"broaden my feed\" in their settings); a session "
+              f"shorter than {sd.min_positions} items is held to what {sd.min_positions} would allow."
+              if sd.enabled else "The session diversity cap is switched off."),
+    ))
+    out.append(PolicyText(
+        name=FEWER_LIKE_THIS, articles=(17,), title=_TITLES[FEWER_LIKE_THIS],
+        text=(f"On any item of a list, a user can say \"not interested\" or \"fewer like this\" "
+              f"(POST /v1/users/{{user_id}}/feedback). The item and every copy of its content leave all of that "
+              f"user's later lists, on every surface, until the user undoes it; \"fewer like this\" also ranks the "
+              f"item's category lower for {fb.fewer_like_this_days} days. Nobody is ever asked to pick interest tags "
+              f"to use the service."),
+    ))
     for rule in config.rules:
         if rule.type == "dispersal":
             text = (f"In any {rule.window} consecutive positions, at most {rule.max_per_window} items share a "

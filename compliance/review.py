@@ -8,6 +8,12 @@ amplification well above 1. The consumed item is drawn with the position bias of
 1/log2(rank + 1), so a first slot the editor fills does not decide everything
 (`consumption="top"` takes the first item). `review` checks these and the audit's metrics against `ReviewConfig` thresholds;
 training runs it on every model and records the result.
+
+Two user protections are measured here too, on lists the served path produced:
+`feedback_effectiveness` (final Art. 17, the "not interested" campaign): after a user rejects items
+of a list, the share of rejected items (and their content duplicates) in the user's next pages
+(goal 0) and the share of a "fewer like this" category before and after; `session_diversity`
+(information cocoons): the dominant category's share of each simulated session against the cap.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from recsys.pipeline.rules.session import session_limit
 
 # (metric name in the metrics dict, ReviewConfig field holding its threshold, which side passes)
 CHECKS: tuple[tuple[str, str, str], ...] = (
@@ -30,6 +38,8 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
     ("catalog_coverage", "min_catalog_coverage", "min"),
     ("recall_at_10", "min_recall_at_10", "min"),
     ("ndcg_at_10", "min_ndcg_at_10", "min"),
+    ("feedback_rejected_item_share", "max_feedback_rejected_item_share", "max"),
+    ("session_over_cap_rate", "max_session_over_cap_rate", "max"),
 )
 
 Recommend = Callable[[np.ndarray, list[np.ndarray]], np.ndarray]
@@ -56,6 +66,8 @@ class ReviewConfig(BaseModel):
     min_catalog_coverage: float | None = Field(default=None, ge=0, le=1)
     min_recall_at_10: float | None = Field(default=None, ge=0, le=1)
     min_ndcg_at_10: float | None = Field(default=None, ge=0, le=1)
+    max_feedback_rejected_item_share: float | None = Field(default=0.0, ge=0, le=1)  # rejected items in the next pages
+    max_session_over_cap_rate: float | None = Field(default=None, ge=0, le=1)  # sessions over the diversity cap
     missing_metric_fails: bool = True  # a configured check whose metric is absent fails
 
     simulation_sessions: int = Field(default=20, ge=1, le=1000)
@@ -64,6 +76,12 @@ class ReviewConfig(BaseModel):
     simulation_window: int = Field(default=20, ge=1)  # recent items the category shares are measured over
     simulation_users: int | None = Field(default=100, ge=1)  # None: every user with a history
     list_users: int | None = Field(default=2000, ge=1)  # test users whose served lists are checked; None: all
+    # Users whose "not interested" replay is measured in every training run, and their next pages, where no
+    # rejected item may appear (tests/training/test_feedback_review.py holds the bar at 100 users x 20 pages).
+    feedback_users: int = Field(default=25, ge=1)
+    feedback_pages: int = Field(default=20, ge=1, le=200)
+    session_users: int = Field(default=25, ge=1)  # users whose multi-page sessions are measured for diversity
+    session_pages: int = Field(default=5, ge=1, le=50)
     seed: int = 0
 
 
@@ -211,3 +229,78 @@ def review(metrics: Mapping[str, float | None], config: ReviewConfig | None = No
         passed = value <= threshold if side == "max" else value >= threshold
         checks.append(ReviewCheck(metric, value, threshold, bool(passed)))
     return ReviewResult(passed=all(c.passed for c in checks), checks=checks)
+
+
+@dataclass(frozen=True)
+class FeedbackEffectiveness:
+    """How well negative feedback worked over `users` replays of `pages` next pages each."""
+
+    users: int
+    pages: int
+    items_shown: int
+    rejected_shown: int  # rejected items or content duplicates of one in the next pages (goal 0)
+    users_shown_rejected: int
+    category_share_before: float  # share of the "fewer like this" categories in the lists the feedback was given on
+    category_share_after: float  # ... and in the next pages
+
+    def as_metrics(self) -> dict[str, float]:
+        return {
+            "feedback_rejected_item_share": self.rejected_shown / max(1, self.items_shown),
+            "feedback/users_shown_rejected": float(self.users_shown_rejected),
+            "feedback/users": float(self.users),
+            "feedback/pages": float(self.pages),
+            "feedback/category_share_before": self.category_share_before,
+            "feedback/category_share_after": self.category_share_after,
+        }
+
+
+def feedback_effectiveness(first: Sequence[np.ndarray], after: Sequence[Sequence[np.ndarray]],
+                           rejected: Sequence[np.ndarray], fewer_categories: Sequence[np.ndarray],
+                           item_content: np.ndarray, item_category: np.ndarray) -> FeedbackEffectiveness:
+    """Per user u: `first[u]` the list the feedback was given on, `after[u]` the next pages, `rejected[u]`
+    the items rejected (their content duplicates count as rejected too), `fewer_categories[u]` the
+    primary categories asked to see fewer of. Item indices index `item_content`/`item_category`."""
+    if not len(first) == len(after) == len(rejected) == len(fewer_categories):
+        raise ReviewError("feedback_effectiveness: first, after, rejected and fewer_categories need one entry per user")
+    content, category = np.asarray(item_content), np.asarray(item_category)
+    shown = hits = users_hit = before_n = before_hit = after_hit = 0
+    for page0, pages, items, fewer in zip(first, after, rejected, fewer_categories, strict=True):
+        contents = content[np.asarray(items, dtype=np.int64)]
+        fewer = np.asarray(fewer, dtype=np.int64)
+        before_n += len(page0)
+        before_hit += int(np.isin(category[page0], fewer).sum())
+        user_hits = 0
+        for page in pages:
+            page = np.asarray(page, dtype=np.int64)
+            shown += len(page)
+            user_hits += int(np.isin(content[page], contents).sum())
+            after_hit += int(np.isin(category[page], fewer).sum())
+        hits += user_hits
+        users_hit += user_hits > 0
+    return FeedbackEffectiveness(users=len(first), pages=max((len(p) for p in after), default=0), items_shown=shown,
+                                 rejected_shown=hits, users_shown_rejected=users_hit,
+                                 category_share_before=before_hit / max(1, before_n),
+                                 category_share_after=after_hit / max(1, shown))
+
+
+def session_diversity(sessions: Sequence[Sequence[np.ndarray]], item_category: np.ndarray, max_share: float,
+                      min_positions: int) -> dict[str, float]:
+    """The dominant primary category's share of each session (its pages' items together), and the
+    share of sessions where it holds more than the cap allows (`max_share` of the session's
+    positions, counted as at least `min_positions`; at least one item)."""
+    category = np.asarray(item_category)
+    shares, over = [], 0
+    for pages in sessions:
+        items = np.concatenate([np.asarray(p, dtype=np.int64) for p in pages]) if len(pages) else np.empty(0, np.int64)
+        if not len(items):
+            continue
+        top = int(np.bincount(category[items]).max())
+        shares.append(top / len(items))
+        over += top > session_limit(max_share, len(items), min_positions)
+    n = max(1, len(shares))
+    return {
+        "session/dominant_share_mean": float(np.mean(shares)) if shares else 0.0,
+        "session/dominant_share_max": float(np.max(shares)) if shares else 0.0,
+        "session_over_cap_rate": over / n,
+        "session/sessions": float(len(shares)),
+    }

@@ -127,10 +127,13 @@ def transparency_document(
     *,
     principles: Sequence[str] = DEFAULT_PRINCIPLES,
     purpose: str = DEFAULT_PURPOSE,
+    user_options: Sequence[str] = (),
     trending: TrendingConfig | None = None,
     log_retention_days: int = 180,
 ) -> dict[str, Any]:
-    """The public notice as JSON-ready data; raises ValueError naming the first missing field."""
+    """The public notice as JSON-ready data; raises ValueError naming the first missing field.
+    `user_options` describe what each user can choose (final Provisions Art. 17 options, Art. 19
+    elderly mode), one sentence each."""
     service = _text(service_name, "service_name")
     if not isinstance(model_card, dict):
         raise ValueError(f"transparency_document: model_card must be a dict, got {type(model_card).__name__}")
@@ -164,6 +167,7 @@ def transparency_document(
             "path": COMPLAINT_PATH,
         },
         "minors_mode": _minors_rules(minors),
+        "user_options": _texts(user_options, "user_options") if user_options else [],
         "hot_list": _hot_list_rules(trending or TrendingConfig(), log_retention_days),
         "public_information": TRANSPARENCY_PATH,
     }
@@ -270,6 +274,8 @@ def render_html(document: dict[str, Any]) -> str:
         f"<pre><code>{escape(complaints['method'] + ' ' + complaints['path'])}</code></pre>",
         _h2("minors", "未成年人模式", "Minors mode"),
         _table(minors_rows),
+        *([_h2("user-options", "用户选项与老年人模式", "Your options and elderly mode"), _list(document["user_options"])]
+          if document.get("user_options") else []),
         _h2("hot-list", "热搜榜单规则", "Hot-list rules"),
         f"<p>{escape(str(hot_list['summary']))}</p>",
         _hot_list_table(hot_list["rules"]),

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from compliance import explanations, minors, tags
+from compliance import elderly, explanations, minors, tags
 from compliance.feature_library import LibraryMatch
 from compliance.policy import ITEM_DEDUP, Intervention, PolicyConfig, build_rules, config_hash
 from recsys.pipeline.candidates import CandidateSet, Source
@@ -33,6 +33,7 @@ from recsys.pipeline.rules import Rule, UniqueItems
 from recsys.pipeline.slate import Slate, SlateContext
 from recsys.ranking.features import encode_categories
 from served.catalog import Catalog
+from served.feedback import NO_FEEDBACK, FeedbackSignals
 from served.query import Audience, RecommendationRequest, ServedPage
 
 log = logging.getLogger("recsys.served")
@@ -65,7 +66,7 @@ class Query:
     user_vector: np.ndarray | None
     profile: tags.Profile | None
     recent: np.ndarray  # items shown in the user's last N pages (personalized only)
-
+    feedback: FeedbackSignals = NO_FEEDBACK  # the user's "not interested" / "fewer like this" (every mode)
 
     @cached_property
     def served_items(self) -> np.ndarray:
@@ -159,6 +160,7 @@ class SharedState:
     blocked_items: np.ndarray  # bool mask: block interventions + feature-library matches + flagged
     feature_match: LibraryMatch | None
     versions: tuple[int, int]
+    fraud_risk: np.ndarray | None = None  # bool mask: feature-library fraud-risk items (elderly mode, Art. 19)
 
 
 class ServedPath:
@@ -269,8 +271,9 @@ class ServedPath:
         if mode != PERSONALIZED or history is None or seen is None:
             history, seen, recent, profile, vector = empty, empty, empty, None, None
         recent = empty if recent is None else np.asarray(recent, dtype=np.int64)
+        feedback = FeedbackSignals.of(self.catalog, user, audience.now, self.policy)
         return Query(request, request_id, audience.now, audience, mode, reason, session_id, list(earlier_pages), history,
-                     seen, vector, profile, recent)
+                     seen, vector, profile, recent, feedback)
 
     def _derive_tags(self, history: np.ndarray) -> list[tags.Tag]:
         """`tags.derive_tags` of the history's categories (the same tags, tested), counted with
@@ -420,7 +423,9 @@ class ServedPath:
                trace: Trace) -> tuple[Array, Array, Array]:
         catalog = self.catalog
         # Safety first, the same gate as every route (blocked, flagged, feature library, age rating).
-        checks = query.audience.exclusions(items, shared.blocked_items, catalog.age_rating)
+        checks = query.audience.exclusions(items, shared.blocked_items, catalog.age_rating, shared.fraud_risk)
+        # The user's "not interested" / "fewer like this" items and their content duplicates, in every mode.
+        checks.append(("user_rejected", query.feedback.excludes(items, catalog.content)))
         if query.earlier_pages:
             checks.append(
                 ("served_this_session", np.isin(items, query.served_items) | np.isin(catalog.content[items], query.served_contents))
@@ -465,7 +470,7 @@ class ServedPath:
         catalog = self.catalog
         request = query.request
         if self.policies:
-            rules, relaxation = self._rules(request.surface, request.page, shared.interventions, query.now)
+            rules, relaxation = self._rules(query, shared.interventions)
         else:
             rules, relaxation = [UniqueItems(ITEM_DEDUP)], ()
         candidates = CandidateSet(
@@ -491,19 +496,26 @@ class ServedPath:
         slate = select(candidates, request.k, rules, context, relaxation)
         return slate, rules
 
-    def _rules(self, surface: str, page: int, interventions: list[Intervention],
-               now: datetime) -> RuleSet:
-        """`build_rules` for one surface and page under the interventions active at `now`, built
-        once per such set: the rules depend on `now` only through which interventions are active."""
+    def _rules(self, query: Query, interventions: list[Intervention]) -> RuleSet:
+        """`build_rules` for one list. The shared part (surface, page, the interventions active now)
+        is the same for many requests, so a rule set without a user part is built once per such set;
+        a request with a user part (the session's earlier pages, "broaden my feed", "fewer like
+        this") gets its own, built for it."""
+        request, now = query.request, query.now
         active = tuple(i for i in interventions if i.is_active(now))
-        key = (surface, page, active)
-        rule_set = self._rule_sets.get(key)
+        session_categories = [c for p in query.earlier_pages for c in p.categories]
+        broaden, fewer = query.audience.user.broaden_feed, query.feedback.categories
+        personal = bool(session_categories or broaden or len(fewer))
+        key = (request.surface, request.page, active)
+        rule_set = None if personal else self._rule_sets.get(key)
         if rule_set is None:
-            rule_set = build_rules(self.policy, surface=surface, page=page, interventions=active,
-                                   item_index=self.catalog.bundle.item_index, category_index=self._category_code, now=now)
-            if len(self._rule_sets) >= RULE_SETS_CACHED:
-                self._rule_sets.clear()
-            self._rule_sets[key] = rule_set
+            rule_set = build_rules(self.policy, surface=request.surface, page=request.page, interventions=active,
+                                   item_index=self.catalog.bundle.item_index, category_index=self._category_code, now=now,
+                                   session_categories=session_categories, broaden=broaden, fewer_categories=fewer)
+            if not personal:
+                if len(self._rule_sets) >= RULE_SETS_CACHED:
+                    self._rule_sets.clear()
+                self._rule_sets[key] = rule_set
         return rule_set
 
     # -- stage 6: explanations (Art. 12, 15) --------------------------------------------------------
@@ -544,6 +556,8 @@ class ServedPath:
                     category, int(catalog.category_rank[item]) + 1
                 )
                 slot = "popular" if slot == "ranked" else slot
+            if query.audience.elderly:
+                reason = elderly.plain_reason(reason)  # Art. 19: plain explanations in elderly mode
             labels = explanations.content_labels(
                 synthetic=bool(catalog.synthetic[item]), minor_safe=bool(catalog.minor_safe[item]),
                 mainstream=bool(catalog.mainstream[item]),

@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from compliance.complaints import ComplaintsConfig
+from compliance.elderly import ElderlyConfig
 from compliance.logstore import LogConfig
 from compliance.minors import MinorsConfig
 from compliance.oversight import OversightConfig
@@ -78,6 +79,7 @@ class Settings(BaseSettings):
     policy: PolicyConfig = PolicyConfig()
     logs: LogConfig = Field(default_factory=lambda: _default_log_config())
     minors: MinorsConfig = MinorsConfig()
+    elderly: ElderlyConfig = ElderlyConfig()  # Art. 19 elderly mode: its age default
     tags: TagPolicy = TagPolicy()
     complaints: ComplaintsConfig = ComplaintsConfig()
     trending: TrendingConfig = TrendingConfig()

@@ -10,7 +10,10 @@ new route cannot serve items without passing the gate, and the gate decides in o
   and the highest item age rating the user's band may see;
 - safety: items blocked by an operator, matched by the feature library or flagged by the dataset,
   and items rated above the user's band, are excluded on every route (`Audience.exclusions`);
-- consent: whether the user allows personalized lists (the switch, and minors' default).
+- consent: whether the user allows personalized lists (the switch, and minors' default);
+- elderly mode (final Provisions Art. 19): the user's setting, else a profile age at or above the
+  configured default (`compliance.elderly`); the audience then excludes items the feature library
+  flags as fraud or scam risk on every route, and lists explain themselves plainly.
 
 A black-box test (tests/serving/test_gate.py) drives every operation of the OpenAPI schema as a
 minor in curfew and as an over-budget minor, so a route that forgets the gate fails it.
@@ -21,7 +24,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from compliance import minors
+from compliance import elderly, minors
 from compliance.logstore import LogStore
 from serving import metrics
 from served.query import Audience, UserState
@@ -39,10 +42,12 @@ class AccessDenied(Exception):
 
 
 class ContentGate:
-    def __init__(self, store: StateStore, logstore: LogStore, config: minors.MinorsConfig):
+    def __init__(self, store: StateStore, logstore: LogStore, config: minors.MinorsConfig,
+                 elderly_config: elderly.ElderlyConfig | None = None):
         self.store = store
         self.logstore = logstore
         self.config = config
+        self.elderly_config = elderly_config or elderly.ElderlyConfig()
 
     def admit(self, user_id: str, now: datetime, *, route: str, request_id: str) -> Audience:
         """The audience of one request, or AccessDenied (logged, counted) when minors mode refuses it.
@@ -69,6 +74,7 @@ class ContentGate:
             max_age_rating=minors.max_age_rating(user.age, user.minor_mode, config, controls),
             personalization_allowed=user.personalization and (not minor or config.personalized),
             usage=decision,
+            elderly=self.is_elderly(user),
         )
 
     def _minor_access(self, user: UserState, now: datetime, controls: minors.GuardianControls | None) -> minors.AccessDecision:
@@ -106,3 +112,6 @@ class ContentGate:
 
     def is_minor(self, user: UserState) -> bool:
         return minors.is_minor(user.age, user.minor_mode, self.config)
+
+    def is_elderly(self, user: UserState) -> bool:
+        return elderly.is_elderly(user.age, user.elderly_mode, self.elderly_config)

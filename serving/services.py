@@ -19,6 +19,7 @@ import numpy as np
 
 from pydantic import ValidationError
 
+from compliance.elderly import FRAUD_RISK
 from compliance.feature_library import FeatureEntry, FeatureLibrary
 from compliance.logstore import LogStore
 from compliance.policy import Intervention
@@ -106,7 +107,8 @@ class Services:
         now = self.clock()
         active = [i for i in shared.interventions if i.is_active(now)]
         if len(active) != len(shared.interventions):
-            return SharedState(active, self._blocked_mask(active, shared), shared.feature_match, shared.versions)
+            return SharedState(active, self._blocked_mask(active, shared), shared.feature_match, shared.versions,
+                               shared.fraud_risk)
         return shared
 
     def _load_shared(self, versions: tuple[int, int]) -> SharedState:
@@ -139,6 +141,8 @@ class Services:
         metrics.UNREADABLE.set(len(unreadable))
         shared = SharedState(interventions, np.zeros(0, dtype=bool), match, versions)
         shared.blocked_items = self._blocked_mask(interventions, shared)
+        if match is not None:
+            shared.fraud_risk = match.flagged(FRAUD_RISK)  # excluded for users in elderly mode (Art. 19)
         return shared
 
     def _blocked_mask(self, interventions: list[Intervention], shared: SharedState) -> np.ndarray:
@@ -168,7 +172,7 @@ def build_services(settings: Settings, clock: Callable[[], datetime] | None = No
     engine = make_engine(settings.database_url)
     store = StateStore(engine)
     logstore = LogStore(settings.logs)  # raises LogStoreUnavailable with the reason
-    gate = ContentGate(store, logstore, settings.minors)
+    gate = ContentGate(store, logstore, settings.minors, settings.elderly)
     clock = clock or utc_now
     accounts = OperatorAccounts(OperatorStore(engine), settings.console, settings.admin_token.get_secret_value(), clock)
     services = Services(settings=settings, store=store, logstore=logstore, clock=clock, gate=gate, accounts=accounts)

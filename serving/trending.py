@@ -55,7 +55,7 @@ def take_snapshot(store: StateStore, logstore: LogStore, catalog: Catalog, share
     since = now - timedelta(hours=config.window_hours)
     rows = store.trending_events(since, received_by=now)
     events = events_frame(rows)
-    eligible = audience.eligible(shared.blocked_items, catalog.age_rating)
+    eligible = audience.eligible(shared.blocked_items, catalog.age_rating, shared.fraud_risk)
     snapshot = TrendingSnapshot(
         snapshot_id=new_request_id(),
         as_of=now,
@@ -109,6 +109,8 @@ def exclusions(catalog: Catalog, shared: SharedState, audience: Audience, eligib
                 reason = "feature_library"
             elif item_id in block_ids:
                 reason = f"intervention:{block_ids[item_id]}"
+            elif audience.elderly and shared.fraud_risk is not None and shared.fraud_risk[position]:
+                reason = "fraud_risk:elderly_mode"  # Art. 19
             else:
                 reason = f"age_rating>{audience.max_age_rating}"
             out.append(Exclusion(item_id=item_id, reason=reason))

@@ -15,7 +15,14 @@ data and results, and forbids models that induce users into addiction. Here "reg
 3. `compliance.review.addiction_risk` simulates sessions with the served path and with the model
    alone (each session the user consumes the top item): how far the share of the user's dominant
    category grows.
-4. `compliance.review.review` checks the numbers against `TrainingConfig.review`; training logs
+4. Negative feedback (final Art. 17): for a sample of users, the first item of their first list
+   is marked "not interested" and the second "fewer like this"; their next `feedback_pages` lists
+   (sessions of five pages, rotating over the surfaces) are served through the same path and
+   `compliance.review.feedback_effectiveness` counts rejected items (goal 0) and the share of the
+   "fewer like this" category before and after.
+5. Information cocoons: multi-page sessions of a sample of users, the dominant category's share of
+   each session against the policy's cap (`compliance.review.session_diversity`).
+6. `compliance.review.review` checks the numbers against `TrainingConfig.review`; training logs
    every figure to MLflow and withholds the serving alias from a version that fails.
 """
 
@@ -30,16 +37,27 @@ import numpy as np
 
 from compliance.minors import MinorsConfig
 from compliance.policy import PolicyConfig, config_hash, dispersal_violations
-from compliance.review import AddictionRisk, ReviewConfig, ReviewResult, addiction_risk, review
+from compliance.review import (
+    AddictionRisk,
+    ReviewConfig,
+    ReviewResult,
+    addiction_risk,
+    feedback_effectiveness,
+    review,
+    session_diversity,
+)
 from compliance.tags import TagPolicy
 from recsys.bundle import ModelBundle
 from recsys.evaluation import Split, summarize
 from served.catalog import Catalog
 from served.path import POPULAR_CANDIDATES, ServedPath, SharedState
-from served.query import Audience, RecommendationRequest
+from served.feedback import FEWER_LIKE_THIS, NOT_INTERESTED
+from served.query import Audience, Feedback, RecommendationRequest, ServedPage, UserState
 
 REVIEW_NOW = datetime(2026, 1, 1, tzinfo=UTC)  # no interventions offline; the date only gates their validity
 OFFLINE_USER = "offline-replay"  # the user id of a replay that names no user
+REPLAY_SURFACES = ("home", "feed", "related", "trending")  # the surfaces the feedback replay's sessions rotate over
+REPLAY_SESSION_PAGES = 5  # pages per session in the feedback replay
 
 
 class OfflineServing:
@@ -93,6 +111,47 @@ class OfflineServing:
         query = self.path.make_query(request, audience, "review", session_id="review",
                                      history=np.asarray(history, dtype=np.int64), known_items=seen)
         return self.path.select_items(query, self.shared)
+
+    def session(self, history: np.ndarray, k: int, pages: int, *, seen: np.ndarray | None = None,
+                user: UserState | None = None, surface: str | None = None, session_id: str = "review") -> list[np.ndarray]:
+        """Pages 0..pages-1 of one session as the server would serve them one after the other (each
+        page knows the earlier ones: no repeats, dispersal and the session diversity cap across
+        them), for `user` (default settings when None) with this `history`."""
+        user_id = user.user_id if user is not None else OFFLINE_USER
+        audience = Audience.offline(user_id, REVIEW_NOW, self.minors, user=user)
+        catalog = self.path.catalog
+        earlier: list[ServedPage] = []
+        out = []
+        for page in range(pages):
+            request = RecommendationRequest(user_id, surface or self.surface, page, k, session_id)
+            query = self.path.make_query(request, audience, "review", session_id=session_id, earlier_pages=earlier,
+                                         history=np.asarray(history, dtype=np.int64), known_items=seen)
+            items = self.path.select_items(query, self.shared)
+            earlier.append(ServedPage(page, session_id, items.tolist(), catalog.category[items].tolist(),
+                                      catalog.content[items].tolist()))
+            out.append(items)
+        return out
+
+    def feedback_replay(self, history: np.ndarray, k: int, pages: int, *, seen: np.ndarray | None = None,
+                        user_id: str | None = None) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, np.ndarray]:
+        """A user marks the first item of their first list "not interested" and the second "fewer like
+        this"; then `pages` more lists are served (sessions of `REPLAY_SESSION_PAGES` pages, rotating
+        over `REPLAY_SURFACES`). Returns (first list, next lists, rejected items, fewer-like-this categories)."""
+        user_id = user_id or OFFLINE_USER
+        first = self.session(history, k, 1, seen=seen, user=UserState(user_id, True, None, True, None))[0]
+        catalog = self.path.catalog
+        kinds = (NOT_INTERESTED, FEWER_LIKE_THIS)
+        rejected = first[: len(kinds)]
+        feedback = tuple(Feedback(str(catalog.bundle.item_ids[item]), kind, catalog.category_of(int(item)), REVIEW_NOW)
+                         for item, kind in zip(rejected, kinds))
+        user = UserState(user_id, True, None, True, None, feedback=feedback)
+        after: list[np.ndarray] = []
+        for number in range(0, pages, REPLAY_SESSION_PAGES):
+            surface = REPLAY_SURFACES[(number // REPLAY_SESSION_PAGES) % len(REPLAY_SURFACES)]
+            after += self.session(history, k, min(REPLAY_SESSION_PAGES, pages - number), seen=seen, user=user,
+                                  surface=surface, session_id=f"review-{number}")
+        fewer = catalog.category[rejected[1:2]]
+        return first, after, rejected, fewer
 
     def lists(self, histories: list[np.ndarray], k: int, served: bool = True,
               seen: list[np.ndarray] | None = None, user_ids: list[str] | None = None) -> np.ndarray:
@@ -229,6 +288,7 @@ def _review(bundle: ModelBundle, split: Split, config: ReviewConfig, policy: Pol
         risks[prefix] = addiction_risk(path.recommender(config.simulation_k, served, every_seen), every,
                                        bundle.item_category, config)
         metrics.update({f"{prefix}/{name}": value for name, value in risks[prefix].as_metrics().items()})
+    metrics.update(_feedback_and_sessions(path, bundle, users, histories, seen, user_ids, config, policy, k))
     # The unprefixed names `compliance.review.CHECKS` reads: what users would be served.
     metrics.update({
         "dispersal_violation_rate": metrics["served/lists_with_dispersal_violation"],
@@ -240,3 +300,21 @@ def _review(bundle: ModelBundle, split: Split, config: ReviewConfig, policy: Pol
         **risks["served"].as_metrics(),
     })
     return ReviewReport(metrics, review(metrics, config), risks["served"], risks["model"], config_hash(policy))
+
+
+def _feedback_and_sessions(path: OfflineServing, bundle: ModelBundle, users: np.ndarray, histories: list[np.ndarray],
+                           seen: list[np.ndarray], user_ids: list[str], config: ReviewConfig, policy: PolicyConfig,
+                           k: int) -> dict[str, float]:
+    """The negative-feedback replay and the multi-page sessions (module doc, steps 4 and 5), on the
+    first users of the review's sample that have a history."""
+    rows = [row for row in range(len(users)) if len(histories[row])]
+    replays = [path.feedback_replay(histories[row], k, config.feedback_pages, seen=seen[row], user_id=user_ids[row])
+               for row in rows[: config.feedback_users]]
+    effectiveness = feedback_effectiveness([r[0] for r in replays], [r[1] for r in replays], [r[2] for r in replays],
+                                           [r[3] for r in replays], bundle.content_code, bundle.item_category)
+    sessions = [path.session(histories[row], k, config.session_pages, seen=seen[row],
+                             user=UserState(user_ids[row], True, None, True, None), surface="feed")
+                for row in rows[: config.session_users]]
+    diversity = policy.session_diversity
+    return {**effectiveness.as_metrics(),
+            **session_diversity(sessions, bundle.item_category, diversity.max_share, diversity.min_positions)}

@@ -110,7 +110,9 @@ def trending(
 
     active = tuple(i.id for i in shared.interventions)
     bucket = int(now.timestamp() // TRENDING_CACHE_SECONDS)
-    snapshot = services.trending_cache.get((audience.max_age_rating, shared.versions, active, bucket), compute)
+    # One snapshot per audience band: the minors' age band, and elderly mode (fraud-risk items out, Art. 19).
+    snapshot = services.trending_cache.get((audience.max_age_rating, audience.elderly, shared.versions, active, bucket),
+                                           compute)
     index = catalog.bundle.item_index
     items: list[dict] = []
     for position, item_id, top, pin in compose_hot_list(snapshot.ranked(), snapshot.pins, k):
@@ -145,7 +147,9 @@ class FeatureIn(BaseModel):
     pattern: str | None = Field(None, max_length=512)
     exemplar_item_id: str | None = Field(None, max_length=128)
     threshold: float = Field(0.95, gt=0, le=1)
-    category: Literal["illegal", "harmful", "spam", "other"]
+    category: Literal["illegal", "harmful", "spam", "other", "fraud_risk"] = Field(
+        description="fraud_risk: flagged as a fraud or scam risk, excluded for users in elderly mode (Art. 19); "
+                    "the others block the matched items for everyone")
     source: str = Field("manual", min_length=1, max_length=128)
     note: str = Field("", max_length=2000)
 
@@ -174,7 +178,7 @@ def _matches(services: Services, entry: FeatureEntry) -> int:
     if catalog is None:
         return 0
     result = FeatureLibrary([entry]).match(catalog.titles.tolist(), catalog.bundle.item_factors, [str(i) for i in catalog.bundle.item_ids])
-    return int(np.count_nonzero(result.blocked))
+    return int(np.count_nonzero(result.matched))
 
 
 @router.get("/v1/admin/features")

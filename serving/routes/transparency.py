@@ -8,7 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
-from compliance import transparency
+from compliance import elderly, transparency
 from compliance.policy import describe
 from serving.deps import ServicesDep
 from serving.services import Services
@@ -20,7 +20,8 @@ STAGES = [
     "User state: settings (personalization switch, minors mode), interest tags, what this session already showed",
     "Candidate retrieval: nearest items to the user's embedding in a Faiss index (personalized path only)",
     "Candidate sources for everyone: overall popularity and the editors' mainstream pool",
-    "Filters: flagged and blocked items (feature library, manual blocks), items already seen, minor-unsafe items",
+    "Filters: flagged and blocked items (feature library, manual blocks), fraud-risk items for users in elderly "
+    "mode, items the user marked not interested (and their duplicates), items already seen, minor-unsafe items",
     "Ranking: a neural ranker scores candidates from interaction signals only (personalized path only)",
     "Policy pipeline: de-duplication, dispersal, front-screen mainstream slots, pins and boosts",
     "An explanation for every item; the list is logged before it is sent",
@@ -64,9 +65,29 @@ def document(services: Services) -> dict:
             "follow it on the same page or at GET /v1/complaints/{id}."
         ),
         minors=settings.minors,
+        user_options=user_options(settings),
         trending=settings.trending,
         log_retention_days=settings.logs.retention_days,
     ) | {"privacy_center": PRIVACY_CENTER}
+
+
+def user_options(settings) -> list[str]:
+    """What each user can choose (final Provisions Art. 17, 19), in the words of the deployed config."""
+    policy = settings.policy
+    diversity, feedback = policy.session_diversity, policy.feedback
+    return [
+        "No onboarding step asks you to pick interest tags: every list works without any. Tags are an option "
+        "you may use at any time (GET/POST/DELETE /v1/users/{user_id}/tags) (Art. 17).",
+        '"Not interested" and "fewer like this" on any item of a list: POST /v1/users/{user_id}/feedback with the '
+        "list's request_id, the item_id and the kind. The item and every copy of its content leave all your later "
+        "lists on every surface until you undo it (DELETE /v1/users/{user_id}/feedback/{item_id}); \"fewer like "
+        f'this" also ranks that category lower for {feedback.fewer_like_this_days} days. '
+        "GET /v1/users/{user_id}/feedback lists what is in force (Art. 17).",
+        f'"Broaden my feed": PUT /v1/users/{{user_id}}/settings with {{"broaden_feed": true}} lowers the share one '
+        f"category may take of a session's items from {diversity.max_share:.0%} to "
+        f"{diversity.broadened_max_share:.0%} (Art. 17).",
+        elderly.describe(settings.elderly),
+    ]
 
 
 @router.get("/v1/transparency")

@@ -1,4 +1,8 @@
-"""User rights (Art. 10, 15, 16): the personalization switch, minors mode, and user tags.
+"""User rights (Art. 10, 15, 16; final Provisions Art. 17 and 19): the personalization switch,
+minors mode, elderly mode, "broaden my feed", user tags, and negative feedback on served items.
+
+No onboarding asks a user to pick interest tags: every list works without any tag, and tags
+and feedback are options a user may use, never a step they must take (final Art. 17).
 
 A change here is written to the database before the response, so the next request — on any
 worker — sees it; every change is also appended to the recommendation log.
@@ -6,15 +10,18 @@ worker — sees it; every change is also appended to the recommendation log.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from compliance import minors, tags
+from compliance import elderly, minors, tags
+from compliance.logstore import request_id_time
+from served.feedback import FEWER_LIKE_THIS
 from serving.deps import PrincipalDep, ServicesDep
 from serving.auth import Principal
-from serving.routes.recommendations import ID_PATTERN
+from serving.routes.recommendations import ID_PATTERN, REQUEST_ID_PATTERN
 from serving.services import Services
 from serving.state.store import UserState
 
@@ -28,11 +35,17 @@ class SettingsIn(BaseModel):
 
     personalization: bool | None = Field(None, description="false turns personalized recommendations off at once")
     minor_mode: bool | None = Field(None, description="guardian setting: true puts the account in minors mode")
+    elderly_mode: bool | None = Field(None, description="Art. 19 elderly mode: no fraud-risk items, plain explanations; "
+                                      "null: decided by the profile age")
+    broaden_feed: bool | None = Field(None, description="\"broaden my feed\": a lower cap on one category's share "
+                                      "of a session (Art. 17)")
 
     @model_validator(mode="after")
     def _not_empty(self) -> SettingsIn:
         if not self.model_fields_set:
-            raise ValueError("give at least one of: personalization, minor_mode")
+            raise ValueError("give at least one of: personalization, minor_mode, elderly_mode, broaden_feed")
+        if "broaden_feed" in self.model_fields_set and self.broaden_feed is None:
+            raise ValueError("broaden_feed: true or false")
         return self
 
 
@@ -41,6 +54,9 @@ class SettingsOut(BaseModel):
     personalization: bool
     minor_mode: bool | None
     minor: bool = Field(description="minors mode applies (profile age under 18 or guardian setting)")
+    elderly_mode: bool | None = Field(description="the user's elderly-mode setting (null: not set)")
+    elderly: bool = Field(description="elderly mode applies (the setting, else a profile age at or above the default)")
+    broaden_feed: bool
 
 
 class TagIn(BaseModel):
@@ -79,6 +95,9 @@ def _settings_out(services: Services, user_id: str) -> SettingsOut:
         personalization=user.personalization,
         minor_mode=user.minor_mode,
         minor=minors.is_minor(user.age, user.minor_mode, services.settings.minors),
+        elderly_mode=user.elderly_mode,
+        elderly=elderly.is_elderly(user.age, user.elderly_mode, services.settings.elderly),
+        broaden_feed=user.broaden_feed,
     )
 
 
@@ -90,12 +109,17 @@ def get_settings(user_id: UserId, services: ServicesDep, principal: PrincipalDep
 
 @router.put("/{user_id}/settings", response_model=SettingsOut)
 def put_settings(user_id: UserId, body: SettingsIn, services: ServicesDep, principal: PrincipalDep) -> SettingsOut:
-    """Switch personalization off (or on) and set minors mode; effective from the next request."""
+    """Switch personalization off (or on), set minors mode, elderly mode and "broaden my feed";
+    effective from the next request."""
     _require_user(services, user_id, principal)
     now = services.clock()
-    clear_minor = "minor_mode" in body.model_fields_set and body.minor_mode is None
+    given = body.model_fields_set
     services.logstore.append("settings", {"user_id": user_id, "change": body.model_dump(exclude_unset=True), "at": now.isoformat()})
-    services.store.put_settings(user_id, now, body.personalization, body.minor_mode, clear_minor_mode=clear_minor)
+    services.store.put_settings(user_id, now, body.personalization, body.minor_mode,
+                                clear_minor_mode="minor_mode" in given and body.minor_mode is None,
+                                elderly_mode=body.elderly_mode,
+                                clear_elderly_mode="elderly_mode" in given and body.elderly_mode is None,
+                                broaden_feed=body.broaden_feed)
     return _settings_out(services, user_id)
 
 
@@ -162,3 +186,86 @@ def delete_tag(user_id: UserId, tag: Annotated[str, Path(min_length=1, max_lengt
     else:
         services.store.set_tag_state(user_id, tag, "deleted", services.clock())
     return _tags_view(services, user_id)
+
+
+# -- negative feedback on served items (final Art. 17; the "not interested" campaign) -----------------
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(max_length=36, pattern=REQUEST_ID_PATTERN, description="the request_id of the served list")
+    item_id: str = Field(min_length=1, max_length=128, pattern=ID_PATTERN, description="an item of that list")
+    kind: Literal["not_interested", "fewer_like_this"] = Field(
+        description="not_interested: this item; fewer_like_this: this item, and its category ranked lower for a while")
+
+
+class FeedbackItemOut(BaseModel):
+    item_id: str
+    kind: str
+    category: str | None
+    request_id: str
+    created_at: datetime
+    fewer_like_this_until: datetime | None = Field(
+        description="until when the item's category is ranked lower (fewer_like_this); null for not_interested")
+
+
+class FeedbackOut(BaseModel):
+    user_id: str
+    feedback: list[FeedbackItemOut]
+    note: str
+
+
+def _feedback_view(services: Services, user_id: str) -> FeedbackOut:
+    user = services.store.load_user(user_id)
+    period = timedelta(days=services.settings.policy.feedback.fewer_like_this_days)
+    return FeedbackOut(
+        user_id=user_id,
+        feedback=[FeedbackItemOut(item_id=f.item_id, kind=f.kind, category=f.category, request_id=f.request_id,
+                                  created_at=f.created_at,
+                                  fewer_like_this_until=f.created_at + period if f.kind == FEWER_LIKE_THIS else None)
+                  for f in user.feedback],
+        note="These items and their duplicates are left out of all your lists until you undo it "
+             "(DELETE /v1/users/{user_id}/feedback/{item_id}).",
+    )
+
+
+@router.post("/{user_id}/feedback", response_model=FeedbackOut, status_code=201, responses={404: {}})
+def post_feedback(user_id: UserId, body: FeedbackIn, services: ServicesDep, principal: PrincipalDep) -> FeedbackOut:
+    """"Not interested" or "fewer like this" on an item of a list served to this user: the item and its
+    content duplicates leave every later list on every surface; "fewer like this" also ranks the
+    item's category lower for the configured period. Effective from the next request."""
+    _require_user(services, user_id, principal)
+    try:
+        request_id_time(body.request_id)
+        record = services.logstore.lookup(body.request_id, user_id)
+    except (ValueError, OverflowError):  # not a request id this service could have made
+        record = None
+    if record is None:
+        raise HTTPException(404, detail=f"request_id: no list {body.request_id!r} was served to user {user_id!r}")
+    served = next((i for i in record.get("items") or [] if isinstance(i, dict) and i.get("item_id") == body.item_id), None)
+    if served is None:
+        raise HTTPException(422, detail=f"item_id: item {body.item_id!r} was not in list {body.request_id!r}")
+    now = services.clock()
+    category = served.get("category") if isinstance(served.get("category"), str) else None
+    services.logstore.append("feedback", {"user_id": user_id, "action": "add", "kind": body.kind, "item_id": body.item_id,
+                                          "request_id": body.request_id, "category": category, "at": now.isoformat()})
+    services.store.put_feedback(user_id, body.item_id, body.kind, body.request_id, category, now)
+    return _feedback_view(services, user_id)
+
+
+@router.get("/{user_id}/feedback", response_model=FeedbackOut)
+def get_feedback(user_id: UserId, services: ServicesDep, principal: PrincipalDep) -> FeedbackOut:
+    """The user's "not interested" and "fewer like this" feedback in force."""
+    _require_user(services, user_id, principal)
+    return _feedback_view(services, user_id)
+
+
+@router.delete("/{user_id}/feedback/{item_id}", response_model=FeedbackOut, responses={404: {}})
+def delete_feedback(user_id: UserId, item_id: Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)],
+                    services: ServicesDep, principal: PrincipalDep) -> FeedbackOut:
+    """Undo the feedback on an item: it may be recommended again from the next request."""
+    _require_user(services, user_id, principal)
+    if not services.store.delete_feedback(user_id, item_id):
+        raise HTTPException(404, detail=f"item_id: user {user_id!r} gave no feedback on item {item_id!r}")
+    services.logstore.append("feedback", {"user_id": user_id, "action": "undo", "item_id": item_id,
+                                          "at": services.clock().isoformat()})
+    return _feedback_view(services, user_id)

@@ -75,6 +75,8 @@ user_settings = Table(
     Column("personalization", Boolean, nullable=False, default=True),
     Column("minor_mode", Boolean, nullable=True),  # guardian setting; None = not set
     Column("updated_at", UTCDateTime(), nullable=False),
+    Column("elderly_mode", Boolean, nullable=True),  # Art. 19 elderly mode; None = decided by the profile age
+    Column("broaden_feed", Boolean, nullable=True),  # "broaden my feed" (Art. 17); None = off
 )
 
 # One row per user decision about a tag: deleted (suppressed), added (an interest), not_interested.
@@ -85,6 +87,19 @@ user_tags = Table(
     Column("tag", String(128), primary_key=True),
     Column("state", String(16), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# A user's negative feedback on an item of a served list (Art. 17): "not_interested" (this item)
+# or "fewer_like_this" (this item, and its category down-weighted for a configured period).
+user_feedback = Table(
+    "user_feedback",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("item_id", String(128), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("request_id", String(64), nullable=False),  # the served list the feedback was given on
+    Column("category", String(128), nullable=True),  # the item's primary category as served
+    Column("created_at", UTCDateTime(), nullable=False),
 )
 
 served_pages = Table(

@@ -48,7 +48,7 @@ POLICY = {
 }
 AUDIT = review({"dominant_category_amplification": 1.2, "model/dominant_category_amplification": 1.4,
                 "category_diversity": 4.0, "dispersal_violation_rate": 0.0,
-                "dedup_violation_rate": 0.0, "flagged_served_rate": 0.0}, ReviewConfig()).to_dict()
+                "dedup_violation_rate": 0.0, "flagged_served_rate": 0.0, "feedback_rejected_item_share": 0.0}, ReviewConfig()).to_dict()
 
 
 def filing(**changes) -> dict:
@@ -70,7 +70,7 @@ def test_filing_holds_every_field_article_20_names():
     assert {"dedup", "dispersal", "minors_mode", "personalization_switch", "logs"} <= names
     assert next(s for s in sa["safeguards"] if s["name"] == "dispersal")["description"].startswith("At most 2")
     assert sa["quality"]["recall_at_10"] == 0.21
-    assert sa["compliance"]["passed"] is True and len(sa["compliance"]["checks"]) == 6
+    assert sa["compliance"]["passed"] is True and len(sa["compliance"]["checks"]) == 7
     assert sa["model"]["version"] == "3" and sa["policy"]["hash"] == "sha256:policy-1"
     public = f["public_content"]
     assert all(public[k] for k in ("basic_principle", "purpose", "mechanism"))

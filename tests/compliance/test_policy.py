@@ -16,6 +16,7 @@ from compliance.policy import (
     BOOST,
     CONTENT_DEDUP,
     DISPERSAL,
+    SESSION_DIVERSITY,
     FRONT_SCREEN,
     ITEM_DEDUP,
     PIN,
@@ -30,6 +31,7 @@ from recsys.pipeline.candidates import CandidateSet, Source
 from recsys.pipeline.rerank import select
 from recsys.pipeline.rules import Boost, Dispersal, Exclude, Pin, PoolSlots, UniqueContent, UniqueItems
 from recsys.pipeline.slate import SlateContext
+from recsys.pipeline.rules.session import SessionShareCap
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -49,7 +51,7 @@ def test_defaults_are_the_declared_policy() -> None:
     assert config.front_screen.pages == [0]
     assert config.front_screen.positions == [1, 5]
     assert config.front_screen.pool == "mainstream"
-    assert config.relaxation_order == [DISPERSAL, FRONT_SCREEN, CONTENT_DEDUP]
+    assert config.relaxation_order == [SESSION_DIVERSITY, DISPERSAL, FRONT_SCREEN, CONTENT_DEDUP]
     assert config.max_k == 100
 
 
@@ -58,7 +60,7 @@ def test_defaults_are_the_declared_policy() -> None:
     [
         ({"dispersal": {"window": 5, "max_per_window": 5}}, r"dispersal.max_per_window \(5\) must be < dispersal.window \(5\)"),
         ({"dispersal": {"window": 1}}, "greater than or equal to 2"),
-        ({"relaxation_order": ["dispersal", "shuffle"]}, "unknown rule 'shuffle'; relaxable rules: dispersal, front_screen, content_dedup"),
+        ({"relaxation_order": ["dispersal", "shuffle"]}, "unknown rule 'shuffle'; relaxable rules: session_diversity, dispersal, front_screen, content_dedup"),
         ({"relaxation_order": ["item_dedup"]}, "'item_dedup' is a hard rule and is never relaxed"),
         ({"relaxation_order": ["pin"]}, "'pin' is a hard rule"),
         ({"relaxation_order": ["dispersal", "dispersal"]}, "names a rule twice"),
@@ -182,11 +184,11 @@ def test_intervention_activity_and_surface() -> None:
 def test_front_screen_slots_only_on_configured_surface_and_page() -> None:
     config = PolicyConfig()
     rules, order = build_rules(config, "home", 0, now=NOW)
-    assert [type(r) for r in rules] == [UniqueItems, UniqueContent, Dispersal, PoolSlots]
-    assert rules[3] == PoolSlots((0, 4), "mainstream", name=FRONT_SCREEN)
+    assert [type(r) for r in rules] == [UniqueItems, UniqueContent, Dispersal, SessionShareCap, PoolSlots]
+    assert rules[4] == PoolSlots((0, 4), "mainstream", name=FRONT_SCREEN)
     assert rules[2] == Dispersal(5, 2, attribute="category", across_pages=True, name=DISPERSAL)
-    assert [r.name for r in rules] == [ITEM_DEDUP, CONTENT_DEDUP, DISPERSAL, FRONT_SCREEN]
-    assert order == (DISPERSAL, FRONT_SCREEN, CONTENT_DEDUP)
+    assert [r.name for r in rules] == [ITEM_DEDUP, CONTENT_DEDUP, DISPERSAL, SESSION_DIVERSITY, FRONT_SCREEN]
+    assert order == (SESSION_DIVERSITY, DISPERSAL, FRONT_SCREEN, CONTENT_DEDUP)
     for surface, page in (("home", 1), ("trending", 0)):
         names = [r.name for r in build_rules(config, surface, page, now=NOW)[0]]
         assert FRONT_SCREEN not in names
@@ -289,7 +291,8 @@ def test_rules_that_give_way_are_the_ones_declared() -> None:
     # and is reported; with an empty relaxation order the page stops short instead.
     rng = np.random.default_rng(3)
     c = catalogue(rng, 40, categories=2)
-    strict = PolicyConfig.model_validate({"dispersal": {"window": 3, "max_per_window": 1}, "relaxation_order": []})
+    strict = PolicyConfig.model_validate({"dispersal": {"window": 3, "max_per_window": 1}, "relaxation_order": [],
+                                          "session_diversity": {"enabled": False}})
     lenient = strict.model_copy(update={"relaxation_order": [DISPERSAL]})
     rules, order = build_rules(lenient, "trending", 0, now=NOW)
     slate = select(c, 10, rules, SlateContext(), order)
@@ -306,10 +309,12 @@ def test_describe_states_the_configured_numbers() -> None:
          "relaxation_order": [DISPERSAL]}
     )
     texts = {t.name: t for t in describe(config)}
-    assert set(texts) == {ITEM_DEDUP, CONTENT_DEDUP, DISPERSAL, FRONT_SCREEN, "interventions", "relaxation"}
+    assert set(texts) == {ITEM_DEDUP, CONTENT_DEDUP, DISPERSAL, FRONT_SCREEN, SESSION_DIVERSITY, "fewer_like_this",
+                          "interventions", "relaxation"}
     assert "In any 6 consecutive positions, at most 1" in texts[DISPERSAL].text
     assert "positions 2 and 7" in texts[FRONT_SCREEN].text and texts[FRONT_SCREEN].articles == (11,)
-    assert "Never relaxed: Front screen, Content de-duplication" in texts["relaxation"].text
+    assert "Never relaxed: Session diversity (no information cocoon), Front screen, Content de-duplication" in \
+        texts["relaxation"].text
     assert all(t.articles for t in texts.values())
 
 

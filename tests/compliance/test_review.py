@@ -13,8 +13,10 @@ from compliance.review import (
     ReviewConfig,
     ReviewError,
     addiction_risk,
+    feedback_effectiveness,
     one_at_a_time,
     review,
+    session_diversity,
 )
 
 N_ITEMS, N_CATEGORIES, K = 400, 8, 10
@@ -58,7 +60,8 @@ def diverse(user: int, history: np.ndarray) -> np.ndarray:
 def served_metrics(risk) -> dict[str, float]:
     """The review's inputs when `risk`'s recommender is both the model and the served path, lists clean."""
     return risk.as_metrics() | {"model/dominant_category_amplification": risk.amplification,
-                                "dispersal_violation_rate": 0.0, "dedup_violation_rate": 0.0, "flagged_served_rate": 0.0}
+                                "dispersal_violation_rate": 0.0, "dedup_violation_rate": 0.0, "flagged_served_rate": 0.0,
+                                "feedback_rejected_item_share": 0.0}
 
 
 def test_echo_chamber_recommender_amplifies_the_dominant_category_and_fails_review():
@@ -152,6 +155,42 @@ def test_review_rejects_non_numeric_metrics():
 def test_property_max_checks_pass_exactly_up_to_their_threshold(value, threshold):
     config = ReviewConfig(max_dominant_category_amplification=threshold, min_category_diversity=None,
                           max_model_dominant_category_amplification=None,
-                          max_dispersal_violation_rate=None, max_dedup_violation_rate=None, max_flagged_served_rate=None)
+                          max_dispersal_violation_rate=None, max_dedup_violation_rate=None, max_flagged_served_rate=None,
+                          max_feedback_rejected_item_share=None)
     result = review({"dominant_category_amplification": value}, config)
     assert result.passed == (value <= threshold)
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**16), users=st.integers(1, 8), pages=st.integers(1, 6))
+def test_feedback_effectiveness_counts_every_rejected_item_and_duplicate(seed, users, pages):
+    rng = np.random.default_rng(seed)
+    content = rng.integers(0, N_ITEMS // 2, N_ITEMS)  # about two items per content key
+    first = [rng.choice(N_ITEMS, K, replace=False) for _ in range(users)]
+    rejected = [f[:2] for f in first]
+    fewer = [CATEGORIES[f[1:2]] for f in first]
+    after = [[rng.choice(N_ITEMS, K, replace=False) for _ in range(pages)] for _ in range(users)]
+    result = feedback_effectiveness(first, after, rejected, fewer, content, CATEGORIES)
+    expected = sum(int(np.isin(content[p], content[r]).sum()) for a, r in zip(after, rejected) for p in a)
+    assert result.rejected_shown == expected and result.items_shown == users * pages * K
+    assert result.users_shown_rejected == sum(any(np.isin(content[p], content[r]).any() for p in a)
+                                              for a, r in zip(after, rejected))
+    metrics = result.as_metrics()
+    assert metrics["feedback_rejected_item_share"] == expected / (users * pages * K)
+    assert review(metrics, ReviewConfig(missing_metric_fails=False)).passed == (expected == 0)
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**16), sessions=st.integers(1, 10), cap=st.floats(0.1, 1.0), min_positions=st.integers(1, 30))
+def test_session_diversity_reports_the_dominant_share_and_the_sessions_over_the_cap(seed, sessions, cap, min_positions):
+    rng = np.random.default_rng(seed)
+    pages = [[rng.choice(N_ITEMS, K, replace=False) for _ in range(rng.integers(1, 5))] for _ in range(sessions)]
+    report = session_diversity(pages, CATEGORIES, cap, min_positions)
+    shares, over = [], 0
+    for session in pages:
+        counts = np.bincount(CATEGORIES[np.concatenate(session)])
+        n = counts.sum()
+        shares.append(counts.max() / n)
+        over += counts.max() > max(1, int(cap * max(n, min_positions) + 1e-9))
+    assert report["session/dominant_share_max"] == pytest.approx(max(shares))
+    assert report["session_over_cap_rate"] == pytest.approx(over / sessions)

@@ -397,3 +397,26 @@ def test_every_public_store_method_has_a_test_here():
     public = [name for name, _ in inspect.getmembers(StateStore, inspect.isfunction) if not name.startswith("_")]
     untested = [name for name in public if f".{name}(" not in source]
     assert public and not untested, f"StateStore methods without a test in {__file__}: {untested}"
+
+
+def test_feedback_and_the_elderly_and_broaden_settings(store):
+    store.seed_profiles([{"user_id": "u1", "age": 70, "created_at": T0}], "feedback-test")
+    user = store.load_user("u1")
+    assert (user.elderly_mode, user.broaden_feed, user.feedback) == (None, False, ())
+    store.put_settings("u1", T0, None, None, elderly_mode=False, broaden_feed=True)
+    store.put_settings("u1", T0, False, None)  # another setting keeps these
+    user = store.load_user("u1")
+    assert (user.personalization, user.elderly_mode, user.broaden_feed) == (False, False, True)
+    store.put_settings("u1", T0, None, None, clear_elderly_mode=True)
+    assert store.load_user("u1").elderly_mode is None and store.load_user("u1").broaden_feed is True
+
+    store.put_feedback("u1", "i1", "not_interested", "r1", "Comedy", T0)
+    store.put_feedback("u1", "i2", "fewer_like_this", "r1", "Drama", T0 + timedelta(seconds=1))
+    store.put_feedback("u1", "i1", "fewer_like_this", "r2", "Comedy", T0 + timedelta(seconds=2))  # the latest word counts
+    feedback = store.load_user("u1").feedback
+    assert [(f.item_id, f.kind, f.category, f.request_id) for f in feedback] == [
+        ("i2", "fewer_like_this", "Drama", "r1"), ("i1", "fewer_like_this", "Comedy", "r2")]
+    assert all(utc(f.created_at) for f in feedback)
+    assert store.delete_feedback("u1", "i1") and not store.delete_feedback("u1", "i1")
+    assert [f.item_id for f in store.load_user("u1").feedback] == ["i2"]
+    assert store.load_user("u2").feedback == ()

@@ -28,9 +28,11 @@ def rec(client, user, **body):
     return response.json()
 
 
-def test_settings_round_trip_and_errors(client, adult):
+def test_settings_round_trip_and_errors(client, adult, data):
+    age = data.users.filter(pl.col("user_id") == adult)["age"][0]
     assert client.get(f"/v1/users/{adult}/settings").json() == {
-        "user_id": adult, "personalization": True, "minor_mode": None, "minor": False}
+        "user_id": adult, "personalization": True, "minor_mode": None, "minor": False,
+        "elderly_mode": None, "elderly": age >= 60, "broaden_feed": False}
     assert client.put(f"/v1/users/{adult}/settings", json={"minor_mode": True}).json()["minor"] is True
     assert client.put(f"/v1/users/{adult}/settings", json={"minor_mode": None}).json()["minor"] is False
     assert client.get("/v1/users/nobody-here/settings").status_code == 404

@@ -19,11 +19,13 @@ from recsys.pipeline.rules.exclude import Exclude
 from recsys.pipeline.rules.pin import Pin
 from recsys.pipeline.rules.pool_slots import PoolSlots
 from recsys.pipeline.rules.registry import RULE_TYPES, rule_from_config
+from recsys.pipeline.rules.session import CategoryPenalty, SessionShareCap, session_limit
 from recsys.pipeline.rules.unique import UniqueContent, UniqueItems, UniqueValues
 
 __all__ = [
     "RULE_TYPES",
     "Boost",
+    "CategoryPenalty",
     "BoundConstraint",
     "ConstraintRule",
     "Dispersal",
@@ -35,8 +37,10 @@ __all__ = [
     "RequestView",
     "Rule",
     "ScoreRule",
+    "SessionShareCap",
     "UniqueContent",
     "UniqueItems",
     "UniqueValues",
     "rule_from_config",
+    "session_limit",
 ]

@@ -14,6 +14,7 @@ from recsys.pipeline.rules.dispersal import Dispersal
 from recsys.pipeline.rules.exclude import Exclude
 from recsys.pipeline.rules.pin import Pin
 from recsys.pipeline.rules.pool_slots import PoolSlots
+from recsys.pipeline.rules.session import CategoryPenalty, SessionShareCap
 from recsys.pipeline.rules.unique import UniqueContent, UniqueItems, UniqueValues
 
 __all__ = ["RULE_TYPES", "rule_from_config"]
@@ -28,6 +29,8 @@ RULE_TYPES: dict[str, type[Rule]] = {
     "pool_slots": PoolSlots,
     "pin": Pin,
     "boost": Boost,
+    "session_share_cap": SessionShareCap,
+    "category_penalty": CategoryPenalty,
 }
 
 

@@ -1,7 +1,7 @@
 """Named operator accounts, and the two-person rule's columns on interventions.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-02
 
 `operators`: one row per named account (role operator | approver | auditor, argon2 password hash).
@@ -12,8 +12,8 @@ decided a pending proposal, when and why.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
