@@ -109,7 +109,7 @@ def _mount_package_commands() -> None:
     from app.cluster.cli import app as cluster_app
 
     app.add_typer(cluster_app, name="cluster", help="The deployment topology on one machine: PostgreSQL, MLflow, replicas behind nginx.")
-    app.add_typer(logs_app, name="logs", help="Verify, purge, export, compact and query the recommendation log (Art. 23-25).")
+    app.add_typer(logs_app, name="logs", help="Verify, purge, export, compact and query the recommendation log (Art. 28 (draft 24), Art. 29 (draft 25)).")
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""`recsys filing --out DIR [--since PREVIOUS] [--audit AUDIT.json]`: the Art. 19-20 filing draft,
+"""`recsys filing --out DIR [--since PREVIOUS] [--audit AUDIT.json]`: the Art. 23 (draft 19), Art. 24 (draft 20) filing draft,
 generated from the registered model, its MLflow run, the policy config and the latest audit."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The black-box compliance audit (Art. 9, 11, 12, 15, 16, 22, 23, 26 of the 2021 draft Provisions):
+"""The black-box compliance audit (Art. 9, Art. 11, Art. 12, Art. 17 (draft 15), Art. 18 (draft 16), Art. 22 (draft 26), Art. 26 (draft 22), Art. 28 (draft 24) of the Provisions):
 a client of the HTTP API (docs/API.md) that drives a running server as an inspector would and
 checks each article with counts. It imports nothing of the server's code, so it audits any server
 that speaks the API, and a mistake in the server's reading of a rule cannot hide itself.

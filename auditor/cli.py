@@ -1,4 +1,4 @@
-"""`recsys audit`: the black-box compliance audit (Art. 9, 11, 12, 15, 16, 22, 23, 26) of a running
+"""`recsys audit`: the black-box compliance audit (Art. 9, Art. 11, Art. 12, Art. 17 (draft 15), Art. 18 (draft 16), Art. 22 (draft 26), Art. 26 (draft 22), Art. 28 (draft 24)) of a running
 server, printed as a pass/fail table per article, optionally written as a JSON report."""
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ def audit_command(
 ) -> None:
     """Audit a running recommendation server over HTTP only, article by article.
 
-    Art. 12 de-duplication, dispersal, explanations; Art. 11 front screen; Art. 15 switch, tags, explanations.
+    Art. 12 de-duplication, dispersal, explanations; Art. 11 front screen; Art. 17 (draft 15) switch, tags, explanations.
 
-    Art. 16 minors mode; Art. 22 filing number; Art. 23 log; Art. 26 complaints; Art. 9 AI-generated label.
+    Art. 18 (draft 16) minors mode; Art. 26 (draft 22) filing number; Art. 28 (draft 24) log; Art. 22 (draft 26) complaints; Art. 9 AI-generated label.
 
     Every setting the audit changes is restored. Exit code 1 if a check fails, 2 if the server cannot be audited.
     """

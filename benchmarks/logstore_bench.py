@@ -1,4 +1,4 @@
-"""Benchmark of the recommendation log store (Art. 23): append throughput and inspection query time.
+"""Benchmark of the recommendation log store (Art. 28 (draft 24)): append throughput and inspection query time.
 
     python -m benchmarks.logstore_bench --records 1000000     # default
     python -m benchmarks.logstore_bench --records 10000000    # the full figure (Parquet written directly)

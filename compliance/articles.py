@@ -2,7 +2,7 @@
 2021 draft's numbers as aliases, and the later texts it also implements.
 
 Every control, document, response field, log record and filing cites an article by its FINAL number
-("Art. 17"), adding the draft number where it differs ("Art. 17 (draft 15)"). The draft is kept as
+("Art. 8"), adding the draft number where it differs ("Art. 17 (draft 15)"). The draft is kept as
 the historical reference (the project began from it); `tests/test_citations.py` resolves every
 citation in code, docs and responses against `FINAL` and `DRAFT_OF`.
 
@@ -80,6 +80,18 @@ def cite(number: int) -> str:
     if article.draft is not None and article.draft != number:
         return f"Art. {number} (draft {article.draft})"
     return f"Art. {number}"
+
+
+def legal_basis() -> dict[str, object]:
+    """Which text this service's citations follow, for the transparency page and the filing: the final
+    Provisions, article numbers as in `FINAL`, the 2021 draft's numbers given as aliases."""
+    return {
+        "text": TEXT,
+        "text_zh": TEXT_ZH,
+        "draft_aliases": True,
+        "draft": DRAFT_TEXT,
+        "citation_form": f"{cite(17)}: final article 17, numbered 15 in the draft",
+    }
 
 
 # Later texts the service implements, cited by name (not by the Provisions' numbers).

@@ -1,6 +1,6 @@
-"""Complaints, reports and appeals (Art. 26): what a user may file, its status flow and deadlines.
+"""Complaints, reports and appeals (Art. 22 (draft 26)): what a user may file, its status flow and deadlines.
 
-Art. 26 requires a convenient portal for complaints and reports, prompt handling, and an appeal
+Art. 22 (draft 26) requires a convenient portal for complaints and reports, prompt handling, and an appeal
 channel with timely feedback. A case moves received -> acknowledged -> resolved | rejected, with
 an acknowledgement deadline in hours and a resolution deadline in calendar days from filing.
 """

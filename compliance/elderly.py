@@ -1,4 +1,4 @@
-"""Elderly users (final Provisions Art. 19: providers shall make it easy for the elderly to use
+"""Elderly users (Provisions Art. 19: providers shall make it easy for the elderly to use
 algorithmic recommendation services safely, and monitor, identify and handle telecom and online
 fraud information; draft 2021: no counterpart).
 

@@ -1,7 +1,7 @@
-"""Explanations (Art. 12, 15) and content labels (Art. 9): why each item is in a list, in words
+"""Explanations (Art. 12, Art. 17 (draft 15)) and content labels (Art. 9): why each item is in a list, in words
 built from the signal that put it there.
 
-Art. 12 asks for transparent, explainable retrieval, ranking and display; Art. 15 gives users the
+Art. 12 asks for transparent, explainable retrieval, ranking and display; Art. 17 (draft 15) gives users the
 right to an explanation. Every builder takes the real signal and refuses to run without it, so no
 item is ever explained by generic filler. Art. 9 (second sentence) requires algorithm-generated
 content to carry a conspicuous label: `content_labels` and `LABEL_TEXT`.

@@ -1,10 +1,10 @@
-"""Algorithm filing package (Art. 19: classified, graded management; Art. 20: file the provider's
+"""Algorithm filing package (Art. 23 (draft 19): classified, graded management; Art. 24 (draft 20): file the provider's
 name, service form, application field, algorithm type, self-assessment report and the content to
 be publicised, and go through change procedures within five working days of a change).
 
 `build_filing` assembles the package from the provider's details, the registered model, the
 declared policy and the latest audit; `render_markdown` / `render_html` make it readable;
-`change_record` lists what changed since the previous filing and the Art. 20 deadline;
+`change_record` lists what changed since the previous filing and the Art. 24 (draft 20) deadline;
 `write_filing` writes filing.json, filing.md, filing.html (and change-record.json) atomically.
 Everything is pure apart from `write_filing` and `read_filing`: dates are passed in.
 """
@@ -21,14 +21,15 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from compliance.articles import legal_basis
 from compliance.feature_library import atomic_write_text
 
 FORMAT = "recsys-filing/1"
-CHANGE_WORKING_DAYS = 5  # Art. 20 para. 2
-INITIAL_WORKING_DAYS = 10  # Art. 20 para. 1: within ten working days of providing the service
+CHANGE_WORKING_DAYS = 5  # Art. 24 (draft 20) para. 2
+INITIAL_WORKING_DAYS = 10  # Art. 24 (draft 20) para. 1: within ten working days of providing the service
 DEFAULT_ALGORITHM_TYPE = "personalised push; sorting and selection; retrieval and filtering"
 
-# Fields whose change is a change of the filed information (Art. 20 para. 2). Metrics and audit
+# Fields whose change is a change of the filed information (Art. 24 (draft 20) para. 2). Metrics and audit
 # figures are reported in every filing but move with each evaluation, so they do not trigger one.
 FILED_FIELDS = (
     "provider.provider_name",
@@ -58,15 +59,15 @@ DEFAULT_SAFEGUARDS: dict[str, tuple[str, str]] = {
                      "every manual intervention (pin, block, boost) is recorded."),
     "dedup": ("Art. 12", "De-duplication: the same item or the same content is not shown twice across pages."),
     "dispersal": ("Art. 12", "Dispersal: at most m items of one category in any window of w positions."),
-    "trending_filters": ("Art. 13", "Trending lists count distinct users, discount new accounts, zero bursts "
+    "trending_filters": ("Art. 14 (draft 13)", "Trending lists count distinct users, discount new accounts, zero bursts "
                          "of new accounts and merge accounts acting in lockstep."),
-    "personalization_switch": ("Art. 15", "Users can switch personalisation off; it holds from the next request "
+    "personalization_switch": ("Art. 17 (draft 15)", "Users can switch personalisation off; it holds from the next request "
                                "on every server; non-personalised lists are the same for users in the same situation."),
-    "minors_mode": ("Art. 16", "Minors get a minor-safe pool, no personal profiling beyond safety, daily time "
+    "minors_mode": ("Art. 18 (draft 16)", "Minors get a minor-safe pool, no personal profiling beyond safety, daily time "
                     "limits by age band and a night curfew."),
-    "logs": ("Art. 23", "Every served list is logged before the response, hash-chained, kept at least 180 days "
+    "logs": ("Art. 28 (draft 24)", "Every served list is logged before the response, hash-chained, kept at least 180 days "
              "and exported with pseudonymised user ids on request."),
-    "complaints": ("Art. 26", "Complaints and appeals are accepted with status tracking and deadlines."),
+    "complaints": ("Art. 22 (draft 26)", "Complaints and appeals are accepted with status tracking and deadlines."),
 }
 
 
@@ -75,7 +76,7 @@ class FilingError(ValueError):
 
 
 class FilingInfo(BaseModel):
-    """What the provider declares about itself and the service (Art. 19 factors, Art. 20 fields)."""
+    """What the provider declares about itself and the service (Art. 23 (draft 19) factors, Art. 24 (draft 20) fields)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -87,14 +88,14 @@ class FilingInfo(BaseModel):
     filing_number: str | None = None
     service_start: date | None = None  # first day the service was provided (initial filing deadline)
     contact: str | None = None
-    # Art. 19 classification factors, as the provider assesses them
+    # Art. 23 (draft 19) classification factors, as the provider assesses them
     public_opinion_attribute: bool = True
     social_mobilisation: bool = False
     content_categories: tuple[str, ...] = ()
     user_scale: str = ""
     data_sensitivity: str = ""
     intervention_degree: str = ""
-    # optional wording of the public text (Art. 14); generated from the model and policy otherwise
+    # optional wording of the public text (Art. 16 (draft 14)); generated from the model and policy otherwise
     basic_principle: str | None = None
     purpose: str | None = None
     mechanism: str | None = None
@@ -239,7 +240,7 @@ def fingerprint(filing: Mapping[str, Any]) -> str:
 
 def build_filing(provider: FilingInfo, model: Mapping[str, Any], policy: Mapping[str, Any],
                  audit: Mapping[str, Any] | None, today: date) -> dict[str, Any]:
-    """The filing package as a JSON-ready dict, with every field Art. 20 names.
+    """The filing package as a JSON-ready dict, with every field Art. 24 (draft 20) names.
 
     `model`: registered_name, version, run_id, metrics, params, feature_names, data (data used).
     `policy`: config, hash, descriptions (safeguard name -> text, overriding the defaults).
@@ -264,7 +265,8 @@ def build_filing(provider: FilingInfo, model: Mapping[str, Any], policy: Mapping
     )
     filing: dict[str, Any] = {
         "format": FORMAT,
-        "articles": "Art. 19, 20",
+        "articles": "Art. 23 (draft 19), Art. 24 (draft 20)",
+        "legal_basis": legal_basis(),
         "generated_on": today.isoformat(),
         "provider": {
             "provider_name": provider.provider_name,
@@ -333,7 +335,7 @@ def change_record(
         return None
     return {
         "format": FORMAT + "/change",
-        "article": "Art. 20 para. 2: change procedures within five working days of the change",
+        "article": "Art. 24 (draft 20) para. 2: change procedures within five working days of the change",
         "filing_number": _get(current, "provider.filing_number") or _get(previous, "provider.filing_number"),
         "changed_on": changed_on.isoformat(),
         "deadline": add_working_days(changed_on, CHANGE_WORKING_DAYS, holidays, working_weekends).isoformat(),
@@ -344,6 +346,14 @@ def change_record(
 
 
 # -- rendering --------------------------------------------------------------------------------------
+def _rules_followed(basis: Any) -> str:
+    """The legal basis in words; a filing written before it was recorded shows a dash."""
+    if not isinstance(basis, Mapping) or not basis.get("text"):
+        return "—"
+    aliases = "; articles cited by final number, the 2021 draft's numbers as aliases" if basis.get("draft_aliases") else ""
+    return f"{basis['text']}{aliases}"
+
+
 def _text(value: Any) -> str:
     if value is None or value == "":
         return "—"
@@ -367,7 +377,8 @@ def _sections(filing: Mapping[str, Any]) -> list[Section]:
     provider, cls, sa = filing["provider"], filing["classification"], filing["self_assessment"]
     compliance = sa.get("compliance")
     sections: list[Section] = [
-        ("1. Provider and service (Art. 20)", [
+        ("1. Provider and service (Art. 24 (draft 20))", [
+            ("Rules followed", _rules_followed(filing.get("legal_basis"))),
             ("Provider name", _text(provider["provider_name"])),
             ("Service", _text(provider["service_name"])),
             ("Service form", _text(provider["service_form"])),
@@ -376,7 +387,7 @@ def _sections(filing: Mapping[str, Any]) -> list[Section]:
             ("Filing number", _text(provider["filing_number"])),
             ("Initial filing due", _text(filing["deadlines"]["initial_filing_due"])),
         ], None, None),
-        ("2. Classification factors (Art. 19)", [(k.replace("_", " ").capitalize(), _text(v)) for k, v in cls.items()],
+        ("2. Classification factors (Art. 23 (draft 19))", [(k.replace("_", " ").capitalize(), _text(v)) for k, v in cls.items()],
          None, None),
         ("3. Self-assessment: algorithm and data", [
             ("Registered model", f"{sa['model']['registered_name']} version {sa['model']['version']}"),
@@ -402,7 +413,7 @@ def _sections(filing: Mapping[str, Any]) -> list[Section]:
                          f"Overall: {'passed' if compliance['passed'] else 'not passed'}."))
     sections.append(("7. Conclusion", [], None, sa["conclusion"]))
     public = filing["public_content"]
-    sections.append(("8. Content to be publicised (Art. 14, 20)", [
+    sections.append(("8. Content to be publicised (Art. 16 (draft 14), Art. 24 (draft 20))", [
         ("Basic principle", public["basic_principle"]),
         ("Purpose", public["purpose"]),
         ("Mechanism", public["mechanism"]),

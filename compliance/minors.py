@@ -1,6 +1,6 @@
-"""Minors mode (Art. 16): who is a minor, daily usage budgets by age band, and the night curfew.
+"""Minors mode (Art. 18 (draft 16)): who is a minor, daily usage budgets by age band, and the night curfew.
 
-Art. 16 asks for a mode suited to minors that does not induce addiction. The defaults follow the
+Art. 18 (draft 16) asks for a mode suited to minors that does not induce addiction. The defaults follow the
 2024 minors-mode guideline (移动互联网未成年人模式建设指南): under 8 years 40 minutes a day,
 8-15 years 60 minutes, 16-17 years 120 minutes, and no service from 22:00 to 06:00 local time.
 Minors get the non-personalized minor-safe lists by default (`personalized=False`): no personal

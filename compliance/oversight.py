@@ -1,9 +1,9 @@
-"""Named operators and the two-person rule for manual intervention (Art. 7, 11, 13 of the 2021
-draft Provisions).
+"""Named operators and the two-person rule for manual intervention (Art. 7, Art. 11, Art. 14 (draft 13) of the
+Provisions).
 
 - Art. 7: the provider staffs the service with people accountable for it: every manual change is
   made by a named account with a role, never by "whoever holds the shared token".
-- Art. 11, 13: manual intervention on lists (pins, blocks, boosts) is recorded and not hidden; the
+- Art. 11, Art. 14 (draft 13): manual intervention on lists (pins, blocks, boosts) is recorded and not hidden; the
   kinds declared sensitive here (by default pins and blocks that reach the front screen) take
   effect only after a *different* account with the approver role approves them, and both
   identities, times and reasons are kept with the intervention and in the log.

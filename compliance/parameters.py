@@ -1,5 +1,5 @@
 """The main parameters of each recommender surface and their relative importance (EU DSA Art. 27;
-final Provisions Art. 16 (draft 14): the basic principles and main operating mechanism; Art. 17
+Provisions Art. 16 (draft 14): the basic principles and main operating mechanism; Art. 17 (draft 15)
 (draft 15): the options a user has).
 
 For each surface the page states, in plain words: where candidates come from; the signals the

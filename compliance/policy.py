@@ -1,13 +1,13 @@
-"""The declared list policy (Art. 11, 12, 13 of the 2021 draft Provisions), as typed config and as
+"""The declared list policy (Art. 11, Art. 12, Art. 14 (draft 13) of the Provisions), as typed config and as
 engine rules for one request.
 
 - Art. 11: the first screen of the home page shows mainstream-pool items in configured slots, and
   operators can intervene by hand (pin, block, boost); every intervention names its operator and reason.
 - Art. 12: content de-duplication and dispersal (打散) on every list, across the pages of a session.
-- final Art. 17 (user options) against information cocoons: one category's share of a session's
+- Art. 17 (draft 15) (user options) against information cocoons: one category's share of a session's
   positions stays under a cap (`SessionDiversityPolicy`), lower for a user who chose "broaden my
   feed"; a user's "fewer like this" down-weights the item's category for a period (`FeedbackPolicy`).
-- Art. 13: no hidden manipulation of lists: the policy is declared config with a hash stamped on
+- Art. 14 (draft 13): no hidden manipulation of lists: the policy is declared config with a hash stamped on
   every response, rules give way only in the declared relaxation order, and every rule that could
   not be met is reported with the list.
 
@@ -163,7 +163,7 @@ class FrontScreenPolicy(_Config):
 
 
 class SessionDiversityPolicy(_Config):
-    """Against information cocoons (final Art. 17 user options; the 2024-25 campaign): across the
+    """Against information cocoons (Art. 17 (draft 15) user options; the 2024-25 campaign): across the
     pages of one session, at most `max_share` of the positions share a primary category
     (`broadened_max_share` for a user who chose "broaden my feed"). A session shorter than
     `min_positions` is held to the count `min_positions` would allow."""
@@ -185,7 +185,7 @@ class SessionDiversityPolicy(_Config):
 
 
 class FeedbackPolicy(_Config):
-    """A user's negative feedback (final Art. 17): "not interested" and "fewer like this" remove the
+    """A user's negative feedback (Art. 17 (draft 15)): "not interested" and "fewer like this" remove the
     item and its content duplicates from every later list; "fewer like this" also down-weights the
     item's primary category for `fewer_like_this_days`, each of its items losing
     `category_penalty` x the spread of the request's scores."""
@@ -309,7 +309,7 @@ def config_hash(config: PolicyConfig) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Manual intervention (Art. 11, 13): the data shape; the serving layer stores and audits them.
+# Manual intervention (Art. 11, Art. 14 (draft 13)): the data shape; the serving layer stores and audits them.
 # ---------------------------------------------------------------------------------------------------
 class Intervention(BaseModel):
     """An operator's pin, block or boost. Pins: `item_id` at 1-based `position` of `page`.
@@ -602,7 +602,7 @@ def describe(config: PolicyConfig) -> list[PolicyText]:
     out.append(
         PolicyText(
             name="interventions",
-            articles=(11, 13),
+            articles=(11, 14),
             title="Manual intervention",
             text="Operators may pin an item to a position, block an item or category, or boost the "
             "scores of an item or category. Each intervention records its operator, reason and expiry; "
@@ -622,5 +622,5 @@ def describe(config: PolicyConfig) -> list[PolicyText]:
     never = [name for name in RELAXABLE_RULES if name not in order]
     if order and never:
         text += f" Never relaxed: {', '.join(_title(config, name) for name in never)}."
-    out.append(PolicyText(name="relaxation", articles=(12, 13), title="When rules conflict", text=text))
+    out.append(PolicyText(name="relaxation", articles=(12, 14), title="When rules conflict", text=text))
     return out

@@ -10,7 +10,7 @@ amplification well above 1. The consumed item is drawn with the position bias of
 training runs it on every model and records the result.
 
 Two user protections are measured here too, on lists the served path produced:
-`feedback_effectiveness` (final Art. 17, the "not interested" campaign): after a user rejects items
+`feedback_effectiveness` (Art. 17 (draft 15), the "not interested" campaign): after a user rejects items
 of a list, the share of rejected items (and their content duplicates) in the user's next pages
 (goal 0) and the share of a "fewer like this" category before and after; `session_diversity`
 (information cocoons): the dominant category's share of each simulated session against the cap.

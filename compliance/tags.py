@@ -1,8 +1,8 @@
-"""User tags (Art. 10, 15): derived from the user's history, viewable, deletable, addable; never
+"""User tags (Art. 10, Art. 17 (draft 15)): derived from the user's history, viewable, deletable, addable; never
 sensitive, discriminatory or harmful.
 
 Art. 10 forbids recording illegal or harmful keywords as interests and setting discriminatory or
-biased tags; Art. 15 gives users the power to select, change and delete their tags. Matching is
+biased tags; Art. 17 (draft 15) gives users the power to select, change and delete their tags. Matching is
 deliberately conservative: text is normalised (case, full-width forms, accents, spaces,
 punctuation, invisible characters) and a banned term anywhere in it rejects it, so "Ｒ e-ligion"
 is caught and a harmless word that contains a banned one (e.g. "embrace" holds "race") is

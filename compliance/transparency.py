@@ -1,9 +1,9 @@
-"""The public transparency notice (Art. 14, 22): that algorithmic recommendation is used, its
+"""The public transparency notice (Art. 16 (draft 14), Art. 26 (draft 22)): that algorithmic recommendation is used, its
 principles, purpose and mechanism, how to switch it off or complain, the filing number, and the
-hot-list rules (Art. 11, 13; the 2024-25 hot-list campaign: rules published, logs kept, verifiable).
+hot-list rules (Art. 11, Art. 14 (draft 13); the 2024-25 hot-list campaign: rules published, logs kept, verifiable).
 
-Art. 14 requires a conspicuous notice and public disclosure of the basic principles, purpose and
-operating mechanism; Art. 22 requires the filing number to be shown prominently with a link to the
+Art. 16 (draft 14) requires a conspicuous notice and public disclosure of the basic principles, purpose and
+operating mechanism; Art. 26 (draft 22) requires the filing number to be shown prominently with a link to the
 public information. `transparency_document` builds the JSON served at GET /v1/transparency;
 `render_html` turns it into a self-contained, bilingual page (every value HTML-escaped).
 """
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
+from compliance.articles import TEXT, TEXT_ZH, legal_basis
 from compliance.minors import MinorsConfig
 from compliance.trending import TrendingConfig, describe_rules
 
@@ -132,7 +133,7 @@ def transparency_document(
     log_retention_days: int = 180,
 ) -> dict[str, Any]:
     """The public notice as JSON-ready data; raises ValueError naming the first missing field.
-    `user_options` describe what each user can choose (final Provisions Art. 17 options, Art. 19
+    `user_options` describe what each user can choose (Provisions Art. 17 (draft 15) options, Art. 19
     elderly mode), one sentence each."""
     service = _text(service_name, "service_name")
     if not isinstance(model_card, dict):
@@ -170,6 +171,7 @@ def transparency_document(
         "user_options": _texts(user_options, "user_options") if user_options else [],
         "hot_list": _hot_list_rules(trending or TrendingConfig(), log_retention_days),
         "public_information": TRANSPARENCY_PATH,
+        "legal_basis": legal_basis(),
     }
 
 
@@ -250,6 +252,9 @@ def render_html(document: dict[str, Any]) -> str:
         f'<h1><span lang="zh-CN">算法推荐服务公示</span> / Algorithmic recommendation notice: {service}</h1>',
         f'<p class="notice">{escape(str(document["notice"]))}</p>',
         f"<p>Provider / <span lang=\"zh-CN\">服务提供者</span>: {escape(str(document['provider']))}</p>",
+        f'<p class="legal-basis" id="legal-basis"><span lang="zh-CN">依据 {escape(TEXT_ZH)}</span> / Rules followed: '
+        f"{escape(TEXT)}. Articles are cited by their final numbers; where the 2021 draft numbered an "
+        f"article differently, its draft number follows as an alias, e.g. Art. 17 (draft 15).</p>",
         _h2("principles", "基本原理", "Basic principles"),
         _list(document["basic_principles"]),
         _h2("purpose", "目的意图", "Purpose"),

@@ -1,4 +1,4 @@
-"""Trending list without manipulation (Art. 11: hot lists are a key surface to manage; Art. 13: no
+"""Trending list without manipulation (Art. 11: hot lists are a key surface to manage; Art. 14 (draft 13): no
 fake accounts, fake likes or shares, and no manipulated lists).
 
 `compute_trending` turns engagement events into a ranked hot list. The attacker modelled is not one
@@ -725,36 +725,36 @@ def rule_min_distinct_users(state: TrendingState) -> None:
     _exclude(state, "below_min_users", below)
 
 
-# The declared order. Articles: draft numbering (Art. 11: hot lists are a key surface; Art. 13: no fake
-# accounts or manipulated lists, final Art. 14; Art. 16: minors, final Art. 18).
+# The declared order. Articles (final numbering, draft alias): Art. 11: hot lists are a key surface;
+# Art. 14 (draft 13): no fake accounts or manipulated lists; Art. 18 (draft 16): minors.
 TRENDING_RULES: tuple[TrendingRule, ...] = (
-    TrendingRule("window", "Art. 11, 13", ("window_hours",), rule_window),
+    TrendingRule("window", "Art. 11, Art. 14 (draft 13)", ("window_hours",), rule_window),
     TrendingRule("event_weights", "Art. 11", ("event_weights",), rule_event_weights),
     TrendingRule("time_decay", "Art. 11", ("half_life_hours",), rule_time_decay),
-    TrendingRule("account_facts", "Art. 13", ("new_account_days", "unknown_account_is_new", "unknown_history"),
+    TrendingRule("account_facts", "Art. 14 (draft 13)", ("new_account_days", "unknown_account_is_new", "unknown_history"),
                  rule_account_facts),
-    TrendingRule("no_history", "Art. 13", ("manipulation_filters", "no_history_weight"), rule_no_history),
-    TrendingRule("new_account", "Art. 13", ("manipulation_filters", "new_account_days", "new_account_weight"),
+    TrendingRule("no_history", "Art. 14 (draft 13)", ("manipulation_filters", "no_history_weight"), rule_no_history),
+    TrendingRule("new_account", "Art. 14 (draft 13)", ("manipulation_filters", "new_account_days", "new_account_weight"),
                  rule_new_account),
-    TrendingRule("thin_history", "Art. 13", ("manipulation_filters", "history_min_items", "thin_history_weight"),
+    TrendingRule("thin_history", "Art. 14 (draft 13)", ("manipulation_filters", "history_min_items", "thin_history_weight"),
                  rule_thin_history),
-    TrendingRule("concentration", "Art. 13", ("manipulation_filters", "concentration_max_items",
+    TrendingRule("concentration", "Art. 14 (draft 13)", ("manipulation_filters", "concentration_max_items",
                                               "concentration_weight"), rule_concentration),
-    TrendingRule("account_trust", "Art. 13", ("manipulation_filters", "no_history_weight", "new_account_weight",
+    TrendingRule("account_trust", "Art. 14 (draft 13)", ("manipulation_filters", "no_history_weight", "new_account_weight",
                                               "thin_history_weight", "concentration_weight"), rule_account_trust),
-    TrendingRule("distinct_users", "Art. 13", (), rule_distinct_users),
-    TrendingRule("burst", "Art. 13", ("manipulation_filters", "burst_enabled", "burst_minutes", "burst_min_accounts",
+    TrendingRule("distinct_users", "Art. 14 (draft 13)", (), rule_distinct_users),
+    TrendingRule("burst", "Art. 14 (draft 13)", ("manipulation_filters", "burst_enabled", "burst_minutes", "burst_min_accounts",
                                       "burst_new_account_share"), rule_burst),
-    TrendingRule("lockstep", "Art. 13", ("manipulation_filters", "lockstep_enabled", "lockstep_min_jaccard",
+    TrendingRule("lockstep", "Art. 14 (draft 13)", ("manipulation_filters", "lockstep_enabled", "lockstep_min_jaccard",
                                          "lockstep_min_items", "lockstep_min_group"), rule_lockstep),
-    TrendingRule("cluster", "Art. 13", ("manipulation_filters", "cluster_enabled", "lockstep_min_items",
+    TrendingRule("cluster", "Art. 14 (draft 13)", ("manipulation_filters", "cluster_enabled", "lockstep_min_items",
                                         "cluster_min_group"), rule_cluster),
-    TrendingRule("groups_count_once", "Art. 13", (), rule_groups_count_once),
-    TrendingRule("untrusted_cap", "Art. 13", ("manipulation_filters", "untrusted_max_share"), rule_untrusted_cap),
+    TrendingRule("groups_count_once", "Art. 14 (draft 13)", (), rule_groups_count_once),
+    TrendingRule("untrusted_cap", "Art. 14 (draft 13)", ("manipulation_filters", "untrusted_max_share"), rule_untrusted_cap),
     TrendingRule("not_in_catalog", "Art. 11", (), rule_catalogue),
     TrendingRule("blocked_item", "Art. 11", (), rule_safety),
-    TrendingRule("not_minor_safe", "Art. 16", (), rule_minors),
-    TrendingRule("below_min_users", "Art. 11, 13", ("min_distinct_users",), rule_min_distinct_users),
+    TrendingRule("not_minor_safe", "Art. 18 (draft 16)", (), rule_minors),
+    TrendingRule("below_min_users", "Art. 11, Art. 14 (draft 13)", ("min_distinct_users",), rule_min_distinct_users),
 )
 
 

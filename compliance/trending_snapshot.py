@@ -1,5 +1,5 @@
-"""Hot-list snapshots you can verify (Art. 11: hot lists are a key surface; Art. 13, final Art. 14: no
-manipulated lists; Art. 23, final Art. 28: logs kept; the 2024-25 hot-list campaign: rules published,
+"""Hot-list snapshots you can verify (Art. 11: hot lists are a key surface; Art. 14 (draft 13): no
+manipulated lists; Art. 28 (draft 24): logs kept; the 2024-25 hot-list campaign: rules published,
 hot-list logs kept).
 
 A `TrendingSnapshot` is one computation of the hot list, as served: the rule config, the audience's

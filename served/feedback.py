@@ -1,4 +1,4 @@
-"""A user's negative feedback as the served path applies it (final Provisions Art. 17: users can
+"""A user's negative feedback as the served path applies it (Provisions Art. 17 (draft 15): users can
 act on the recommendations they get; the 2024-25 "not interested" campaign).
 
 `FeedbackSignals.of(catalog, user, now, policy)` turns the user's stored feedback (public item ids,

@@ -122,7 +122,7 @@ class Recommendation:
     served_at: datetime
 
     def log_record(self) -> dict[str, Any]:
-        """The Art. 23 log record of this list: enough to explain and reproduce it."""
+        """The Art. 28 (draft 24) log record of this list: enough to explain and reproduce it."""
         request = self.request
         return {
             "request_id": self.request_id,
@@ -464,7 +464,7 @@ class ServedPath:
         features = bundle.features(query.user_vector, query.history, items, retrieval_scores)
         return np.asarray(bundle.ranker.score(features), dtype=np.float32)
 
-    # -- stage 5: the policy engine (Art. 11, 12, 13) ---------------------------------------------
+    # -- stage 5: the policy engine (Art. 11, Art. 12, Art. 14 (draft 13)) ---------------------------------------------
     def select(self, query: Query, shared: SharedState, items: Array, scores: Array,
                sources: Array) -> tuple[Slate, list[Rule]]:
         catalog = self.catalog
@@ -518,7 +518,7 @@ class ServedPath:
                 self._rule_sets[key] = rule_set
         return rule_set
 
-    # -- stage 6: explanations (Art. 12, 15) --------------------------------------------------------
+    # -- stage 6: explanations (Art. 12, Art. 17 (draft 15)) --------------------------------------------------------
     def explain(self, query: Query, shared: SharedState, items: Array, slate: Slate) -> list[ServedItem]:
         catalog = self.catalog
         chosen = items[slate.indices] if len(slate.indices) else np.empty(0, dtype=np.int64)

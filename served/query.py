@@ -22,7 +22,7 @@ class RecommendationRequest:
 
 @dataclass(frozen=True)
 class Feedback:
-    """One negative feedback of a user on an item of a served list (final Provisions Art. 17):
+    """One negative feedback of a user on an item of a served list (Provisions Art. 17 (draft 15)):
     `kind` "not_interested" (this item) or "fewer_like_this" (this item, and its primary
     `category` down-weighted for the configured period from `created_at`)."""
 

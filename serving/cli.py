@@ -60,7 +60,7 @@ def serve_command(
 
 
 def _check_log_dir(directory: Path) -> None:
-    """Refuse to start when the recommendation log cannot be written (Art. 23): never serve unlogged."""
+    """Refuse to start when the recommendation log cannot be written (Art. 28 (draft 24)): never serve unlogged."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):

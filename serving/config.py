@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     database_url: str = Field(default_factory=_default_database_url)
     service_name: str = "Reference compliant recommender"
     provider_name: str = "Example Provider Ltd."
-    filing_number: str = "DEV-UNFILED-0000"  # the algorithm filing number (Art. 22); set per deployment
+    filing_number: str = "DEV-UNFILED-0000"  # the algorithm filing number (Art. 26 (draft 22)); set per deployment
     admin_token: SecretStr = SecretStr(DEV_ADMIN_TOKEN)
     surfaces: tuple[str, ...] = SURFACES
     max_k: int = 100

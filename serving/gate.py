@@ -1,5 +1,5 @@
-"""The one gate in front of every route that returns items to a user (Art. 16 minors, Art. 9 and
-11 safety, Art. 15 consent).
+"""The one gate in front of every route that returns items to a user (Art. 18 (draft 16) minors, Art. 9 and
+Art. 11 safety, Art. 17 (draft 15) consent).
 
 `ContentGate.admit` is the only way to get an `Audience`, and every function that produces items
 for a user takes one: `RecommendationPipeline.run`, the trending list, the logged-list lookup. So a
@@ -11,7 +11,7 @@ new route cannot serve items without passing the gate, and the gate decides in o
 - safety: items blocked by an operator, matched by the feature library or flagged by the dataset,
   and items rated above the user's band, are excluded on every route (`Audience.exclusions`);
 - consent: whether the user allows personalized lists (the switch, and minors' default);
-- elderly mode (final Provisions Art. 19): the user's setting, else a profile age at or above the
+- elderly mode (Provisions Art. 19): the user's setting, else a profile age at or above the
   configured default (`compliance.elderly`); the audience then excludes items the feature library
   flags as fraud or scam risk on every route, and lists explain themselves plainly.
 

@@ -1,4 +1,4 @@
-"""ASGI middleware on every response: request id, algorithm filing number (Art. 22), body limit,
+"""ASGI middleware on every response: request id, algorithm filing number (Art. 26 (draft 22)), body limit,
 and the last line of defence: an unexpected error becomes a JSON 500 that still carries both
 headers, logged with its request id.
 

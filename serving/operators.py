@@ -1,4 +1,4 @@
-"""Named operator accounts: who changes the service by hand (Art. 7, 11, 13; rules in compliance/oversight.py).
+"""Named operator accounts: who changes the service by hand (Art. 7, Art. 11, Art. 14 (draft 13); rules in compliance/oversight.py).
 
 Every admin request is made by an account with a name and a role, and that name (never a
 self-declared header) is what the intervention, the complaint decision and the log record:

@@ -56,7 +56,7 @@ class RecommendationPipeline:
 
     def serve(self, request: RecommendationRequest, audience: Audience, request_id: str, logstore: LogStore,
               timings: Mapping[str, float] | None = None) -> Recommendation:
-        """The one place a served list is written: computed, logged before the response (Art. 23;
+        """The one place a served list is written: computed, logged before the response (Art. 28 (draft 24);
         `LogStoreUnavailable` refuses the request), remembered as a page of the session, counted.
         `timings` are stages measured before this one (the gate's), for the stage metrics."""
         recommendation = self.run(request, audience, request_id)

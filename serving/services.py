@@ -1,7 +1,7 @@
 """What one worker holds: settings, state store, log store, the loaded model and its pipeline.
 
 Built at startup by `build_services`. Startup fails with a one-line reason when the log
-directory is unusable (serving unlogged lists is never an option, Art. 23); a model that cannot
+directory is unusable (serving unlogged lists is never an option, Art. 28 (draft 24)); a model that cannot
 be loaded leaves the service up but not ready, so /healthz says why.
 """
 

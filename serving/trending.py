@@ -1,4 +1,4 @@
-"""The hot list on the server (Art. 11, 13; Art. 23 logs; the 2024-25 hot-list campaign: hot-list logs
+"""The hot list on the server (Art. 11, Art. 14 (draft 13); Art. 28 (draft 24) logs; the 2024-25 hot-list campaign: hot-list logs
 kept and verifiable).
 
 `take_snapshot` computes one hot list for an audience band from the state store (the window's

@@ -1,5 +1,5 @@
 """`recsys trending verify`: recompute logged hot-list snapshots from the stored events and show that
-each equals what was served (Art. 11, 13, 23; the 2024-25 hot-list campaign: hot-list logs kept).
+each equals what was served (Art. 11, Art. 14 (draft 13), Art. 28 (draft 24); the 2024-25 hot-list campaign: hot-list logs kept).
 
 The state database and the log directory come from the server's settings (RECSYS_DATABASE_URL,
 RECSYS_LOG_DIR, RECSYS_LOG_HMAC_KEY). The log's chain hashes and seals are checked first (the

@@ -15,7 +15,7 @@ data and results, and forbids models that induce users into addiction. Here "reg
 3. `compliance.review.addiction_risk` simulates sessions with the served path and with the model
    alone (each session the user consumes the top item): how far the share of the user's dominant
    category grows.
-4. Negative feedback (final Art. 17): for a sample of users, the first item of their first list
+4. Negative feedback (Art. 17 (draft 15)): for a sample of users, the first item of their first list
    is marked "not interested" and the second "fewer like this"; their next `feedback_pages` lists
    (sessions of five pages, rotating over the surfaces) are served through the same path and
    `compliance.review.feedback_effectiveness` counts rejected items (goal 0) and the share of the

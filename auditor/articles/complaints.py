@@ -1,4 +1,4 @@
-"""Art. 26 of the 2021 draft Provisions, complaints: a complaint about a served list is accepted
+"""Art. 22 (draft 26) of the Provisions, complaints: a complaint about a served list is accepted
 with due dates, can be followed by its user alone, and moves received -> acknowledged -> resolved.
 The audit's complaint stays on the server, resolved and marked as an audit test."""
 
@@ -69,11 +69,11 @@ def _when(value: Any) -> datetime | None:
 
 
 def check_complaints(trial: ComplaintTrial) -> CheckResult:
-    """Art. 26: a complaint about a served list is accepted (201) with due dates, can be followed
+    """Art. 22 (draft 26): a complaint about a served list is accepted (201) with due dates, can be followed
     by its user (404 for others), and moves received -> acknowledged -> resolved with the resolution."""
     failures: list[str] = []
     if trial.user_id is None or trial.subject_id is None:
-        return result("Art. 26", "complaints", ["no served list to complain about"], {}, ran=False)
+        return result("Art. 22 (draft 26)", "complaints", ["no served list to complain about"], {}, ran=False)
     filed = trial.filed
     if filed is None or filed.status != 201:
         failures.append(f"filing: {said(filed)}, expected 201")
@@ -105,4 +105,4 @@ def check_complaints(trial: ComplaintTrial) -> CheckResult:
               "other_user_404": int(trial.foreign is not None and trial.foreign.status == 404)}
     notes = [f"complaint {filed.data.get('id') if filed is not None else None} by user {trial.user_id} about request "
              f"{trial.subject_id} stays on the server, resolved, marked as an audit test"]
-    return result("Art. 26", "complaints", failures, counts, notes)
+    return result("Art. 22 (draft 26)", "complaints", failures, counts, notes)

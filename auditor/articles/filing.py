@@ -1,4 +1,4 @@
-"""Art. 22 of the 2021 draft Provisions, the filing number: every response carries it in a header,
+"""Art. 26 (draft 22) of the Provisions, the filing number: every response carries it in a header,
 equal to the number the transparency notice publishes, and the HTML notice shows it."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from auditor.report import CheckResult, result
 
 
 def check_filing(exchanges: Sequence[Exchange], transparency: Exchange | None, page: Exchange | None) -> CheckResult:
-    """Art. 22: every response carries the filing number header, equal to the one the transparency
+    """Art. 26 (draft 22): every response carries the filing number header, equal to the one the transparency
     notice publishes; the HTML notice shows it."""
     failures: list[str] = []
     published = transparency.data.get("filing_number") if transparency is not None and transparency.ok else None
@@ -41,4 +41,4 @@ def check_filing(exchanges: Sequence[Exchange], transparency: Exchange | None, p
         failures.append("no responses received")
     counts = {"responses": len(responses), "no_response": len(exchanges) - len(responses), "header_missing": missing,
               "header_mismatch": mismatched, "body_mismatch": body_mismatch, "html_shows_number": int(shown)}
-    return result("Art. 22", "filing number", failures, counts, [f"filing number {published!r}"] if published else [])
+    return result("Art. 26 (draft 22)", "filing number", failures, counts, [f"filing number {published!r}"] if published else [])

@@ -1,4 +1,4 @@
-"""Art. 9, 11 and 12 of the 2021 draft Provisions, read off the lists the server serves:
+"""Art. 9, Art. 11, Art. 12 of the Provisions, read off the lists the server serves:
 de-duplication and category dispersal across a session's pages, an explanation per item, the
 front screen's mainstream slots, and the AI-generated label (Art. 9)."""
 

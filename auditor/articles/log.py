@@ -1,4 +1,4 @@
-"""Art. 23 of the 2021 draft Provisions, the recommendation log: every list served to the audit can
+"""Art. 28 (draft 24) of the Provisions, the recommendation log: every list served to the audit can
 be retrieved from it, its hash chain and seals verify, and verifying needs the admin token."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from auditor.responses import where
 
 
 def check_log(replays: Sequence[Replay], verify: Exchange | None, verify_unauthorized: Exchange | None) -> CheckResult:
-    """Art. 23: every list served to the audit is in the log (retrievable by request id and user),
+    """Art. 28 (draft 24): every list served to the audit is in the log (retrievable by request id and user),
     the log's hash chain and seals verify, and the verify endpoint needs the admin token."""
     failures = [f"{where(r.served)}: not retrievable: {r.replay.summary()}" for r in replays if not r.replay.ok]
     if not replays:
@@ -30,4 +30,4 @@ def check_log(replays: Sequence[Replay], verify: Exchange | None, verify_unautho
     counts = {"served_lists": len(replays), "retrievable": sum(1 for r in replays if r.replay.ok), "verify_ok": int(ok),
               "log_records": verify.data.get("records", 0) if verify is not None else 0,
               "admin_token_required": int(guarded)}
-    return result("Art. 23", "recommendation log", failures, counts)
+    return result("Art. 28 (draft 24)", "recommendation log", failures, counts)

@@ -1,4 +1,4 @@
-"""Art. 16 of the 2021 draft Provisions, minors mode: with it switched on for one user, every item
+"""Art. 18 (draft 16) of the Provisions, minors mode: with it switched on for one user, every item
 on every surface, page and the trending list carries the minor_safe label; a curfew or daily-limit
 refusal is allowed and counted. The user's setting is restored afterwards."""
 
@@ -53,12 +53,12 @@ def minors_trial(inspector: Inspector, user: str | None, config: AuditConfig) ->
 
 
 def check_minors(trial: MinorsTrial) -> CheckResult:
-    """Art. 16: in minors mode every item is labelled minor_safe on every surface and page; a 403
+    """Art. 18 (draft 16): in minors mode every item is labelled minor_safe on every surface and page; a 403
     refusal for curfew or the daily limit is allowed (counted), any other error fails."""
     failures: list[str] = []
     user_id, set_on, responses = trial.user_id, trial.set_on, trial.responses
     if user_id is None:
-        return result("Art. 16", "minors mode", ["no known user to put in minors mode"], {}, ran=False)
+        return result("Art. 18 (draft 16)", "minors mode", ["no known user to put in minors mode"], {}, ran=False)
     if set_on is None or not set_on.ok or set_on.data.get("minor") is not True:
         failures.append(f"user {user_id}: minor_mode=true: {said(set_on)}"
                         + (f", settings say minor={set_on.data.get('minor')!r}" if set_on and set_on.ok else ""))
@@ -94,4 +94,4 @@ def check_minors(trial: MinorsTrial) -> CheckResult:
     notes = [f"user {user_id}"]
     if responses and not served:
         notes.append("every request was refused (curfew or daily limit): labels could not be checked at this hour")
-    return result("Art. 16", "minors mode", failures, counts, notes)
+    return result("Art. 18 (draft 16)", "minors mode", failures, counts, notes)

@@ -1,4 +1,4 @@
-"""Art. 15 of the 2021 draft Provisions, the user's controls, tried on the server: switching
+"""Art. 17 (draft 15) of the Provisions, the user's controls, tried on the server: switching
 personalization off (from the very next request, and back), deleting an interest tag (no later
 explanation cites it), and an explanation on request (a served list fetched again by its user)."""
 
@@ -20,7 +20,7 @@ IMPERSONAL_REASONS = frozenset(
 
 
 def same_settings(before: Exchange | None, after: Exchange | None) -> bool:
-    """Whether two GET settings responses agree on what the audit changes (also used by Art. 16)."""
+    """Whether two GET settings responses agree on what the audit changes (also used by Art. 18 (draft 16))."""
     keys = ("personalization", "minor_mode")
     return bool(before and after and before.ok and after.ok
                 and all(before.data.get(k) == after.data.get(k) for k in keys))
@@ -65,7 +65,7 @@ def switch_trial(inspector: Inspector, users: Sequence[str], had_personalized: s
 
 
 def check_personalization_switch(trial: SwitchTrial) -> CheckResult:
-    """Art. 15: switching personalization off holds from the very next request (mode
+    """Art. 17 (draft 15): switching personalization off holds from the very next request (mode
     non_personalized), gives users in the same situation identical lists, and switching it back
     on restores personalized lists."""
     failures: list[str] = []
@@ -106,7 +106,7 @@ def check_personalization_switch(trial: SwitchTrial) -> CheckResult:
     counts = {"users": len(trial.users), "non_personalized_next_request": off_ok,
               "identical_non_personalized_lists": len(off_lists) if len(distinct) == 1 else 0,
               "personalized_after_switch_on": on_ok, "settings_restored": restored}
-    return result("Art. 15", "personalization switch", failures, counts)
+    return result("Art. 17 (draft 15)", "personalization switch", failures, counts)
 
 
 # --- deleting an interest tag -------------------------------------------------------------------------
@@ -181,12 +181,12 @@ def tag_citations(lists: Sequence[dict[str, Any]], tag: str) -> tuple[list[str],
 
 
 def check_tag_deletion(trial: TagTrial) -> CheckResult:
-    """Art. 15: a deleted tag is no longer cited by any explanation, shows as deleted, and the
+    """Art. 17 (draft 15): a deleted tag is no longer cited by any explanation, shows as deleted, and the
     audit puts it back."""
     failures: list[str] = []
     if trial.tag is None or trial.user_id is None:
         failures.append(f"no known user with interest tags found ({trial.users_tried} tried)")
-        return result("Art. 15", "tag deletion", failures, {"users_tried": trial.users_tried}, ran=False)
+        return result("Art. 17 (draft 15)", "tag deletion", failures, {"users_tried": trial.users_tried}, ran=False)
     tag, user = trial.tag, trial.user_id
     if trial.delete is None or not trial.delete.ok:
         failures.append(f"user {user}: deleting tag {tag!r}: {said(trial.delete)}")
@@ -215,7 +215,7 @@ def check_tag_deletion(trial: TagTrial) -> CheckResult:
              "so the tag's source may now read 'user')"]
     if not cited_before:
         notes.append("no explanation cited the tag before deletion either; the check had little to catch")
-    return result("Art. 15", "tag deletion", failures, counts, notes)
+    return result("Art. 17 (draft 15)", "tag deletion", failures, counts, notes)
 
 
 # --- an explanation on request --------------------------------------------------------------------------
@@ -242,7 +242,7 @@ def _reasons(body: dict[str, Any]) -> list[tuple[Any, Any]]:
 
 
 def check_explanation_on_request(replays: Sequence[Replay], foreign: Sequence[Exchange]) -> CheckResult:
-    """Art. 15: a served list can be fetched again by its user, with the same items in the same order
+    """Art. 17 (draft 15): a served list can be fetched again by its user, with the same items in the same order
     and the same reasons; another user gets 404."""
     failures: list[str] = []
     same = 0
@@ -263,4 +263,4 @@ def check_explanation_on_request(replays: Sequence[Replay], foreign: Sequence[Ex
         failures.append("no other user was tried")
     counts = {"lists_fetched": len(replays), "same_items_order_reasons": same, "other_user_tries": len(foreign),
               "other_user_404": refused}
-    return result("Art. 15", "explanation on request", failures, counts)
+    return result("Art. 17 (draft 15)", "explanation on request", failures, counts)

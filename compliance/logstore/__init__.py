@@ -1,5 +1,5 @@
-"""Recommendation service log store (Art. 23: keep logs >= six months and produce them on request;
-Art. 25: personal information stays confidential during inspection).
+"""Recommendation service log store (Art. 28 (draft 24): keep logs >= six months and produce them on request;
+Art. 29 (draft 25): personal information stays confidential during inspection).
 
 Append-only, keyed hash-chained JSON Lines segments per writer stream, sealed on roll/close;
 `verify` finds tampering, `purge` enforces retention, `export` produces pseudonymised evidence

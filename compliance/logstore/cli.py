@@ -1,4 +1,4 @@
-"""`recsys logs ...`: verify, purge, export, compact and query the recommendation logs (Art. 23, 25).
+"""`recsys logs ...`: verify, purge, export, compact and query the recommendation logs (Art. 28 (draft 24), Art. 29 (draft 25)).
 
 The key comes from RECSYS_LOG_HMAC_KEY or --key-file (the built-in development key otherwise,
 with a warning); the directory from --dir or RECSYS_LOG_DIR. --dir may be repeated and may be a
@@ -29,7 +29,7 @@ from compliance.logstore.segment import LogStoreError
 from compliance.logstore.verify import verify_many
 
 app = typer.Typer(
-    help="Recommendation service logs: verify, purge, export, compact, query (Art. 23, 25).",
+    help="Recommendation service logs: verify, purge, export, compact, query (Art. 28 (draft 24), Art. 29 (draft 25)).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -147,7 +147,7 @@ def purge(
 ) -> None:
     """Delete whole sealed segments older than the retention, recording what was deleted."""
     if retention_days < MIN_RETENTION_DAYS:
-        fail(f"--retention-days: {retention_days} is below the minimum of {MIN_RETENTION_DAYS} days (Art. 23)")
+        fail(f"--retention-days: {retention_days} is below the minimum of {MIN_RETENTION_DAYS} days (Art. 28 (draft 24))")
     paths, key = resolve_dirs(directory), resolve_key(key_file)
     for path in paths:
         try:

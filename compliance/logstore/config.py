@@ -1,4 +1,4 @@
-"""Typed configuration of the recommendation log store (Art. 23: keep service logs >= six months).
+"""Typed configuration of the recommendation log store (Art. 28 (draft 24): keep service logs >= six months).
 
 One `LogConfig` is the single source of truth for the store's knobs: where segments live, how
 they are made durable, how long they are kept, and the key that makes the hash chain tamper-evident.
@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 MIN_RETENTION_DAYS = 180
-"""Art. 23 asks for service logs to be kept "not less than six months"; 180 days is the floor."""
+"""Art. 28 (draft 24) asks for service logs to be kept "not less than six months"; 180 days is the floor."""
 
 DEV_HMAC_KEY = "recsys-dev-log-hmac-key-change-me"
 """Key used when none is configured; fine on a laptop, never in production (LogStore warns)."""
@@ -21,11 +21,11 @@ MIN_KEY_BYTES = 16
 
 
 def check_retention_days(retention_days: int) -> int:
-    """Return `retention_days` or raise ValueError citing Art. 23 when it is below the minimum."""
+    """Return `retention_days` or raise ValueError citing Art. 28 (draft 24) when it is below the minimum."""
     if retention_days < MIN_RETENTION_DAYS:
         raise ValueError(
             f"retention_days: {retention_days} is below the minimum of {MIN_RETENTION_DAYS} days "
-            "(Art. 23: recommendation service logs must be kept for at least six months)"
+            "(Art. 28 (draft 24): recommendation service logs must be kept for at least six months)"
         )
     return retention_days
 
@@ -58,7 +58,7 @@ class LogConfig(BaseModel):
         "records; a process crash loses nothing).",
     )
     group_commit_ms: int = Field(default=10, ge=1, le=1000)
-    retention_days: int = Field(default=MIN_RETENTION_DAYS, description="Art. 23: >= 180.")
+    retention_days: int = Field(default=MIN_RETENTION_DAYS, description="Art. 28 (draft 24): >= 180.")
     hmac_key: SecretStr = Field(default=SecretStr(DEV_HMAC_KEY))
     segment_max_records: int = Field(default=100_000, ge=1)
     lookup_window_s: int = Field(

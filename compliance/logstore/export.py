@@ -1,4 +1,4 @@
-"""Export of recommendation logs for an inspection (Art. 23: produce logs; Art. 25: keep personal
+"""Export of recommendation logs for an inspection (Art. 28 (draft 24): produce logs; Art. 29 (draft 25): keep personal
 information confidential during inspection).
 
 User ids are pseudonymised as HMAC(key, "user:" + id) — stable within the key, so an inspector

@@ -1,4 +1,4 @@
-"""The directory ledger (Art. 23): which streams exist and which segments were purged, signed.
+"""The directory ledger (Art. 28 (draft 24)): which streams exist and which segments were purged, signed.
 
 One small hash-chained file, `ledger.jsonl`, in the same line format as the segments, written
 under an exclusive flock by every process. It lets `verify` tell a stream or segment deleted by

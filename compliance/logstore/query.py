@@ -1,4 +1,4 @@
-"""Reading the recommendation logs for inspection (Art. 23: produce them when authorities ask).
+"""Reading the recommendation logs for inspection (Art. 28 (draft 24): produce them when authorities ask).
 
 `flatten` turns an entry into one row (request_id, ts, kind, user_id, surface, page, mode,
 model_version, ..., nested parts as JSON strings). `query` reads one log directory or several (the

@@ -1,4 +1,4 @@
-"""Retention of recommendation logs (Art. 23: keep them at least six months, then delete whole).
+"""Retention of recommendation logs (Art. 28 (draft 24): keep them at least six months, then delete whole).
 
 `purge` deletes only whole, sealed segments whose newest record is older than the retention,
 oldest first per stream (never a hole in a chain). It writes a signed purge mark to the ledger

@@ -1,4 +1,4 @@
-"""On-disk format of the log store (Art. 23): segment names, keyed hash-chained lines, seals, locks.
+"""On-disk format of the log store (Art. 28 (draft 24)): segment names, keyed hash-chained lines, seals, locks.
 
 A line is the canonical JSON of one entry, with its HMAC appended as the last key:
     {"seq":7,"ts":"2024-03-01T12:00:00.000001Z","kind":"recommendation","prev":"<hex>","data":{...},"hash":"<hex>"}
@@ -52,7 +52,7 @@ class LogStoreError(Exception):
 class LogStoreUnavailable(LogStoreError):
     """The store cannot write (directory unwritable, disk full, stream held, I/O error).
 
-    Serving refuses to answer rather than serve a list it cannot log (Art. 23).
+    Serving refuses to answer rather than serve a list it cannot log (Art. 28 (draft 24)).
     """
 
 

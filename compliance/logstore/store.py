@@ -1,4 +1,4 @@
-"""Append-only, keyed hash-chained recommendation log (Art. 23: every served list is logged).
+"""Append-only, keyed hash-chained recommendation log (Art. 28 (draft 24): every served list is logged).
 
 Each `LogStore` writes one stream (one per process by default: several uvicorn workers share a
 directory) as JSON Lines segments `<stream>__<segno>__<start>.jsonl`, rolled every

@@ -1,4 +1,4 @@
-"""Tamper detection over log directories (Art. 23: the logs produced to authorities are intact).
+"""Tamper detection over log directories (Art. 28 (draft 24): the logs produced to authorities are intact).
 
 `verify` re-computes every keyed chain hash and checks every seal, segment number, purge mark and
 stream registration, and names the first bad place: segment file, line, seq and reason. It

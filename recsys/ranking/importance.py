@@ -1,7 +1,7 @@
 """How much each ranker feature matters: permutation importance on held-out ranking lists.
 
 The transparency page (EU DSA Art. 27: "the main parameters ... and the reasons for their relative
-importance"; final Provisions Art. 16: the basic principles and main operating mechanism) states the
+importance"; Provisions Art. 16 (draft 14): the basic principles and main operating mechanism) states the
 signals a surface uses and their relative weight. For the ranker those weights are measured, not
 asserted: the drop in NDCG@k on the validation lists when one feature's values are shuffled across
 the candidates (breaking its link to the label, keeping its distribution), averaged over `repeats`

@@ -1,4 +1,4 @@
-"""Manual intervention (Art. 11, 13): pin, block or boost, each with a named operator account, a
+"""Manual intervention (Art. 11, Art. 14 (draft 13)): pin, block or boost, each with a named operator account, a
 reason and an expiry; every change stored, listable and logged with the account that made it.
 
 Sensitive kinds (compliance/oversight.py; by default pins and blocks that reach the front screen)
@@ -191,7 +191,7 @@ def revoke(services, intervention_id: int, operator: str) -> dict:
 
 @router.get("/logs/verify")
 def verify_logs(services: ServicesDep, operator: ReadAdminDep) -> dict:
-    """Check the hash chain and the signed segment seals of the recommendation log (Art. 23)."""
+    """Check the hash chain and the signed segment seals of the recommendation log (Art. 28 (draft 24))."""
     return log_verification(services)
 
 

@@ -1,4 +1,4 @@
-"""Complaints, reports and appeals (Art. 26): accepted, tracked with due dates, resolved by staff."""
+"""Complaints, reports and appeals (Art. 22 (draft 26)): accepted, tracked with due dates, resolved by staff."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Events, the trending list, and the feature library (Art. 9, 11, 13, 16).
+"""Events, the trending list, and the feature library (Art. 9, Art. 11, Art. 14 (draft 13), Art. 18 (draft 16)).
 
 - `POST /v1/events`: engagement in batches, idempotent by event id; minors' events count toward
   their daily usage.
@@ -95,7 +95,7 @@ def trending(
     principal: PrincipalDep,
     k: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> dict:
-    """The hot list (Art. 11, 13): distinct users, time decay, fake engagement discounted."""
+    """The hot list (Art. 11, Art. 14 (draft 13)): distinct users, time decay, fake engagement discounted."""
     principal.require(user_id)
     catalog = services.catalog
     if catalog is None:
@@ -135,7 +135,7 @@ def trending(
             "window_hours": config.window_hours, "snapshot_id": snapshot.snapshot_id, "items": items,
             "manual_changes": [{"id": p.id, "item_id": p.item_id, "position": p.position, "operator": p.operator,
                                 "reason": p.reason} for p in snapshot.manual_changes if p.kind == "pin"]}
-    services.logstore.append(SERVED_KIND, body)  # every list served is logged (Art. 23), naming its snapshot
+    services.logstore.append(SERVED_KIND, body)  # every list served is logged (Art. 28 (draft 24)), naming its snapshot
     return body
 
 

@@ -1,4 +1,4 @@
-"""Guardian controls (Art. 16 minors mode; the 2024 minors-mode guideline, 移动互联网未成年人模式建设指南).
+"""Guardian controls (Art. 18 (draft 16) minors mode; the 2024 minors-mode guideline, 移动互联网未成年人模式建设指南).
 
 An operator links a guardian to a minor's account once the relationship has been checked offline
 (`PUT /v1/admin/guardians/{minor_id}`). The guardian, authenticated as themselves, then sees the

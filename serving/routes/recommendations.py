@@ -1,4 +1,4 @@
-"""POST /v1/recommendations and GET /v1/recommendations/{request_id} (Art. 11, 12, 15, 23)."""
+"""POST /v1/recommendations and GET /v1/recommendations/{request_id} (Art. 11, Art. 12, Art. 17 (draft 15), Art. 28 (draft 24))."""
 
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ def served_list(
     current: RequestIdDep,
     principal: PrincipalDep,
 ):
-    """The logged list (same items, same order, same reasons) for the user it was served to (Art. 15)."""
+    """The logged list (same items, same order, same reasons) for the user it was served to (Art. 17 (draft 15))."""
     principal.require(user_id)
     try:
         request_id_time(request_id)

@@ -1,5 +1,5 @@
-"""Transparency (Art. 14, 22): what the algorithm does, why, how — from the deployed config and
-model card — with the filing number and the hot-list rules in force (Art. 11, 13: every rule with
+"""Transparency (Art. 16 (draft 14), Art. 26 (draft 22)): what the algorithm does, why, how — from the deployed config and
+model card — with the filing number and the hot-list rules in force (Art. 11, Art. 14 (draft 13): every rule with
 its parameters, how manual changes are logged, how to verify a served hot list), as JSON for
 programs and as a page for people."""
 
@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 
 from compliance import elderly, transparency
 from compliance.policy import describe
+from compliance.articles import cite
 from serving.deps import ServicesDep
 from serving.services import Services
 
@@ -50,7 +51,7 @@ def document(services: Services) -> dict:
         provider=settings.provider_name,
         filing_number=settings.filing_number,
         model_card=model_card,
-        policy_descriptions=[f"{p.title} (Art. {', '.join(map(str, p.articles))}): {p.text}" for p in describe(settings.policy)],
+        policy_descriptions=[f"{p.title} ({', '.join(map(cite, p.articles))}): {p.text}" for p in describe(settings.policy)],
         signals_used=SIGNALS,
         stages=STAGES,
         switch_off_instructions=(
@@ -72,20 +73,20 @@ def document(services: Services) -> dict:
 
 
 def user_options(settings) -> list[str]:
-    """What each user can choose (final Provisions Art. 17, 19), in the words of the deployed config."""
+    """What each user can choose (Provisions Art. 17 (draft 15), Art. 19), in the words of the deployed config."""
     policy = settings.policy
     diversity, feedback = policy.session_diversity, policy.feedback
     return [
         "No onboarding step asks you to pick interest tags: every list works without any. Tags are an option "
-        "you may use at any time (GET/POST/DELETE /v1/users/{user_id}/tags) (Art. 17).",
+        "you may use at any time (GET/POST/DELETE /v1/users/{user_id}/tags) (Art. 17 (draft 15)).",
         '"Not interested" and "fewer like this" on any item of a list: POST /v1/users/{user_id}/feedback with the '
         "list's request_id, the item_id and the kind. The item and every copy of its content leave all your later "
         "lists on every surface until you undo it (DELETE /v1/users/{user_id}/feedback/{item_id}); \"fewer like "
         f'this" also ranks that category lower for {feedback.fewer_like_this_days} days. '
-        "GET /v1/users/{user_id}/feedback lists what is in force (Art. 17).",
+        "GET /v1/users/{user_id}/feedback lists what is in force (Art. 17 (draft 15)).",
         f'"Broaden my feed": PUT /v1/users/{{user_id}}/settings with {{"broaden_feed": true}} lowers the share one '
         f"category may take of a session's items from {diversity.max_share:.0%} to "
-        f"{diversity.broadened_max_share:.0%} (Art. 17).",
+        f"{diversity.broadened_max_share:.0%} (Art. 17 (draft 15)).",
         elderly.describe(settings.elderly),
     ]
 

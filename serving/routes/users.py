@@ -1,8 +1,8 @@
-"""User rights (Art. 10, 15, 16; final Provisions Art. 17 and 19): the personalization switch,
+"""User rights (Art. 10, Art. 17 (draft 15), Art. 18 (draft 16), Art. 19): the personalization switch,
 minors mode, elderly mode, "broaden my feed", user tags, and negative feedback on served items.
 
 No onboarding asks a user to pick interest tags: every list works without any tag, and tags
-and feedback are options a user may use, never a step they must take (final Art. 17).
+and feedback are options a user may use, never a step they must take (Art. 17 (draft 15)).
 
 A change here is written to the database before the response, so the next request — on any
 worker — sees it; every change is also appended to the recommendation log.
@@ -38,7 +38,7 @@ class SettingsIn(BaseModel):
     elderly_mode: bool | None = Field(None, description="Art. 19 elderly mode: no fraud-risk items, plain explanations; "
                                       "null: decided by the profile age")
     broaden_feed: bool | None = Field(None, description="\"broaden my feed\": a lower cap on one category's share "
-                                      "of a session (Art. 17)")
+                                      "of a session (Art. 17 (draft 15))")
 
     @model_validator(mode="after")
     def _not_empty(self) -> SettingsIn:
@@ -128,7 +128,7 @@ def _tags_view(services: Services, user_id: str) -> TagsOut:
     deleted, not_interested = sorted(user.tags_in("deleted")), sorted(user.tags_in("not_interested"))
     if minors.is_minor(user.age, user.minor_mode, services.settings.minors) and not services.settings.minors.personalized:
         return TagsOut(user_id=user_id, tags=[], deleted=deleted, not_interested=not_interested,
-                       note="minors mode: no interest profile is kept (Art. 16)")
+                       note="minors mode: no interest profile is kept (Art. 18 (draft 16))")
     profile = _profile(services, user)
     return TagsOut(
         user_id=user_id,
@@ -188,7 +188,7 @@ def delete_tag(user_id: UserId, tag: Annotated[str, Path(min_length=1, max_lengt
     return _tags_view(services, user_id)
 
 
-# -- negative feedback on served items (final Art. 17; the "not interested" campaign) -----------------
+# -- negative feedback on served items (Art. 17 (draft 15); the "not interested" campaign) -----------------
 class FeedbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -3,7 +3,7 @@
 SQLite file by default, PostgreSQL (psycopg 3: `postgresql+psycopg://`) through
 `RECSYS_DATABASE_URL`; same code, SQLAlchemy Core. All per-user truth lives here, never only in a
 worker's memory, so a change made through one worker holds on every worker on the next request
-(Art. 15).
+(Art. 17 (draft 15)).
 
 The tables below are what the code reads and writes; the schema itself is made and changed by the
 Alembic migrations in `serving/state/migrations/` (`make_engine` applies them at startup, `recsys
@@ -76,7 +76,7 @@ user_settings = Table(
     Column("minor_mode", Boolean, nullable=True),  # guardian setting; None = not set
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("elderly_mode", Boolean, nullable=True),  # Art. 19 elderly mode; None = decided by the profile age
-    Column("broaden_feed", Boolean, nullable=True),  # "broaden my feed" (Art. 17); None = off
+    Column("broaden_feed", Boolean, nullable=True),  # "broaden my feed" (Art. 17 (draft 15)); None = off
 )
 
 # One row per user decision about a tag: deleted (suppressed), added (an interest), not_interested.
@@ -89,7 +89,7 @@ user_tags = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
 )
 
-# A user's negative feedback on an item of a served list (Art. 17): "not_interested" (this item)
+# A user's negative feedback on an item of a served list (Art. 17 (draft 15)): "not_interested" (this item)
 # or "fewer_like_this" (this item, and its category down-weighted for a configured period).
 user_feedback = Table(
     "user_feedback",

@@ -244,7 +244,7 @@ class StateStore:
             values = {"state": state, "updated_at": now}
             conn.execute(self._upsert(db.user_tags, {"user_id": user_id, "tag": tag, **values}, ["user_id", "tag"], values))
 
-    # -- negative feedback on served items (final Art. 17) ---------------------------------------
+    # -- negative feedback on served items (Art. 17 (draft 15)) ---------------------------------------
     def put_feedback(self, user_id: str, item_id: str, kind: str, request_id: str, category: str | None,
                      now: datetime) -> None:
         """Record (or replace: the latest word counts) the user's feedback on an item, one upsert."""
@@ -349,7 +349,7 @@ class StateStore:
         """Version + 1 (1 for a new name), one atomic statement: concurrent bumps all count."""
         conn.execute(self._bump_statement, {"name": name})
 
-    # -- interventions (Art. 11, 13) ------------------------------------------------------------------
+    # -- interventions (Art. 11, Art. 14 (draft 13)) ------------------------------------------------------------------
     def add_intervention(self, values: dict) -> dict:
         with self.engine.begin() as conn:
             new_id = conn.execute(insert(db.interventions).values(**values)).inserted_primary_key[0]
@@ -394,7 +394,7 @@ class StateStore:
                 self._bump(conn, "interventions")
         return self.get_intervention(intervention_id) if changed else None
 
-    # -- complaints (Art. 26) -----------------------------------------------------------------------
+    # -- complaints (Art. 22 (draft 26)) -----------------------------------------------------------------------
     def add_complaint(self, values: dict) -> dict:
         values = {"id": uuid.uuid4().hex, **values}
         with self._write() as conn:
@@ -424,7 +424,7 @@ class StateStore:
             ).rowcount
         return self.get_complaint(complaint_id) if changed else None
 
-    # -- events and usage (Art. 13, 16) ------------------------------------------------------------
+    # -- events and usage (Art. 14 (draft 13), Art. 18 (draft 16)) ------------------------------------------------------------
     def add_events(self, rows: list[dict]) -> int:
         """Insert events whose event_id is new; returns how many were new (retries are idempotent).
 

@@ -1,4 +1,4 @@
-"""Pages for people (Art. 7, 11, 13, 14, 15, 16, 26): the operator console (`/console`) and the
+"""Pages for people (Art. 7, Art. 11, Art. 14 (draft 13), Art. 16 (draft 14), Art. 17 (draft 15), Art. 18 (draft 16), Art. 22 (draft 26)): the operator console (`/console`) and the
 privacy center (`/me`), server-rendered with Jinja2, bilingual (Chinese / English), no scripts.
 
 Every action a page offers calls the same function its JSON route calls (serving/routes/), so a

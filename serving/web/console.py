@@ -1,4 +1,4 @@
-"""The operator console (`/console`, Art. 7, 11, 13, 23, 26, 8, 19): named accounts log in; operators
+"""The operator console (`/console`, Art. 7, Art. 8, Art. 11, Art. 14 (draft 13), Art. 22 (draft 26), Art. 23 (draft 19), Art. 24 (draft 20), Art. 28 (draft 24)): named accounts log in; operators
 propose interventions and handle complaints, approvers approve another account's sensitive
 proposals, auditors read everything and change nothing.
 
@@ -81,7 +81,7 @@ async def logout(request: Request) -> Response:
     return response
 
 
-# -- interventions (Art. 11, 13) --------------------------------------------------------------------
+# -- interventions (Art. 11, Art. 14 (draft 13)) --------------------------------------------------------------------
 @router.get("", response_class=HTMLResponse)
 def interventions_page(request: Request) -> Response:
     session, operator = _page(request)
@@ -197,7 +197,7 @@ async def remove_feature(request: Request, entry_id: str) -> Response:
     return await act("/console", action)
 
 
-# -- complaints (Art. 26) ---------------------------------------------------------------------------
+# -- complaints (Art. 22 (draft 26)) ---------------------------------------------------------------------------
 def complaint_queue(rows: list[dict], now: datetime) -> list[dict]:
     """Open complaints first, the overdue among them first, then by the nearest deadline."""
     queue = []
@@ -269,7 +269,7 @@ def records_page(request: Request) -> Response:
 
 @router.get("/filing.zip", responses={200: {"content": {"application/zip": {}}}, 303: {}})
 def filing_package(request: Request) -> Response:
-    """The filing package (Art. 19, 20) of the model being served: filing.json, .md and .html in a zip."""
+    """The filing package (Art. 23 (draft 19), Art. 24 (draft 20)) of the model being served: filing.json, .md and .html in a zip."""
     from serving.web.filing import filing_for_bundle
 
     session, operator = _page(request)

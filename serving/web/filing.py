@@ -1,4 +1,4 @@
-"""The filing draft (Art. 19, 20) of a loaded model under these settings: what `recsys filing` writes
+"""The filing draft (Art. 23 (draft 19), Art. 24 (draft 20)) of a loaded model under these settings: what `recsys filing` writes
 and what the console's download packs, built by one function."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The privacy center (`/me`, Art. 10, 12, 15, 16, 26): a person's own controls, after user
+"""The privacy center (`/me`, Art. 10, Art. 12, Art. 17 (draft 15), Art. 18 (draft 16), Art. 22 (draft 26)): a person's own controls, after user
 authentication (serving/auth.py).
 
 - personalization switch (effective from the next list), minors mode for a guardian;

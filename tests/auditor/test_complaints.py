@@ -1,4 +1,4 @@
-"""Art. 26 (auditor/articles/complaints.py): a complaint goes received -> acknowledged ->
+"""Art. 22 (draft 26) (auditor/articles/complaints.py): a complaint goes received -> acknowledged ->
 resolved with due dates in order, and only its user can read it."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from auditor.articles.complaints import ComplaintTrial, check_complaints
 from tests.auditor.builders import ex
 
 
-# --- Art. 26 complaints ------------------------------------------------------------------------------
+# --- Art. 22 (draft 26) complaints ------------------------------------------------------------------------------
 def _complaint(status="resolved", resolution="done", foreign_status=404, ack_due="2026-01-01T10:00:00+00:00"):
     base = {"id": "c1", "user_id": "1", "acknowledge_due": ack_due, "resolve_due": "2026-01-15T09:00:00+00:00"}
     return ComplaintTrial(

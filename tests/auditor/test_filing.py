@@ -1,4 +1,4 @@
-"""Art. 22 (auditor/articles/filing.py): the filing number in every response's header, equal to
+"""Art. 26 (draft 22) (auditor/articles/filing.py): the filing number in every response's header, equal to
 the published one, and shown on the HTML notice."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from auditor.client import Exchange
 from tests.auditor.builders import FILING, ex, page, rec, rotating
 
 
-# --- Art. 22 filing ----------------------------------------------------------------------------------
+# --- Art. 26 (draft 22) filing ----------------------------------------------------------------------------------
 def _transparency(number=FILING):
     return ex(path="/v1/transparency", body={"filing_number": number})
 

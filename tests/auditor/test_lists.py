@@ -1,4 +1,4 @@
-"""Art. 9, 11 and 12 read off served lists (auditor/articles/lists.py): each check passes on a
+"""Art. 9, Art. 11, Art. 12 read off served lists (auditor/articles/lists.py): each check passes on a
 compliant recorded response and fails on a non-compliant one."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Art. 23 (auditor/articles/log.py): served lists retrievable, the chain verifies, the verify
+"""Art. 28 (draft 24) (auditor/articles/log.py): served lists retrievable, the chain verifies, the verify
 endpoint guarded."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from auditor.articles.user_controls import Replay
 from tests.auditor.builders import ex, page, rotating
 
 
-# --- Art. 23 log -------------------------------------------------------------------------------------
+# --- Art. 28 (draft 24) log -------------------------------------------------------------------------------------
 def test_log_fails_on_an_unretrievable_list_a_broken_chain_or_an_open_verify_endpoint():
     served = page(rotating(0, 2))
     found = Replay(served, ex(body=served))

@@ -1,4 +1,4 @@
-"""Art. 16 (auditor/articles/minors.py): minors mode passes with minor_safe labels and counted
+"""Art. 18 (draft 16) (auditor/articles/minors.py): minors mode passes with minor_safe labels and counted
 refusals, and fails on an unlabelled item, another error or a setting left changed."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from auditor.client import Exchange
 from tests.auditor.builders import ex, item, page, rec, rotating, user_settings
 
 
-# --- Art. 16 minors ----------------------------------------------------------------------------------
+# --- Art. 18 (draft 16) minors ----------------------------------------------------------------------------------
 def _trial(*bodies_or_exchanges: dict | Exchange, restored: Exchange | None = None) -> MinorsTrial:
     """User 4 put in minors mode, these lists (bodies or exchanges) served, the setting restored."""
     responses = [b if isinstance(b, Exchange) else rec(b) for b in bodies_or_exchanges]

@@ -1,4 +1,4 @@
-"""Art. 15 (auditor/articles/user_controls.py): the switch, tag deletion and explanation-on-request
+"""Art. 17 (draft 15) (auditor/articles/user_controls.py): the switch, tag deletion and explanation-on-request
 checks pass on compliant recorded trials and fail on non-compliant ones."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from auditor.articles.user_controls import (
 from tests.auditor.builders import ex, item, page, rec, rotating, user_settings
 
 
-# --- Art. 15 switch ----------------------------------------------------------------------------------
+# --- Art. 17 (draft 15) switch ----------------------------------------------------------------------------------
 def _switch(off_modes=("non_personalized", "non_personalized"), second_list=None, restored_personalization=True):
     trial = SwitchTrial(users=["1", "2"], had_personalized={"1", "2"})
     for user, mode in zip(trial.users, off_modes):
@@ -50,7 +50,7 @@ def test_switch_fails_when_a_setting_is_not_restored_or_only_one_user_is_known()
     assert not check_personalization_switch(SwitchTrial(users=["1"])).passed
 
 
-# --- Art. 15 tags ------------------------------------------------------------------------------------
+# --- Art. 17 (draft 15) tags ------------------------------------------------------------------------------------
 def _tags(tags=(), deleted=()):
     return ex("GET", "/v1/users/3/tags", body={"user_id": "3", "tags": [{"name": t, "weight": 0.5} for t in tags],
                                                "deleted": list(deleted), "not_interested": []})
@@ -82,7 +82,7 @@ def test_tag_deletion_fails_when_the_tag_is_not_shown_deleted_or_not_restored():
     assert not check_tag_deletion(TagTrial(users_tried=4)).passed
 
 
-# --- Art. 15 explanation on request ------------------------------------------------------------------
+# --- Art. 17 (draft 15) explanation on request ------------------------------------------------------------------
 def test_explanation_on_request_fails_on_a_different_order_or_a_foreign_200():
     served = page(rotating(0, 4))
     same = Replay(served, ex(path="/v1/recommendations/r", body=json.loads(json.dumps(served))))

@@ -1,4 +1,4 @@
-"""Complaints, reports and appeals (Art. 26): status flow, deadlines and input validation."""
+"""Complaints, reports and appeals (Art. 22 (draft 26)): status flow, deadlines and input validation."""
 
 from __future__ import annotations
 

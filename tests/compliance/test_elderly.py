@@ -1,4 +1,4 @@
-"""Elderly mode's rules (final Provisions Art. 19): who is in it, what the feature library flags for
+"""Elderly mode's rules (Provisions Art. 19): who is in it, what the feature library flags for
 it, what the audience removes, and plain explanations."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Explanations (Art. 12, 15) and content labels (Art. 9): real signals only, nearest liked items."""
+"""Explanations (Art. 12, Art. 17 (draft 15)) and content labels (Art. 9): real signals only, nearest liked items."""
 
 from __future__ import annotations
 

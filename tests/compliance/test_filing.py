@@ -1,4 +1,4 @@
-"""Filing package (Art. 19, 20): every Art. 20 field, readable renderings, change records, files."""
+"""Filing package (Art. 23 (draft 19), Art. 24 (draft 20)): every Art. 24 (draft 20) field, readable renderings, change records, files."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from compliance.filing import (
     render_markdown,
     write_filing,
 )
+from compliance.articles import TEXT
 from compliance.review import ReviewConfig, review
 
 TODAY = date(2024, 6, 3)  # a Monday
@@ -58,7 +59,7 @@ def filing(**changes) -> dict:
     return build_filing(provider, model, policy, changes.pop("audit", AUDIT), changes.pop("today", TODAY))
 
 
-def test_filing_holds_every_field_article_20_names():
+def test_filing_holds_every_field_article_24_names():
     f = filing()
     assert f["provider"]["provider_name"] == "Example Provider Ltd."
     assert f["provider"]["service_form"] and f["provider"]["application_field"]
@@ -78,6 +79,8 @@ def test_filing_holds_every_field_article_20_names():
     assert f["classification"]["filing_required"] is True
     assert f["deadlines"]["initial_filing_due"] == "2024-06-10"  # 10 working days after Mon 27 May
     assert f["fingerprint"].startswith("sha256:")
+    assert f["legal_basis"]["text"] == TEXT and f["legal_basis"]["draft_aliases"] is True
+    assert f["articles"] == "Art. 23 (draft 19), Art. 24 (draft 20)"
     json.dumps(f)  # JSON-ready throughout
 
 
@@ -111,6 +114,7 @@ def test_markdown_and_html_are_readable_and_self_contained():
     for heading in ("Provider and service", "Classification", "safeguards", "quality", "compliance", "publicised"):
         assert heading in markdown
     assert "A <b>&</b> \\| Co" in markdown and "NET-2024-0001" in markdown
+    assert TEXT in markdown and "2021 draft's numbers as aliases" in markdown
     page = render_html(f)
     assert page.startswith("<!DOCTYPE html>") and "<style>" in page
     assert "A &lt;b&gt;&amp;&lt;/b&gt; | Co" in page and "<b>&</b>" not in page

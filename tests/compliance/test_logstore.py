@@ -1,4 +1,4 @@
-"""Log store (Art. 23): append/read, keyed chain across segments, lookup, concurrency, startup checks."""
+"""Log store (Art. 28 (draft 24)): append/read, keyed chain across segments, lookup, concurrency, startup checks."""
 
 from __future__ import annotations
 
@@ -277,7 +277,7 @@ def test_numpy_values_are_stored_as_json(tmp_path: Path) -> None:
 
 
 def test_retention_below_six_months_is_refused() -> None:
-    with pytest.raises(ValidationError, match=r"minimum of 180 days.*Art\. 23"):
+    with pytest.raises(ValidationError, match=r"minimum of 180 days.*Art\. 28 \(draft 24\)"):
         LogConfig(retention_days=179)
     assert LogConfig(retention_days=365).retention_days == 365
 

@@ -1,4 +1,4 @@
-"""Crash safety of the log store (Art. 23: no acknowledged record is lost or silently dropped).
+"""Crash safety of the log store (Art. 28 (draft 24): no acknowledged record is lost or silently dropped).
 
 Real processes are killed with SIGKILL and made to hit a file-size limit; partial last lines are
 moved to a `.corrupt` sidecar and a "repair" record is appended.

@@ -1,4 +1,4 @@
-"""export (Art. 23, 25), compact/query and the `recsys logs` CLI over a real log directory."""
+"""export (Art. 28 (draft 24), Art. 29 (draft 25)), compact/query and the `recsys logs` CLI over a real log directory."""
 
 from __future__ import annotations
 

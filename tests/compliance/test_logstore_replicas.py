@@ -1,4 +1,4 @@
-"""Logs across replicas (Art. 23): each replica writes its own log directory of hash chains (one per
+"""Logs across replicas (Art. 28 (draft 24)): each replica writes its own log directory of hash chains (one per
 worker process); verify reports every directory and every stream, and query and export answer "every
 list served to user X in March" across all of them."""
 

@@ -1,4 +1,4 @@
-"""purge (Art. 23): only whole, sealed segments past retention go, recorded; never under 180 days."""
+"""purge (Art. 28 (draft 24)): only whole, sealed segments past retention go, recorded; never under 180 days."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def test_a_fully_purged_stream_name_can_be_reused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("days", [0, 90, 179])
 def test_retention_under_180_days_is_refused(tmp_path: Path, days: int) -> None:
     write_stream(tmp_path, "w", days_ago=200, records=2).close()
-    with pytest.raises(ValueError, match=r"minimum of 180 days.*Art\. 23"):
+    with pytest.raises(ValueError, match=r"minimum of 180 days.*Art\. 28 \(draft 24\)"):
         purge(tmp_path, KEY, days)
     assert len(names(tmp_path, "w")) == 1
 

@@ -1,4 +1,4 @@
-"""verify (Art. 23): every kind of tampering is caught and the first bad place is named."""
+"""verify (Art. 28 (draft 24)): every kind of tampering is caught and the first bad place is named."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Minors mode (Art. 16): curfew, usage clock and daily budgets, checked as properties."""
+"""Minors mode (Art. 18 (draft 16)): curfew, usage clock and daily budgets, checked as properties."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The declared list policy (Art. 11, 12, 13): config validation, its hash, interventions, and the
+"""The declared list policy (Art. 11, Art. 12, Art. 14 (draft 13)): config validation, its hash, interventions, and the
 engine rules it builds, checked end to end through the re-ranking engine."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""User tags (Art. 10, 15): derivation, user choices and the banned-term filter, as properties."""
+"""User tags (Art. 10, Art. 17 (draft 15)): derivation, user choices and the banned-term filter, as properties."""
 
 from __future__ import annotations
 

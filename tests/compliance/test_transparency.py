@@ -1,4 +1,4 @@
-"""Transparency notice (Art. 14, 22): the JSON document and its HTML page."""
+"""Transparency notice (Art. 16 (draft 14), Art. 26 (draft 22)): the JSON document and its HTML page."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from compliance.articles import TEXT, TEXT_ZH
 from compliance.minors import MinorsConfig
 from compliance.transparency import render_html, transparency_document
 
@@ -46,7 +47,7 @@ def _parse(page: str) -> _Collector:
     return collector
 
 
-def test_document_says_what_art_14_and_22_require():
+def test_document_says_what_art_16_and_26_require():
     document = transparency_document(**FIELDS)
     assert document["uses_algorithmic_recommendation"] is True
     assert document["filing_number"] == FIELDS["filing_number"]
@@ -65,6 +66,15 @@ def test_document_says_what_art_14_and_22_require():
     assert [band["daily_minutes"] for band in minors["daily_limits"]] == [40, 60, 120]
     assert minors["curfew"] == "22:00-06:00 (Asia/Shanghai)" and minors["personalized"] is False
     json.dumps(document)  # served as JSON as is
+
+
+def test_document_and_page_say_which_text_they_follow():
+    """The final Provisions, with the 2021 draft's numbers given as aliases (issue 14)."""
+    document = transparency_document(**FIELDS)
+    basis = document["legal_basis"]
+    assert basis["text"] == TEXT and basis["text_zh"] == TEXT_ZH and basis["draft_aliases"] is True
+    page = render_html(document)
+    assert html.escape(TEXT) in page and TEXT_ZH in page and "Art. 17 (draft 15)" in page
 
 
 def test_html_shows_filing_number_first_and_the_switch_off_section():
@@ -137,7 +147,7 @@ def test_render_rejects_an_incomplete_document():
         render_html({key: value for key, value in transparency_document(**FIELDS).items() if key != "filing_number"})
 
 
-# -- the hot-list rules (Art. 11, 13; the 2024-25 hot-list campaign: rules published) -------------
+# -- the hot-list rules (Art. 11, Art. 14 (draft 13); the 2024-25 hot-list campaign: rules published) -------------
 @settings(max_examples=20, deadline=None)
 @given(window=st.floats(1, 72), share=st.floats(0, 1), min_users=st.integers(1, 20))
 def test_the_hot_list_rules_are_published_with_the_parameters_in_force(window, share, min_users):

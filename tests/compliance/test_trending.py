@@ -1,4 +1,4 @@
-"""Trending (Art. 11, 13): distinct users, decay, account-trust, burst and lockstep rules, and an attack.
+"""Trending (Art. 11, Art. 14 (draft 13)): distinct users, decay, account-trust, burst and lockstep rules, and an attack.
 
 The patient-attacker scenarios (drips, decoys, aged empty accounts, clusters) are in
 test_trending_adversarial.py."""

@@ -1,4 +1,4 @@
-"""Trending against a patient attacker (Art. 13): fake accounts that drip likes and shares on one
+"""Trending against a patient attacker (Art. 14 (draft 13)): fake accounts that drip likes and shares on one
 obscure item over minutes, hours or the whole window, with decoys, aged but empty, or in clusters,
 must not reach the top 10; real users with a history must, alone and against organic traffic.
 

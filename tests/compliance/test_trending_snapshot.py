@@ -1,4 +1,4 @@
-"""Hot-list snapshots (Art. 11, 13, 23; the 2024-25 hot-list campaign): a snapshot recomputes to the
+"""Hot-list snapshots (Art. 11, Art. 14 (draft 13), Art. 28 (draft 24); the 2024-25 hot-list campaign): a snapshot recomputes to the
 same bits from its events, whatever order they are read in; a changed event, account fact or served
 list is named; pins hold their positions. The server-side path is tested over HTTP in
 tests/e2e/test_trending_verify.py."""

@@ -176,13 +176,13 @@ def test_a_change_made_through_replica_a_holds_on_replica_b_on_the_next_request(
     adults = people["adults"]
     switcher, tagger, blocked_for, featured_for = adults[0], adults[1], adults[2], adults[3]
     with httpx.Client(timeout=30) as client:
-        # The personalization switch (Art. 15).
+        # The personalization switch (Art. 17 (draft 15)).
         assert recommend(client, cluster.b, switcher).json()["mode"] == "personalized"
         assert client.put(f"{cluster.a}/v1/users/{switcher}/settings", json={"personalization": False}).status_code == 200
         after = recommend(client, cluster.b, switcher).json()
         assert (after["mode"], after["mode_reason"]) == ("non_personalized", "personalization_off")
 
-        # A tag deletion (Art. 10, 15).
+        # A tag deletion (Art. 10, Art. 17 (draft 15)).
         tags = client.get(f"{cluster.a}/v1/users/{tagger}/tags").json()["tags"]
         assert tags, "the tagger has tags from their history"
         tag = tags[0]["name"]
@@ -315,7 +315,7 @@ def test_2000_lists_through_nginx_keep_every_policy(cluster, people, items):
                for i in body["items"] if rating[i["item_id"]] > max_rating[body["user_id"]]]
     assert too_old == []
 
-    # A logged list is found through nginx whichever replica served it (Art. 15: the list as served).
+    # A logged list is found through nginx whichever replica served it (Art. 17 (draft 15): the list as served).
     with httpx.Client(timeout=30) as client:
         for body in rng.sample(lists, 20):
             found = client.get(f"{cluster.url}/v1/recommendations/{body['request_id']}", params={"user_id": body["user_id"]})

@@ -1,4 +1,4 @@
-"""A hot list you can verify, over a real socket (the 2024-25 hot-list campaign; Art. 11, 13, 23): a
+"""A hot list you can verify, over a real socket (the 2024-25 hot-list campaign; Art. 11, Art. 14 (draft 13), Art. 28 (draft 24)): a
 burst of genuine and fake events goes in through POST /v1/events, the hot list is fetched 100 times
 with events, pins and a moving clock in between, and `recsys trending verify --all` recomputes every
 snapshot from the stored events and finds each equal to what was served; a changed stored event is

@@ -1,4 +1,4 @@
-"""Manual intervention (Art. 11, 13): auth, validation, effect on the next request, audit trail."""
+"""Manual intervention (Art. 11, Art. 14 (draft 13)): auth, validation, effect on the next request, audit trail."""
 
 from __future__ import annotations
 

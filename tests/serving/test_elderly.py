@@ -1,4 +1,4 @@
-"""Elderly mode over HTTP (final Provisions Art. 19): items the feature library flags as a fraud or
+"""Elderly mode over HTTP (Provisions Art. 19): items the feature library flags as a fraud or
 scam risk never reach a user in elderly mode, on any surface, page or route, while other users still
 get them; explanations are plain; the mode follows the setting, else the profile age; the
 transparency page describes it."""

@@ -1,4 +1,4 @@
-"""Negative feedback over HTTP (final Provisions Art. 17; the "not interested" campaign): a user's
+"""Negative feedback over HTTP (Provisions Art. 17 (draft 15); the "not interested" campaign): a user's
 "not interested" / "fewer like this" on an item of a served list removes the item and its content
 duplicates from every later list on every surface, down-weights the category for the configured
 period, can be listed and undone, and bad input gets a clear 4xx."""

@@ -1,4 +1,4 @@
-"""EU DSA Art. 38 (and Art. 17 of the final Provisions): the option not based on profiling covers every
+"""EU DSA Art. 38 (and Art. 17 (draft 15) of the final Provisions): the option not based on profiling covers every
 surface. Two users with very different histories who chose it get the same lists — home, feed,
 related, trending, on every page of a session — so nothing about them shapes what they see."""
 

@@ -1,4 +1,4 @@
-"""Named operators and the two-person rule over the JSON admin API (Art. 7, 11, 13): accounts with
+"""Named operators and the two-person rule over the JSON admin API (Art. 7, Art. 11, Art. 14 (draft 13)): accounts with
 roles and argon2 passwords, operator tokens, the admin token as a named service account, a
 front-screen pin that waits for a different approver, auditors who read and change nothing, and
 the `recsys operators` command."""

@@ -1,4 +1,4 @@
-"""Trending integrity over HTTP (Art. 11, 13): patient fake accounts do not reach the hot list,
+"""Trending integrity over HTTP (Art. 11, Art. 14 (draft 13)): patient fake accounts do not reach the hot list,
 genuine users do; the events come in through POST /v1/events as a client would send them."""
 
 from __future__ import annotations

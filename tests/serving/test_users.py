@@ -1,12 +1,14 @@
-"""User rights over HTTP (Art. 10, 15, 16, 26, 14, 22): settings, tags, minors clock, complaints, transparency."""
+"""User rights over HTTP (Art. 10, Art. 16 (draft 14), Art. 17 (draft 15), Art. 18 (draft 16), Art. 22 (draft 26), Art. 26 (draft 22)): settings, tags, minors clock, complaints, transparency."""
 
 from __future__ import annotations
 
+import html
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
 
+from compliance.articles import TEXT
 from tests.conftest import ADMIN
 
 
@@ -140,6 +142,10 @@ def test_transparency_json_and_page(client):
     page = client.get("/transparency")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "TEST-FILING-0001" in page.text and "PUT /v1/users/" in page.text
+    assert doc["legal_basis"]["text"] == TEXT and doc["legal_basis"]["draft_aliases"] is True
+    assert html.escape(TEXT) in page.text
+    # the policies cite final articles with their draft aliases, as compliance.articles.cite writes them
+    assert any("(Art. 11, Art. 14 (draft 13))" in policy for policy in doc["mechanism"]["policies"])
 
 
 def test_a_model_on_other_data_brings_its_users_into_a_used_state_database(client_factory, make_settings, adult):

@@ -1,5 +1,5 @@
 """The Art. 8 review's measures of two user protections, on the trained model through the served
-path: negative feedback (final Art. 17) and the session diversity cap (information cocoons)."""
+path: negative feedback (Art. 17 (draft 15)) and the session diversity cap (information cocoons)."""
 
 from __future__ import annotations
 

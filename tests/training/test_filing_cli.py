@@ -1,4 +1,4 @@
-"""`recsys filing` from the registered model (Art. 20): every field the article names, and clear errors."""
+"""`recsys filing` from the registered model (Art. 24 (draft 20)): every field the article names, and clear errors."""
 
 import json
 import subprocess

@@ -1,4 +1,4 @@
-"""User feedback on served items and two user settings (final Provisions Art. 17, 19).
+"""User feedback on served items and two user settings (Provisions Art. 17 (draft 15), Art. 19).
 
 Revision ID: 0003
 Revises: 0002
