@@ -1,6 +1,6 @@
 """Algorithm filing package (Art. 23 (draft 19): classified, graded management; Art. 24 (draft 20): file the provider's
 name, service form, application field, algorithm type, self-assessment report and the content to
-be publicised, and go through change procedures within five working days of a change).
+be publicised; para. 2: go through change procedures within ten working days of a change).
 
 `build_filing` assembles the package from the provider's details, the registered model, the
 declared policy and the latest audit; `render_markdown` / `render_html` make it readable;
@@ -25,7 +25,7 @@ from compliance.articles import legal_basis
 from compliance.feature_library import atomic_write_text
 
 FORMAT = "recsys-filing/1"
-CHANGE_WORKING_DAYS = 5  # Art. 24 (draft 20) para. 2
+CHANGE_WORKING_DAYS = 10  # Art. 24 (draft 20) para. 2 of the final text: within ten working days of the change
 INITIAL_WORKING_DAYS = 10  # Art. 24 (draft 20) para. 1: within ten working days of providing the service
 DEFAULT_ALGORITHM_TYPE = "personalised push; sorting and selection; retrieval and filtering"
 
@@ -323,7 +323,7 @@ def change_record(
     holidays: Iterable[date] = frozenset(),
     working_weekends: Iterable[date] = frozenset(),
 ) -> dict[str, Any] | None:
-    """What changed in the filed fields and the deadline (5 working days after `changed_on`,
+    """What changed in the filed fields and the deadline (CHANGE_WORKING_DAYS = 10 working days after `changed_on`,
     skipping weekends and `holidays`); None when nothing filed changed."""
     previous, current = _check_filing(previous, "previous"), _check_filing(current, "current")
     changes = []
@@ -335,7 +335,7 @@ def change_record(
         return None
     return {
         "format": FORMAT + "/change",
-        "article": "Art. 24 (draft 20) para. 2: change procedures within five working days of the change",
+        "article": "Art. 24 (draft 20) para. 2: change procedures within ten working days of the change",
         "filing_number": _get(current, "provider.filing_number") or _get(previous, "provider.filing_number"),
         "changed_on": changed_on.isoformat(),
         "deadline": add_working_days(changed_on, CHANGE_WORKING_DAYS, holidays, working_weekends).isoformat(),

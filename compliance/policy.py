@@ -501,7 +501,7 @@ class PolicyText(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
-    articles: tuple[int, ...]
+    articles: tuple[int, ...]  # final Provisions numbers (compliance.articles.FINAL); cite() adds the draft alias
     title: str
     text: str
 

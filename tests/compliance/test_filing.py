@@ -123,7 +123,7 @@ def test_markdown_and_html_are_readable_and_self_contained():
     assert 'class="fail"' in render_html(filing(audit=failing))
 
 
-def test_change_record_lists_changed_filed_fields_with_a_five_working_day_deadline():
+def test_change_record_lists_changed_filed_fields_with_a_ten_working_day_deadline():
     before = filing()
     after = filing(model={"version": 4, "run_id": "def456", "metrics": {"recall_at_10": 0.25}},
                    policy={"hash": "sha256:policy-2"}, today=TODAY + timedelta(days=4))
@@ -132,7 +132,8 @@ def test_change_record_lists_changed_filed_fields_with_a_five_working_day_deadli
     assert "self_assessment.model.version" in fields and "self_assessment.policy.hash" in fields
     assert "public_content.basic_principle" in fields  # names the model in service
     assert not any("quality" in f or "run_id" in f for f in fields)
-    assert record["deadline"] == "2024-06-14"
+    assert record["deadline"] == "2024-06-21"  # ten working days (final Art. 24 (draft 20) para. 2)
+    assert "ten working days" in record["article"]
     assert record["filing_number"] == "NET-2024-0001"
     version = next(c for c in record["changes"] if c["field"] == "self_assessment.model.version")
     assert (version["previous"], version["current"]) == ("3", "4")
@@ -158,7 +159,7 @@ def test_deadline_skips_weekends_holidays_and_counts_working_weekends():
     assert add_working_days(date(2024, 6, 7), 5, working_weekends={date(2024, 6, 8)}) == date(2024, 6, 13)
     record = change_record(filing(), filing(policy={"hash": "x"}), date(2024, 9, 30),
                            holidays={date(2024, 10, d) for d in range(1, 8)})
-    assert record["deadline"] == "2024-10-14"  # National Day week skipped
+    assert record["deadline"] == "2024-10-21"  # National Day week skipped
 
 
 @settings(max_examples=100, deadline=None)
@@ -180,7 +181,7 @@ def test_write_filing_writes_all_files_and_a_change_record_only_on_change(tmp_pa
     second = filing(model={"version": 4})
     written = write_filing(tmp_path, second, previous=read_filing(tmp_path / "filing.json"), changed_on=date(2024, 6, 5))
     record = json.loads(written["change_record"].read_text())
-    assert record["changed_on"] == "2024-06-05" and record["deadline"] == "2024-06-12"
+    assert record["changed_on"] == "2024-06-05" and record["deadline"] == "2024-06-19"
     assert "change_record" not in write_filing(tmp_path, second, previous=second)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["change-record.json", "filing.html", "filing.json", "filing.md"]
 
