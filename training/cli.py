@@ -43,7 +43,7 @@ def train_command(
     from compliance.policy import PolicyConfig
     from recsys.schema import SchemaError
     from training.config import ConfigError, load_config
-    from training.engine import ENGINES, EngineError, make_engine
+    from training.engine import ENGINES, make_engine
 
     if engine not in ENGINES:
         _fail(f"--engine: unknown engine {engine!r}; known: {', '.join(ENGINES)}")
@@ -65,19 +65,14 @@ def train_command(
     from training.pipeline import train
 
     runner = make_engine(engine, address=address, workers=workers) if engine == "ray" else make_engine(engine)
-    try:
-        with runner:  # the engine reads the dataset too (Ray Data on --engine ray)
-            try:
-                data = runner.read(dataset)
-            except SchemaError as exc:
-                _fail(f"--dataset: {_one_line(exc)}")
-            result = train(data, training_config, full=full, set_alias=alias, reuse=reuse and not force, progress=progress,
-                           source=dataset, policy=policy_config, engine=runner)
+    try:  # the engine reads the dataset too (Ray Data on --engine ray)
+        result = train(dataset, training_config, full=full, set_alias=alias, reuse=reuse and not force, progress=progress,
+                       source=dataset, policy=policy_config, engine=runner)
+    except SchemaError as exc:  # only reading the dataset raises it
+        _fail(f"--dataset: {_one_line(exc)}")
     except mlflow.exceptions.MlflowException as exc:
         _fail(f"MLFLOW_TRACKING_URI: {_one_line(getattr(exc, 'message', exc))}")
-    except EngineError as exc:
-        _fail(_one_line(exc))
-    except ValueError as exc:
+    except ValueError as exc:  # EngineError among them: Ray missing, unreachable, a ranker it cannot train
         _fail(_one_line(exc))
     from rich.console import Console
 
@@ -86,7 +81,7 @@ def train_command(
         console.print(f"reused registered model version {result.model_version} (same data and config; --force retrains)")
     console.print(f"MLflow run: {result.run_id}" + ("" if result.reused else f" (engine: {result.engine})"))
     console.print(f"registered model version: {result.model_version}" + (" (alias set)" if result.alias_set else " (alias not set)"))
-    console.print(metrics_table(result.metrics, f"{data.name}: test split"))
+    console.print(metrics_table(result.metrics, f"{result.dataset}: test split"))
     if result.review is not None:
         console.print(review_table(result.review))
     if result.timings_s:

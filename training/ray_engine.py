@@ -11,6 +11,7 @@ logged by the driver only (training.pipeline). Needs the `ray` extra: pip instal
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -81,9 +82,8 @@ class RayEngine(Engine):
                 except (ConnectionError, RuntimeError, ValueError) as exc:
                     raise EngineError(f"--address: cannot connect to Ray at {self.config.address} ({_one_line(exc)})") from None
             self._started = True
-        context = ray.data.DataContext.get_current()
-        context.execution_options.preserve_order = True  # the frame (and its fingerprint) the local engine reads
-        context.enable_progress_bars = False
+        ray.data.DataContext.get_current().execution_options.preserve_order = True  # the local engine's frame and fingerprint
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # the stage lines are the pipeline's
 
     def stop(self) -> None:
         if self._started:

@@ -22,7 +22,7 @@ from recsys.registry import client, load_bundle
 from training.cli import train_command
 from training.config import TrainingConfig
 from training.engine import LocalEngine
-from training.pipeline import dataset_fingerprint, train
+from training.pipeline import train
 from training.ray_engine import LOOPBACK_ONLY, RayEngine
 
 SMALL = {
@@ -88,14 +88,6 @@ def bundle_files(directory: Path) -> set[str]:
     return {str(path.relative_to(directory)) for path in directory.rglob("*") if path.is_file()}
 
 
-def test_ray_data_reads_the_frames_the_local_engine_reads(dataset_dir, ray_session):
-    with RayEngine() as engine:
-        on_ray = engine.read(dataset_dir)
-    local = LocalEngine().read(dataset_dir)
-    assert on_ray.name == local.name and dataset_fingerprint(on_ray) == dataset_fingerprint(local)
-    assert on_ray.interactions.equals(local.interactions)
-
-
 def test_the_ray_engine_registers_the_local_engines_model(both):
     local, on_ray = both
     assert (local.engine, on_ray.engine) == ("local", "ray")
@@ -103,6 +95,7 @@ def test_the_ray_engine_registers_the_local_engines_model(both):
     runs = {result.engine: client().get_run(result.run_id) for result in both}
     assert runs["ray"].data.params["engine"] == "ray" and runs["ray"].data.params["engine.workers"] == "2"
     assert runs["local"].data.params["engine"] == "local"
+    # Ray Data read the very frames polars reads (the fingerprint hashes them).
     assert runs["ray"].data.tags["dataset_fingerprint"] == runs["local"].data.tags["dataset_fingerprint"]
     assert runs["ray"].data.tags["config_hash"] == runs["local"].data.tags["config_hash"]
 
