@@ -64,8 +64,8 @@ class RayEngine(Engine):
     def start(self) -> None:
         """Use the Ray session of this process if there is one, else connect to `address`, else
         start a private local instance (loopback only, no dashboard) that `stop` shuts down."""
-        if self.config.address is None:
-            os.environ.setdefault(LOOPBACK_ONLY, "0")
+        if self.config.address is None or _on_loopback(self.config.address):
+            os.environ.setdefault(LOOPBACK_ONLY, "0")  # else Ray swaps 127.0.0.1 for the machine's address
         try:
             import ray
         except ImportError:
@@ -80,7 +80,8 @@ class RayEngine(Engine):
                     ray.init(address=self.config.address, logging_level="warning",
                              runtime_env={"py_modules": _project_modules()})
                 except (ConnectionError, RuntimeError, ValueError) as exc:
-                    raise EngineError(f"--address: cannot connect to Ray at {self.config.address} ({_one_line(exc)})") from None
+                    raise EngineError(f"--address: cannot connect to Ray at {self.config.address} ({_one_line(exc)}; a cluster "
+                                      "with token authentication also needs RAY_AUTH_MODE=token here)") from None
             self._started = True
         ray.data.DataContext.get_current().execution_options.preserve_order = True  # the local engine's frame and fingerprint
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # the stage lines are the pipeline's
@@ -200,6 +201,12 @@ def _project_modules() -> list[Any]:
     import training
 
     return [recsys, training]
+
+
+def _on_loopback(address: str) -> bool:
+    """Whether a cluster address names this machine's loopback (127.x, localhost, ::1)."""
+    host = address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
+    return host == "localhost" or host == "::1" or host.startswith("127.")
 
 
 def _one_line(exc: BaseException) -> str:
