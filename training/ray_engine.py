@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ class RayEngine(Engine):
             else:
                 try:
                     # Workers import the project's code from the driver's copy (the cluster needs its dependencies).
-                    ray.init(address=self.config.address, logging_level="warning",
+                    ray.init(address=self.config.address, logging_level="warning", log_to_driver=False,
                              runtime_env={"py_modules": _project_modules()})
                 except (ConnectionError, RuntimeError, ValueError) as exc:
                     raise EngineError(f"--address: cannot connect to Ray at {self.config.address} ({_one_line(exc)}; a cluster "
@@ -186,7 +187,10 @@ def _fit_replica(config: dict[str, Any]) -> None:
         return float(tensor.item())
 
     replica = Replica(rank=context.get_world_rank(), world_size=context.get_world_size(), wrap=prepare_model, total=total)
-    report = ranker.fit(train, valid, replica)
+    with warnings.catch_warnings():
+        # The lists are the object store's read-only shared pages (no copy per replica); training only reads them.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        report = ranker.fit(train, valid, replica)
     with tempfile.TemporaryDirectory() as directory:
         checkpoint = None
         if replica.rank == 0:
