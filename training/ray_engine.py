@@ -73,7 +73,7 @@ class RayEngine(Engine):
             raise EngineError("--engine ray: Ray is not installed (pip install -c constraints.txt -e '.[ray]')") from None
         if not ray.is_initialized():
             if self.config.address is None:
-                ray.init(num_cpus=self.config.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                ray.init(address="local", num_cpus=self.config.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
                          log_to_driver=False, logging_level="warning")
             else:
                 try:

@@ -39,7 +39,8 @@ def ray_session():
     os.environ[LOOPBACK_ONLY] = "0"  # read when ray is imported: the node takes the loopback address
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    # address="local": a new instance of its own, never a cluster another process left running here.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     try:
         assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
         yield ray
