@@ -25,6 +25,8 @@ from training.engine import LocalEngine
 from training.pipeline import train
 from training.ray_engine import LOOPBACK_ONLY, RayEngine
 
+pytestmark = pytest.mark.e2e  # starts a Ray instance and trains three models
+
 SMALL = {
     "als": {"factors": 16, "regularization": 1.0, "iterations": 8},
     "n_candidates": 60,
