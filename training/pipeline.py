@@ -54,6 +54,7 @@ from recsys.evaluation import (
     validation_split,
 )
 from recsys.ranking.features import FEATURE_NAMES, ItemStats, encode_categories, item_stats
+from recsys.ranking.importance import permutation_importance
 from recsys.ranking.model import Ranker, make_ranker
 from recsys.ranking.train import list_metrics, ranking_lists, retrieve, split_lists
 from recsys.retrieval import Recommender, model_class
@@ -147,6 +148,9 @@ def stats_for(model: ALS, history: Histories, catalog: Catalog, config: Training
                       catalog.release_year, config.features)
 
 
+IMPORTANCE_PREFIX = "importance_"  # validation metrics: each ranker feature's share of the permutation importance
+
+
 def train_ranker(split: Split, catalog: Catalog, config: TrainingConfig, progress: bool = False,
                  engine: Engine | None = None) -> tuple[Ranker, dict[str, float]]:
     """Fit ALS on the inner part of a validation split, label its candidates, train the ranker."""
@@ -169,6 +173,11 @@ def train_ranker(split: Split, catalog: Catalog, config: TrainingConfig, progres
     metrics = list_metrics(ranker, lists, candidates, validation.test, config.protocol.k)
     metrics.update({f"ranker_{k}": v for k, v in report.items()})
     metrics["lists"] = float(len(fit_lists.labels))
+    # How much each feature matters, on lists the ranker did not fit (the transparency page's
+    # relative importance of each signal, DSA Art. 27).
+    held_out = stop_lists if len(stop_lists.labels) else fit_lists
+    importance = permutation_importance(ranker, held_out, k=config.protocol.k, seed=config.seed)
+    metrics.update({f"{IMPORTANCE_PREFIX}{name}": share for name, share in importance.shares.items()})
     return ranker, metrics
 
 
@@ -306,6 +315,8 @@ def run_offline(dataset: Dataset, config: TrainingConfig, workdir: Path, *, full
     final_manifest["metrics"] = {"test": table, "validation": validation,
                                  f"candidate_recall_at_{n}": recall_n[EXCLUDE_POSITIVES],
                                  f"unseen_candidate_recall_at_{n}": recall_n[EXCLUDE_SEEN]}
+    final_manifest["feature_importance"] = {key.removeprefix(IMPORTANCE_PREFIX): value for key, value in validation.items()
+                                            if key.startswith(IMPORTANCE_PREFIX)}
     if report is not None:
         final_manifest["review"] = report.to_dict()
     write_manifest(final_dir, final_manifest)
