@@ -15,7 +15,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch is pinned in pyproject (==2.13.0, the CPU wheel on this machine); constraints.txt pins the rest.
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	# The ray extra: `recsys train --engine ray` and its parity test (tests/training/test_ray_engine.py).
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,ray]'
 	touch $@
 
 install: $(VENV)/.installed

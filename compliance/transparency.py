@@ -131,10 +131,12 @@ def transparency_document(
     user_options: Sequence[str] = (),
     trending: TrendingConfig | None = None,
     log_retention_days: int = 180,
+    surfaces: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """The public notice as JSON-ready data; raises ValueError naming the first missing field.
     `user_options` describe what each user can choose (Provisions Art. 17 (draft 15) options, Art. 19
-    elderly mode), one sentence each."""
+    elderly mode), one sentence each. `surfaces` are each surface's main parameters with their
+    relative importance (`compliance.parameters.surface_parameters`, DSA Art. 27)."""
     service = _text(service_name, "service_name")
     if not isinstance(model_card, dict):
         raise ValueError(f"transparency_document: model_card must be a dict, got {type(model_card).__name__}")
@@ -170,6 +172,7 @@ def transparency_document(
         "minors_mode": _minors_rules(minors),
         "user_options": _texts(user_options, "user_options") if user_options else [],
         "hot_list": _hot_list_rules(trending or TrendingConfig(), log_retention_days),
+        "surfaces": [dict(surface) for surface in surfaces],
         "public_information": TRANSPARENCY_PATH,
         "legal_basis": legal_basis(),
     }
@@ -221,6 +224,33 @@ def _hot_list_table(rules: Sequence[dict[str, Any]]) -> str:
         for n, rule in enumerate(rules, start=1)
     )
     return f"<table>{head}{rows}</table>"
+
+
+def _share(value: float | None) -> str:
+    return "not measured for this model" if value is None else f"{value:.0%}"
+
+
+def _surfaces_html(surfaces: Sequence[dict[str, Any]]) -> list[str]:
+    """Per surface: where candidates come from, the signals with their relative importance, the
+    policies, the option not based on profiling (DSA Art. 27, 38)."""
+    if not surfaces:
+        return []
+    parts = [_h2("parameters", "各场景的主要参数及其相对重要性", "Main parameters of each surface and their relative importance")]
+    for surface in surfaces:
+        personal = surface["personalized"]
+        head = "<tr><th>Signal</th><th>Relative importance</th></tr>"
+        rows = "".join(f"<tr><td>{escape(str(s['signal']))}</td><td>{_share(s['relative_importance'])}</td></tr>"
+                       for s in personal["ranking_signals"])
+        parts += [
+            f"<h3 id=\"surface-{escape(str(surface['surface']))}\">{escape(str(surface['surface']))}</h3>",
+            "<p>Candidates come from:</p>", _list(personal["candidate_sources"]),
+            f"<p>They are ordered by these signals ({escape(str(personal['importance_measured_as']))}):</p>",
+            f"<table>{head}{rows}</table>",
+            "<p>Policies applied here:</p>", _list(personal["policies"]) if personal["policies"] else "<p>none</p>",
+            f"<p>Not based on profiling (switch personalization off): {escape(str(surface['not_based_on_profiling']))}</p>",
+            "<p>Your options:</p>", _list(surface["user_options"]),
+        ]
+    return parts
 
 
 def render_html(document: dict[str, Any]) -> str:
@@ -281,6 +311,7 @@ def render_html(document: dict[str, Any]) -> str:
         _table(minors_rows),
         *([_h2("user-options", "用户选项与老年人模式", "Your options and elderly mode"), _list(document["user_options"])]
           if document.get("user_options") else []),
+        *_surfaces_html(document.get("surfaces", ())),
         _h2("hot-list", "热搜榜单规则", "Hot-list rules"),
         f"<p>{escape(str(hot_list['summary']))}</p>",
         _hot_list_table(hot_list["rules"]),

@@ -7,10 +7,14 @@ trace from deep inside polars or numpy.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+
+FrameReader = Callable[[Path], pl.DataFrame]
+"""Reads one of a dataset's Parquet files into a frame (default: `polars.read_parquet`)."""
 
 INTERACTIONS: dict[str, pl.DataType] = {
     "user_id": pl.Utf8(),
@@ -130,8 +134,9 @@ class Dataset:
         return directory
 
     @classmethod
-    def load(cls, directory: Path, name: str | None = None) -> Dataset:
-        """Read a dataset directory written by `save` (or by hand, following the schema)."""
+    def load(cls, directory: Path, name: str | None = None, readers: Mapping[str, FrameReader] | None = None) -> Dataset:
+        """Read a dataset directory written by `save` (or by hand, following the schema); `readers`
+        replaces the reader of named frames (e.g. {"interactions": ...} read by Ray Data)."""
         directory = Path(directory)
         if not directory.is_dir():
             raise SchemaError(f"{directory}: no such dataset directory")
@@ -141,7 +146,7 @@ class Dataset:
             if not path.exists():
                 raise SchemaError(f"{path}: missing file (a dataset directory holds {', '.join(FRAME_FILES.values())})")
             try:
-                frames[attr] = pl.read_parquet(path)
+                frames[attr] = (readers or {}).get(attr, pl.read_parquet)(path)
             except Exception as exc:
                 raise SchemaError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
         return cls.from_frames(name or directory.name, **frames)

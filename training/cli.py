@@ -32,12 +32,23 @@ def train_command(
     alias: Annotated[bool, typer.Option(help="Point the serving alias at the new version (--no-alias: register only).")] = True,
     policy: Annotated[Path | None, typer.Option(help="List policy file (JSON or TOML, as served) the periodic review applies; default: the built-in policy.")] = None,
     progress: Annotated[bool, typer.Option(help="Show stage progress and timings.")] = True,
+    engine: Annotated[str, typer.Option(help="Where data is read and models are fitted: local (this process) or ray "
+                                             "(Ray Data, an ALS task, DDP ranker training; needs the ray extra).")] = "local",
+    address: Annotated[str | None, typer.Option(help="--engine ray: the Ray cluster to use (e.g. ray://HOST:10001, HOST:6379, "
+                                                     "auto); default: a private local instance.")] = None,
+    workers: Annotated[int, typer.Option(help="--engine ray: DDP replicas training the ranker.", min=1)] = 2,
 ) -> None:
     """Train retrieval (ALS + Faiss) and the ranker, evaluate and review them (Art. 8), log one MLflow run and
     register a model version; the serving alias moves to it only when the review passes (else exit code 3)."""
     from compliance.policy import PolicyConfig
     from recsys.schema import SchemaError
     from training.config import ConfigError, load_config
+    from training.engine import ENGINES, make_engine
+
+    if engine not in ENGINES:
+        _fail(f"--engine: unknown engine {engine!r}; known: {', '.join(ENGINES)}")
+    if engine != "ray" and (address is not None or workers != 2):
+        _fail("--address and --workers apply to --engine ray only")
 
     try:
         training_config = load_config(config, seed=seed)
@@ -49,31 +60,28 @@ def train_command(
             policy_config = PolicyConfig.from_file(policy)
         except ValueError as exc:
             _fail(f"--policy: {_one_line(exc)}")
-    from recsys.datasets import load
-
-    try:
-        data = load(dataset)
-    except SchemaError as exc:
-        _fail(f"--dataset: {_one_line(exc)}")
     import mlflow
 
     from training.pipeline import train
 
-    try:
-        result = train(data, training_config, full=full, set_alias=alias, reuse=reuse and not force, progress=progress,
-                       source=dataset, policy=policy_config)
+    runner = make_engine(engine, address=address, workers=workers) if engine == "ray" else make_engine(engine)
+    try:  # the engine reads the dataset too (Ray Data on --engine ray)
+        result = train(dataset, training_config, full=full, set_alias=alias, reuse=reuse and not force, progress=progress,
+                       source=dataset, policy=policy_config, engine=runner)
+    except SchemaError as exc:  # only reading the dataset raises it
+        _fail(f"--dataset: {_one_line(exc)}")
     except mlflow.exceptions.MlflowException as exc:
         _fail(f"MLFLOW_TRACKING_URI: {_one_line(getattr(exc, 'message', exc))}")
-    except ValueError as exc:
+    except ValueError as exc:  # EngineError among them: Ray missing, unreachable, a ranker it cannot train
         _fail(_one_line(exc))
     from rich.console import Console
 
     console = Console()
     if result.reused:
         console.print(f"reused registered model version {result.model_version} (same data and config; --force retrains)")
-    console.print(f"MLflow run: {result.run_id}")
+    console.print(f"MLflow run: {result.run_id}" + ("" if result.reused else f" (engine: {result.engine})"))
     console.print(f"registered model version: {result.model_version}" + (" (alias set)" if result.alias_set else " (alias not set)"))
-    console.print(metrics_table(result.metrics, f"{data.name}: test split"))
+    console.print(metrics_table(result.metrics, f"{result.dataset}: test split"))
     if result.review is not None:
         console.print(review_table(result.review))
     if result.timings_s:

@@ -10,6 +10,9 @@ the labels use positives only. Evaluation goes through the written bundle, the s
 serving uses, under both exclusion rules of `recsys.evaluation` (the served reality `unseen_*`,
 and the published protocol's positives-only names). `full=True` then refits retrieval on every
 positive for the served bundle (the logged metrics stay those of the honest train-split model).
+
+Where the data is read and the two models are fitted is the `engine`'s business
+(`training.engine`: in this process, or on a Ray cluster); the pipeline is the same for each.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ import polars as pl
 from compliance.policy import PolicyConfig, config_hash as policy_hash
 from recsys.bundle import FORMAT_VERSION, BundleParts, ModelBundle, write_bundle, write_manifest
 from recsys.config import core_settings
-from recsys.datasets import load as load_dataset
 from recsys.evaluation import (
     EXCLUDE_POSITIVES,
     EXCLUDE_SEEN,
@@ -52,6 +54,7 @@ from recsys.evaluation import (
     validation_split,
 )
 from recsys.ranking.features import FEATURE_NAMES, ItemStats, encode_categories, item_stats
+from recsys.ranking.importance import permutation_importance
 from recsys.ranking.model import Ranker, make_ranker
 from recsys.ranking.train import list_metrics, ranking_lists, retrieve, split_lists
 from recsys.retrieval import Recommender, model_class
@@ -60,6 +63,7 @@ from recsys.retrieval.baselines import MostPopular
 from recsys.retrieval.index import build_index
 from recsys.schema import Dataset
 from training.config import TrainingConfig
+from training.engine import Engine, LocalEngine
 from training.review import ReviewReport, run_review
 
 MODEL_LABELS = {"popular": "MostPopular", "itemknn": "ItemKNN", "ease": "EASE", "als": "ALS", "two_stage": "two-stage"}
@@ -84,6 +88,7 @@ class TrainResult:
     config_hash: str = ""
     alias_set: bool = False
     review: dict[str, Any] | None = None  # the periodic review (`ReviewReport.to_dict()`); None when reused
+    engine: str = "local"  # the engine that read the data and fitted the models (`training.engine`)
 
 
 class Stages:
@@ -134,8 +139,8 @@ class Catalog:
         return cls(categories.codes, len(categories.names), categories.primary, year)
 
 
-def fit_retrieval(history: Histories, config: TrainingConfig) -> ALS:
-    return ALS(config.als).fit(history.matrix())
+def fit_retrieval(history: Histories, config: TrainingConfig, engine: Engine | None = None) -> ALS:
+    return (engine or LocalEngine()).fit_als(history.matrix(), config.als)
 
 
 def stats_for(model: ALS, history: Histories, catalog: Catalog, config: TrainingConfig) -> ItemStats:
@@ -143,10 +148,15 @@ def stats_for(model: ALS, history: Histories, catalog: Catalog, config: Training
                       catalog.release_year, config.features)
 
 
-def train_ranker(split: Split, catalog: Catalog, config: TrainingConfig, progress: bool = False) -> tuple[Ranker, dict[str, float]]:
+IMPORTANCE_PREFIX = "importance_"  # validation metrics: each ranker feature's share of the permutation importance
+
+
+def train_ranker(split: Split, catalog: Catalog, config: TrainingConfig, progress: bool = False,
+                 engine: Engine | None = None) -> tuple[Ranker, dict[str, float]]:
     """Fit ALS on the inner part of a validation split, label its candidates, train the ranker."""
+    engine = engine or LocalEngine()
     validation = validation_split(split, config.protocol.test_share)
-    retrieval = fit_retrieval(validation.train, config)
+    retrieval = fit_retrieval(validation.train, config, engine)
     stats = stats_for(retrieval, validation.train, catalog, config)
     # The same index policy as serving (exact below the size threshold), so the ranker learns on the
     # candidates it will be given.
@@ -159,10 +169,15 @@ def train_ranker(split: Split, catalog: Catalog, config: TrainingConfig, progres
         raise ValueError("ranker: no validation user has a held-out positive among the candidates; "
                          "the dataset is too small or n_candidates too low")
     ranker = make_ranker(config.ranker.kind, FEATURE_NAMES, config.ranker.params, seed=config.seed)
-    report = ranker.fit(fit_lists, stop_lists if len(stop_lists.labels) else None)
+    ranker, report = engine.fit_ranker(ranker, fit_lists, stop_lists if len(stop_lists.labels) else None)
     metrics = list_metrics(ranker, lists, candidates, validation.test, config.protocol.k)
     metrics.update({f"ranker_{k}": v for k, v in report.items()})
     metrics["lists"] = float(len(fit_lists.labels))
+    # How much each feature matters, on lists the ranker did not fit (the transparency page's
+    # relative importance of each signal, DSA Art. 27).
+    held_out = stop_lists if len(stop_lists.labels) else fit_lists
+    importance = permutation_importance(ranker, held_out, k=config.protocol.k, seed=config.seed)
+    metrics.update({f"{IMPORTANCE_PREFIX}{name}": share for name, share in importance.shares.items()})
     return ranker, metrics
 
 
@@ -255,22 +270,24 @@ class OfflineResult:
 def run_offline(dataset: Dataset, config: TrainingConfig, workdir: Path, *, full: bool = False,
                 stages: Stages | None = None, manifest: dict[str, Any] | None = None,
                 baselines: tuple[str, ...] | None = None, progress: bool = False,
-                review: bool = False, policy: PolicyConfig | None = None) -> OfflineResult:
+                review: bool = False, policy: PolicyConfig | None = None, engine: Engine | None = None) -> OfflineResult:
     """Both stages, the bundle and the evaluation, without MLflow (the benchmark calls this).
 
     `review=True` also runs the periodic review (`training.review`) of the evaluated bundle with
-    `config.review` thresholds and the serving `policy`.
+    `config.review` thresholds and the serving `policy`. `engine` fits ALS and the ranker (default:
+    in this process).
     """
     config = config.effective()
+    engine = engine or LocalEngine()
     stages = stages or Stages(progress=False)
     manifest = dict(manifest or {})
     with stages.stage("split"):
         split = protocol_split(dataset, config.protocol.min_rating, config.protocol.test_share)
         catalog = Catalog.of(dataset)
     with stages.stage("ranker"):
-        ranker, validation = train_ranker(split, catalog, config, progress)
+        ranker, validation = train_ranker(split, catalog, config, progress, engine)
     with stages.stage("retrieval"):
-        retrieval = fit_retrieval(split.train, config)
+        retrieval = fit_retrieval(split.train, config, engine)
     honest_dir = workdir / ("honest-bundle" if full else "bundle")
     with stages.stage("index+bundle"):
         assemble(honest_dir, dataset, split.user_ids, split.train, split.known(), retrieval, ranker, catalog, config,
@@ -289,7 +306,7 @@ def run_offline(dataset: Dataset, config: TrainingConfig, workdir: Path, *, full
     if full:
         with stages.stage("refit on all"):
             user_ids, item_ids, everything = positive_histories(dataset, config.protocol.min_rating)
-            retrieval_all = fit_retrieval(everything, config)
+            retrieval_all = fit_retrieval(everything, config, engine)
             final_dir = assemble(workdir / "bundle", dataset, user_ids, everything,
                                  interaction_histories(dataset, user_ids, item_ids), retrieval_all, ranker, catalog,
                                  config, {**manifest, "trained_on": "all positives", "full": True})
@@ -298,6 +315,8 @@ def run_offline(dataset: Dataset, config: TrainingConfig, workdir: Path, *, full
     final_manifest["metrics"] = {"test": table, "validation": validation,
                                  f"candidate_recall_at_{n}": recall_n[EXCLUDE_POSITIVES],
                                  f"unseen_candidate_recall_at_{n}": recall_n[EXCLUDE_SEEN]}
+    final_manifest["feature_importance"] = {key.removeprefix(IMPORTANCE_PREFIX): value for key, value in validation.items()
+                                            if key.startswith(IMPORTANCE_PREFIX)}
     if report is not None:
         final_manifest["review"] = report.to_dict()
     write_manifest(final_dir, final_manifest)
@@ -386,7 +405,7 @@ def dataset_fingerprint(dataset: Dataset) -> str:
 
 def train(dataset: str | Path | Dataset, config: TrainingConfig | None = None, *, full: bool = False,
           set_alias: bool = True, reuse: bool = False, register: bool = True, progress: bool = True,
-          source: str | None = None, policy: PolicyConfig | None = None) -> TrainResult:
+          source: str | None = None, policy: PolicyConfig | None = None, engine: Engine | None = None) -> TrainResult:
     """Train both stages on `dataset` in one MLflow run and register a model version.
 
     Every run performs the periodic review (Art. 8) against `config.review` with the serving list
@@ -395,8 +414,19 @@ def train(dataset: str | Path | Dataset, config: TrainingConfig | None = None, *
     `recsys.registry.promote`). `reuse=True` returns the aliased version instead of training
     when it was trained on the same data with the same config and policy and written in the
     current bundle format (`recsys.bundle.FORMAT_VERSION`, tag `bundle_format`). `source` (a dataset
-    name or folder) is recorded so `recsys evaluate` can find the data again.
+    name or folder) is recorded so `recsys evaluate` can find the data again. `engine` reads the
+    dataset and fits the models (default: this process; `training.ray_engine.RayEngine` on Ray); the
+    MLflow run, the review and the registration happen here, once, whatever the engine.
     """
+    engine = engine or LocalEngine()
+    with engine:
+        return _train(dataset, config, full=full, set_alias=set_alias, reuse=reuse, register=register,
+                      progress=progress, source=source, policy=policy, engine=engine)
+
+
+def _train(dataset: str | Path | Dataset, config: TrainingConfig | None, *, full: bool, set_alias: bool, reuse: bool,
+           register: bool, progress: bool, source: str | None, policy: PolicyConfig | None, engine: Engine) -> TrainResult:
+    """`train` with its engine started."""
     import mlflow
 
     from recsys import registry
@@ -406,7 +436,7 @@ def train(dataset: str | Path | Dataset, config: TrainingConfig | None = None, *
     started = time.perf_counter()
     stages = Stages(progress)
     with stages.stage("load data"):
-        data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
+        data = dataset if isinstance(dataset, Dataset) else engine.read(dataset)
         fingerprint = dataset_fingerprint(data)
     config_hash = config.config_hash(full)
     policy = policy or PolicyConfig()
@@ -420,9 +450,9 @@ def train(dataset: str | Path | Dataset, config: TrainingConfig | None = None, *
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{data.name}") as run:
         run_id = run.info.run_id
         stages.sink = lambda name, seconds, step: mlflow.log_metric(f"time/{_slug(name)}_s", seconds, step=step)
-        mlflow.log_params(config.flat_params() | {"dataset": data.name, "full": str(full)})
+        mlflow.log_params(config.flat_params() | {"dataset": data.name, "full": str(full)} | engine.describe())
         mlflow.set_tags({"dataset": data.name, "dataset_fingerprint": fingerprint, "config_hash": config_hash,
-                         "policy_hash": policy_hash(policy)})
+                         "policy_hash": policy_hash(policy), "engine": engine.name})
         workdir = Path(tempfile.mkdtemp(prefix="train-", dir=_ensure(settings.var_dir / "training")))
         try:
             if source is None and not isinstance(dataset, Dataset):
@@ -430,9 +460,9 @@ def train(dataset: str | Path | Dataset, config: TrainingConfig | None = None, *
             manifest = {"dataset": {"name": data.name, "source": source, "fingerprint": fingerprint,
                                     "interactions": data.interactions.height,
                                     "items": data.items.height, "users": data.users.height},
-                        "run_id": run_id, "config_hash": config_hash}
+                        "run_id": run_id, "config_hash": config_hash, "engine": engine.name}
             offline = run_offline(data, config, workdir, full=full, stages=stages, manifest=manifest,
-                                  review=True, policy=policy)
+                                  review=True, policy=policy, engine=engine)
             _log_metrics(offline, config)
             review = offline.review
             mlflow.set_tag("review", "passed" if review.passed else "failed")
@@ -469,6 +499,7 @@ def train(dataset: str | Path | Dataset, config: TrainingConfig | None = None, *
         config_hash=config_hash,
         alias_set=bool(version) and set_alias and review.passed,
         review=review.to_dict(),
+        engine=engine.name,
     )
 
 

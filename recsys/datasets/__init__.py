@@ -6,11 +6,12 @@ entry in `load` (or simply write the three Parquet files of the schema into a fo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from recsys.config import core_settings
 from recsys.datasets import movielens
-from recsys.schema import Dataset, SchemaError
+from recsys.schema import Dataset, FrameReader, SchemaError
 
 KNOWN = (movielens.NAME,)
 
@@ -28,11 +29,12 @@ def fetch(name: str, source: str = "recbole", force: bool = False) -> Path:
     return dataset.save(out)
 
 
-def load(name_or_path: str | Path) -> Dataset:
-    """Load a known dataset by name (fetching it if needed) or a dataset folder by path."""
+def load(name_or_path: str | Path, readers: Mapping[str, FrameReader] | None = None) -> Dataset:
+    """Load a known dataset by name (fetching it if needed) or a dataset folder by path; `readers`
+    replaces the Parquet reader of named frames (`Dataset.load`)."""
     if str(name_or_path) in KNOWN:
-        return Dataset.load(fetch(str(name_or_path)), name=str(name_or_path))
+        return Dataset.load(fetch(str(name_or_path)), name=str(name_or_path), readers=readers)
     path = Path(name_or_path)
     if not path.exists():
         raise SchemaError(f"{path}: neither a known dataset ({', '.join(KNOWN)}) nor an existing folder")
-    return Dataset.load(path)
+    return Dataset.load(path, readers=readers)

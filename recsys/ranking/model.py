@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import abc
 import importlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -81,6 +82,39 @@ class Ranker(abc.ABC):
         if features.ndim != 2 or features.shape[1] != len(self.feature_names):
             raise RankerError(f"features: expected shape (n, {len(self.feature_names)}), got {features.shape}")
         return features
+
+
+def _unchanged(network: nn.Module) -> nn.Module:
+    return network
+
+
+def _alone(figure: float) -> float:
+    return figure
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One of `world_size` data-parallel copies of a ranker in training (DDP), or the only one.
+
+    Every replica draws the same list order (same seed) and computes the gradient of its slice of
+    each batch (`rank::world_size`); `wrap` puts the network behind the gradient all-reduce
+    (e.g. DistributedDataParallel) and `total` sums a figure over the replicas. The loss is scaled
+    so that the averaged gradient is that of the whole batch: one process and N replicas take the
+    same optimisation steps, up to float rounding.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    wrap: Callable[[nn.Module], nn.Module] = field(default=_unchanged)
+    total: Callable[[float], float] = field(default=_alone)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rank < self.world_size:
+            raise RankerError(f"replica: rank {self.rank} outside a world of {self.world_size}")
+
+    def share(self, rows: torch.Tensor) -> torch.Tensor:
+        """This replica's slice of a batch of list indices."""
+        return rows[self.rank :: self.world_size]
 
 
 def ranker_class(kind: str) -> type[Ranker]:
@@ -165,31 +199,39 @@ class MLPRanker(Ranker):
         self.network.eval()
         self._inference: _Inference | None = None  # the weights' tensors, taken on the first `score`
 
-    def fit(self, train: RankingLists, valid: RankingLists | None = None) -> dict[str, float]:
+    def fit(self, train: RankingLists, valid: RankingLists | None = None,
+            replica: Replica | None = None) -> dict[str, float]:
+        """Train on `train`, early-stopping on `valid`; as one `replica` of a data-parallel group
+        when given (each replica holds all lists and computes its share of every batch)."""
         config = self.config
+        replica = replica or Replica()
         generator = torch.Generator().manual_seed(self.seed)
         torch.manual_seed(self.seed)
         rows = train.features[train.mask]
         self.network.mean.copy_(torch.from_numpy(rows.mean(axis=0)))
         self.network.scale.copy_(torch.from_numpy(np.maximum(rows.std(axis=0), 1e-6)))
+        network = replica.wrap(self.network)
         features, labels, mask = (torch.from_numpy(a) for a in (train.features, train.labels, train.mask))
         optimiser = torch.optim.Adam(self.network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         best, best_state, stale, epoch, loss_value = np.inf, None, 0, 0, float("nan")
         for epoch in range(1, config.epochs + 1):
-            self.network.train()
-            order = torch.randperm(len(features), generator=generator)
+            network.train()
+            order = torch.randperm(len(features), generator=generator)  # the same on every replica
             total = 0.0
             for start in range(0, len(order), config.batch_lists):
                 batch = order[start : start + config.batch_lists]
-                loss = _listwise_loss(self.network(features[batch]), labels[batch], mask[batch])
+                mine = replica.share(batch)
+                losses = _list_losses(network(features[mine]), labels[mine], mask[mine])
+                # The all-reduce averages replicas' gradients: scaled so the average is the batch mean's.
+                loss = losses.sum() / (len(batch) / replica.world_size)
                 optimiser.zero_grad()
                 loss.backward()  # type: ignore[no-untyped-call]  # torch declares Tensor.backward without annotations
                 optimiser.step()
-                total += float(loss.detach()) * len(batch)
-            loss_value = total / len(order)
+                total += float(losses.detach().sum())
+            loss_value = replica.total(total) / len(order)
             if valid is None:
                 continue
-            current = self.loss(valid)
+            current = self.loss(valid, replica)
             if current < best - 1e-5:
                 best, stale = current, 0
                 best_state = {k: v.clone() for k, v in self.network.state_dict().items()}
@@ -203,12 +245,14 @@ class MLPRanker(Ranker):
         self._inference = None
         return {"train_loss": loss_value, "valid_loss": float(best), "epochs": float(epoch)}
 
-    def loss(self, lists: RankingLists) -> float:
+    def loss(self, lists: RankingLists, replica: Replica | None = None) -> float:
+        """Mean listwise loss over `lists` (a `replica` scores its share; the sum is over all)."""
+        replica = replica or Replica()
         self.network.eval()
         with torch.inference_mode():
-            tensors = (torch.from_numpy(a) for a in (lists.features, lists.labels, lists.mask))
-            features, labels, mask = tensors
-            return float(_listwise_loss(self.network(features), labels, mask))
+            mine = replica.share(torch.arange(len(lists.labels)))
+            features, labels, mask = (torch.from_numpy(a)[mine] for a in (lists.features, lists.labels, lists.mask))
+            return replica.total(float(_list_losses(self.network(features), labels, mask).sum())) / len(lists.labels)
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """The network's forward pass for one request (`_Inference`: the module's exact scores, in
@@ -270,9 +314,9 @@ class _Inference:
         return np.asarray(hidden.squeeze(-1).numpy(), dtype=np.float32)  # float32 already: no copy
 
 
-def _listwise_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over lists of -sum_i y_i log softmax(s)_i / sum_i y_i (padded rows excluded)."""
+def _list_losses(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per list: -sum_i y_i log softmax(s)_i / sum_i y_i (padded rows excluded)."""
     scores = scores.masked_fill(~mask, -1e9)
     log_probs = torch.log_softmax(scores, dim=-1)
     positives = labels.sum(dim=-1).clamp_min(1.0)
-    return (-(labels * log_probs).sum(dim=-1) / positives).mean()
+    return -(labels * log_probs).sum(dim=-1) / positives

@@ -8,9 +8,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
-from compliance import elderly, transparency
-from compliance.policy import describe
+from compliance import elderly, parameters, transparency
 from compliance.articles import cite
+from compliance.policy import FRONT_SCREEN, describe
+from recsys.ranking.features import FEATURE_NAMES
 from serving.deps import ServicesDep
 from serving.services import Services
 
@@ -69,7 +70,22 @@ def document(services: Services) -> dict:
         user_options=user_options(settings),
         trending=settings.trending,
         log_retention_days=settings.logs.retention_days,
+        surfaces=_surfaces(services),
     ) | {"privacy_center": PRIVACY_CENTER}
+
+
+def _surfaces(services: Services) -> list[dict]:
+    """Each surface's main parameters (DSA Art. 27): the policies that apply there, and the ranker's
+    signals with the relative importance measured when the model was trained."""
+    settings, catalog = services.settings, services.catalog
+    policies = describe(settings.policy)
+    front = settings.policy.front_screen
+    by_surface = {surface: [p.title for p in policies if p.name != FRONT_SCREEN or surface in front.surfaces]
+                  for surface in settings.surfaces}
+    bundle = catalog.bundle if catalog else None
+    importance = bundle.manifest.get("feature_importance") if bundle is not None else None
+    names = list(bundle.feature_names) if bundle is not None else list(FEATURE_NAMES)
+    return parameters.surface_parameters(settings.surfaces, by_surface, importance, names)
 
 
 def user_options(settings) -> list[str]:

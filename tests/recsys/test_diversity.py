@@ -12,7 +12,10 @@ from hypothesis import strategies as st
 
 from compliance.policy import SESSION_DIVERSITY, PolicyConfig, build_rules
 from recsys.pipeline.rules.session import CategoryPenalty, SessionShareCap, session_limit
-from recsys.pipeline.rerank import RULE_TYPES, CandidateSet, Dispersal, SlateContext, Source, UniqueItems, rule_from_config, select
+from recsys.pipeline.candidates import CandidateSet, Source
+from recsys.pipeline.rerank import select
+from recsys.pipeline.rules import RULE_TYPES, Dispersal, UniqueItems, rule_from_config
+from recsys.pipeline.slate import SlateContext
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

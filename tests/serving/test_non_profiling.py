@@ -48,3 +48,25 @@ def test_users_who_chose_no_profiling_get_identical_lists_on_every_surface(clien
         assert {i["reason"]["code"] for i in response.json()["items"]}.isdisjoint({"similar_to_liked", "interest_tag"})
     trending = [client.get("/v1/trending", params={"user_id": u}).json()["items"] for u in (a, b)]
     assert trending[0] == trending[1]
+
+
+def test_each_surface_states_its_main_parameters_and_their_measured_importance(client):
+    """DSA Art. 27: per surface, the main parameters in plain words and their relative importance —
+    measured on held-out lists when the model was trained, not asserted."""
+    doc = client.get("/v1/transparency").json()
+    surfaces = {s["surface"]: s for s in doc["surfaces"]}
+    assert set(surfaces) == set(SURFACES)
+    for name, surface in surfaces.items():
+        signals = surface["personalized"]["ranking_signals"]
+        shares = [s["relative_importance"] for s in signals]
+        assert all(isinstance(v, float) for v in shares), shares  # measured for this model
+        assert shares == sorted(shares, reverse=True) and abs(sum(shares) - 1.0) < 0.01
+        assert "profiling" in " ".join(surface["user_options"]) and surface["not_based_on_profiling"]
+    front = client.app.state.services.settings.policy
+    home = " ".join(surfaces["home"]["personalized"]["policies"])
+    feed = " ".join(surfaces["feed"]["personalized"]["policies"])
+    assert "ront screen" in home and "ront screen" not in feed and front.front_screen.surfaces == ["home"]
+    page = client.get("/transparency").text
+    assert "Main parameters of each surface" in page and 'id="surface-home"' in page
+    top = surfaces["feed"]["personalized"]["ranking_signals"][0]
+    assert f"{top['relative_importance']:.0%}" in page

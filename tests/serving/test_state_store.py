@@ -158,7 +158,8 @@ def test_request_state_is_the_one_by_one_reads_in_one_statement(store):
                             assert sorted(got.event_items) == (sorted(store.event_items(user)) if personal else [])
 
 
-def test_load_user_is_one_statement(store):
+def test_load_user_is_two_statements(store):
+    """Profile, settings and tags in one statement; the user's feedback (item rows) in a second."""
     from sqlalchemy import event as sqlalchemy_event
 
     store.seed_profiles([{"user_id": "a", "age": 30, "created_at": T0}, {"user_id": "b", "age": 9, "created_at": T0}], "src")
@@ -175,7 +176,7 @@ def test_load_user_is_one_statement(store):
         users = {user_id: store.load_user(user_id) for user_id in ("a", "b", "nobody")}
     finally:
         sqlalchemy_event.remove(store.engine, "before_cursor_execute", count)
-    assert len(statements) == 3
+    assert len(statements) == 2 * 3
     a, b, nobody = users["a"], users["b"], users["nobody"]
     assert (a.known, a.age, a.personalization, a.minor_mode) == (True, 30, False, True)
     assert a.tag_states == {"drama": "deleted", "horror": "not_interested", "comedy": "added"}
