@@ -164,3 +164,45 @@ def test_a_new_dataset_is_a_folder_of_three_parquet_files(fork_model, podcast_di
     pl.read_parquet(podcast_dir / FRAME_FILES["items"]).write_parquet(broken / FRAME_FILES["items"])
     with pytest.raises(SchemaError, match="interactions.parquet: missing file"):
         Dataset.load(broken)
+
+
+# -- a fork's candidate source: one method of ServedPath ---------------------------------------------
+
+
+def test_a_new_candidate_source_is_one_method_and_every_caller_runs_it(trained):
+    """A "new releases" source added to `ServedPath.candidate_sources` (here in a subclass, as a
+    fork would edit the method): the Art. 8 review's replay runs it, the ranker scores its items,
+    and the safety filters apply to them like to any source's (a flagged new release never shows)."""
+    from recsys.pipeline.candidates import Source
+    from served.path import ServedPath
+    from training.review import POPULAR_CANDIDATES, OfflineServing
+
+    bundle, _ = trained
+    years = bundle.items["release_year"].fill_null(0).to_numpy()
+    newest = np.argsort(-years, kind="stable")[:40].astype(np.int64)
+    flagged_new = newest[bundle.flagged[newest]]
+    if not len(flagged_new):  # make sure the source offers something the safety filter must stop
+        newest = np.concatenate([newest, np.flatnonzero(bundle.flagged)[:3]])
+    traces = []
+
+    class WithNewReleases(ServedPath):
+        def candidate_sources(self, query, shared, trace):
+            items, scores, sources = super().candidate_sources(query, shared, trace)
+            fresh = newest[~np.isin(newest, items)]
+            trace.candidates["new_releases"] = int(len(fresh))
+            traces.append((trace, fresh))
+            top = np.full(len(fresh), float(scores.max()) if len(scores) else 1.0, dtype=np.float32)
+            return (np.concatenate([items, fresh]), np.concatenate([scores, top]),
+                    np.concatenate([sources, np.full(len(fresh), int(Source.TRENDING), dtype=np.int8)]))
+
+    review = OfflineServing(bundle, surface="feed")
+    review.path = WithNewReleases(review.path.catalog, review.policy, review.minors, review.path.tag_policy,
+                                  retrieval_candidates=review.n_candidates, popular_candidates=POPULAR_CANDIDATES)
+    users = list(bundle.user_index.values())[:30]
+    served = [review.served_list(bundle.user_history(u), 10) for u in users]
+    assert len(traces) == len(served)
+    for (trace, fresh), row in zip(traces, served):
+        assert trace.candidates["new_releases"] == len(fresh) > 0
+        offered_flagged = int(bundle.flagged[fresh].sum())
+        assert trace.dropped["filters"].get("blocked", 0) >= offered_flagged > 0  # the filter stopped them
+        assert not bundle.flagged[row].any() and len(set(row.tolist())) == len(row) == 10
