@@ -167,6 +167,25 @@ async def tag_decision(request: Request, tag: str, decision: str) -> Response:
     return await act("/me", action)
 
 
+@router.post("/feedback/{request_id}/{item_id}/{kind}", responses={303: {"description": "changed"}, 403: {}})
+async def item_feedback(request: Request, request_id: str, item_id: str, kind: str) -> Response:
+    """"Not interested" in an item of a list served to me, or "fewer like this" (the JSON feedback route)."""
+    session, _ = await posted_form(request, cookies)
+    user_id = session.who
+    if user_id is None:
+        return redirect("/me/login", error="log in first")
+    services: Services = request.app.state.services
+
+    def action() -> str:
+        body = users.FeedbackIn(request_id=request_id, item_id=item_id, kind=kind)
+        users.post_feedback(user_id, body, services, _principal(request, user_id))
+        if kind == "not_interested":
+            return f"not interested in {item_id}: it leaves all your lists / 已标记不感兴趣"
+        return f"fewer like {item_id}: it leaves your lists and its category ranks lower for a while / 将减少此类推荐"
+
+    return await act("/me", action)
+
+
 @router.post("/complaints", responses={303: {"description": "filed"}, 403: {}})
 async def file_complaint(request: Request) -> Response:
     session, form = await posted_form(request, cookies)

@@ -19,6 +19,7 @@ FORMS = [
     "/console/interventions/1/reject", "/console/interventions/1/revoke", "/console/complaints/abc/acknowledge",
     "/console/complaints/abc/resolve", "/console/features", "/console/features/fe-1/remove", "/me/login", "/me/logout", "/me/settings", "/me/tags/cat01/delete",
     "/me/tags/cat01/not-interested", "/me/complaints",
+    "/me/feedback/0190d0a8-0000-7000-8000-000000000000/i1/not_interested",
 ]
 
 
@@ -163,3 +164,31 @@ def test_the_console_adds_and_removes_feature_library_entries_as_the_account(cli
     refused = client.post(f"/console/features/{entries[0]['id']}/remove", data={"csrf_token": auditor})
     assert "reads+only" in str(refused.url) or "reads%20only" in str(refused.url)
     assert len(client.app.state.services.store.feature_entries()) == 1
+
+
+def test_an_item_marked_not_interested_on_the_privacy_center_leaves_every_later_list(client):
+    """The page's per-item buttons call the JSON feedback route's function: the item is gone from
+    the next lists; "fewer like this" too; a bad kind or a list not served to me is a message, not a 5xx."""
+    user = str(client.app.state.services.catalog.bundle.user_ids[0])
+    served = client.post("/v1/recommendations", json={"user_id": user, "surface": "feed", "k": 10}).json()
+    first, second = served["items"][0]["item_id"], served["items"][1]["item_id"]
+    token = logged_in(client, "me", user_id=user)
+    page = client.get("/me")
+    assert f"/me/feedback/{served['request_id']}/{first}/not_interested" in page.text
+    done = client.post(f"/me/feedback/{served['request_id']}/{first}/not_interested", data={"csrf_token": token})
+    assert done.status_code == 200 and "not interested in" in done.text
+    token = csrf(done)
+    done = client.post(f"/me/feedback/{served['request_id']}/{second}/fewer_like_this", data={"csrf_token": token})
+    assert done.status_code == 200 and "fewer like" in done.text
+    kinds = {f["item_id"]: f["kind"] for f in client.get(f"/v1/users/{user}/feedback").json()["feedback"]}
+    assert kinds == {first: "not_interested", second: "fewer_like_this"}
+    for surface in ("home", "feed", "related", "trending"):
+        for page_number in range(3):
+            items = [i["item_id"] for i in client.post("/v1/recommendations", json={
+                "user_id": user, "surface": surface, "page": page_number, "k": 10}).json()["items"]]
+            assert first not in items and second not in items, (surface, page_number)
+    bad = client.post(f"/me/feedback/{served['request_id']}/{first}/hate_it", data={"csrf_token": csrf(done)})
+    assert bad.status_code == 200 and "kind" in bad.text
+    other = client.post("/me/feedback/0190d0a8-0000-7000-8000-000000000000/x/not_interested",
+                        data={"csrf_token": csrf(bad)})
+    assert other.status_code == 200 and "no list" in other.text
