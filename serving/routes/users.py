@@ -114,6 +114,9 @@ def put_settings(user_id: UserId, body: SettingsIn, services: ServicesDep, princ
     _require_user(services, user_id, principal)
     now = services.clock()
     given = body.model_fields_set
+    if "minor_mode" in given and body.minor_mode is not True and services.store.guardian(user_id) is not None:
+        # A minor cannot leave minors mode their guardian's link put them in (Art. 18 (draft 16)).
+        raise HTTPException(403, detail="minor_mode: this account is in the care of a guardian; minors mode stays on")
     services.logstore.append("settings", {"user_id": user_id, "change": body.model_dump(exclude_unset=True), "at": now.isoformat()})
     services.store.put_settings(user_id, now, body.personalization, body.minor_mode,
                                 clear_minor_mode="minor_mode" in given and body.minor_mode is None,

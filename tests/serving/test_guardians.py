@@ -200,3 +200,16 @@ def test_guardian_controls_never_loosen_a_rule(moment, age, used, daily, window,
         resume = moment + timedelta(seconds=guarded.retry_after_seconds)
         assert not any(minors.in_curfew(resume, config, w) for w in minors.curfews(config, controls))
         assert all(isinstance(w[0], time) for w in minors.curfews(config, controls))
+
+
+def test_a_minor_cannot_switch_off_the_minors_mode_a_guardian_link_put_on(daytime_client, data):
+    client, _ = daytime_client
+    adult_age_unknown = data.users.filter(pl.col("age") >= 30)["user_id"].sort().to_list()[5]  # a child on a parent's profile
+    link(client, adult_age_unknown, "parent-m")
+    assert client.get(f"/v1/users/{adult_age_unknown}/settings").json()["minor"] is True
+    for change in ({"minor_mode": False}, {"minor_mode": None}):
+        refused = client.put(f"/v1/users/{adult_age_unknown}/settings", json=change)
+        assert refused.status_code == 403 and "guardian" in refused.json()["detail"]
+    assert client.put(f"/v1/users/{adult_age_unknown}/settings", json={"personalization": False}).status_code == 200
+    assert client.get(f"/v1/users/{adult_age_unknown}/settings").json()["minor"] is True
+    assert served(client, adult_age_unknown).json()["minor_mode"] is True
