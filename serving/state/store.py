@@ -530,6 +530,12 @@ class StateStore:
             row = conn.execute(select(t.c.guardian_id, t.c.controls, t.c.updated_at).where(t.c.minor_id == minor_id)).first()
         return (row.guardian_id, row.controls, row.updated_at) if row is not None else None
 
+    def minors_of(self, guardian_id: str) -> list[str]:
+        """The minors in the care of `guardian_id`, sorted."""
+        t = db.guardians
+        with self._read() as conn:
+            return list(conn.execute(select(t.c.minor_id).where(t.c.guardian_id == guardian_id).order_by(t.c.minor_id)).scalars())
+
     def put_guardian_controls(self, minor_id: str, guardian_id: str, controls: dict, now: datetime) -> bool:
         """Replace the controls of a minor whose guardian is `guardian_id`; False when not theirs."""
         t = db.guardians

@@ -24,10 +24,11 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from compliance import complaints as complaint_rules
+from compliance import minors
 from compliance.logstore import new_request_id
 from serving.auth import Principal
 from serving.gate import AccessDenied
-from serving.routes import complaints, users
+from serving.routes import complaints, guardians, users
 from serving.routes.recommendations import ID_PATTERN
 from serving.services import Services, one_line
 from serving.web.pages import act, posted_form, redirect, render
@@ -110,9 +111,11 @@ def privacy_center(request: Request) -> Response:
     except HTTPException as exc:
         return redirect("/me/login", error=str(exc.detail))
     lists, lists_note = last_lists(services, user_id)
+    wards = [(guardians.get_controls(user_id, minor, services, principal), guardians.get_usage(user_id, minor, services, principal))
+             for minor in services.store.minors_of(user_id)]
     filed = [complaints._public(row) for row in services.store.list_complaints(limit=50, user_id=user_id)]
     return render(request, cookies, session, "me.html", user_id=user_id, settings=settings, tags=tags, lists=lists,
-                  lists_note=lists_note, complaints=filed, kinds=("complaint", "report", "appeal"),
+                  lists_note=lists_note, wards=wards, complaints=filed, kinds=("complaint", "report", "appeal"),
                   subject_types=_subject_types())
 
 
@@ -182,6 +185,29 @@ async def item_feedback(request: Request, request_id: str, item_id: str, kind: s
         if kind == "not_interested":
             return f"not interested in {item_id}: it leaves all your lists / 已标记不感兴趣"
         return f"fewer like {item_id}: it leaves your lists and its category ranks lower for a while / 将减少此类推荐"
+
+    return await act("/me", action)
+
+
+@router.post("/guardian/{minor_id}/controls", responses={303: {"description": "changed"}, 403: {}})
+async def guardian_controls(request: Request, minor_id: str) -> Response:
+    """A guardian's controls for a minor in their care (the JSON guardian route's function); an
+    empty field leaves that rule at the configured default."""
+    session, form = await posted_form(request, cookies)
+    user_id = session.who
+    if user_id is None:
+        return redirect("/me/login", error="log in first")
+    services: Services = request.app.state.services
+    values: dict[str, object] = {name: str(form[name]).strip() for name in ("daily_minutes", "curfew_start", "curfew_end",
+                                                                          "max_age_rating") if str(form.get(name) or "").strip()}
+    for number in ("daily_minutes", "max_age_rating"):  # a form sends text; the model wants the number
+        if number in values and re.fullmatch(r"\d{1,4}", str(values[number])):
+            values[number] = int(str(values[number]))
+
+    def action() -> str:
+        body = minors.GuardianControls.model_validate(values)
+        guardians.put_controls(user_id, minor_id, body, services, _principal(request, user_id))
+        return f"controls for {minor_id} saved / 已保存"
 
     return await act("/me", action)
 

@@ -333,6 +333,8 @@ def test_guardians_and_usage_days(store):
     assert store.guardian("kid") == ("mum", {"daily_minutes": 20}, T0 + timedelta(seconds=1))
     store.link_guardian("kid", "dad", "operator-2", T0 + timedelta(seconds=2))  # a new guardian starts afresh
     assert store.guardian("kid") == ("dad", {}, T0 + timedelta(seconds=2))
+    store.link_guardian("kid2", "dad", "operator-2", T0)
+    assert store.minors_of("dad") == ["kid", "kid2"] and store.minors_of("mum") == []
     for day, seconds in (("2026-03-01", 60.0), ("2026-03-02", 600.0), ("2026-03-04", 90.0)):
         store.put_usage("kid", day, T0, seconds)
     assert store.usage_days("kid", "2026-03-02") == [("2026-03-02", 600.0), ("2026-03-04", 90.0)]

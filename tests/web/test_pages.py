@@ -19,7 +19,7 @@ FORMS = [
     "/console/interventions/1/reject", "/console/interventions/1/revoke", "/console/complaints/abc/acknowledge",
     "/console/complaints/abc/resolve", "/console/features", "/console/features/fe-1/remove", "/me/login", "/me/logout", "/me/settings", "/me/tags/cat01/delete",
     "/me/tags/cat01/not-interested", "/me/complaints",
-    "/me/feedback/0190d0a8-0000-7000-8000-000000000000/i1/not_interested",
+    "/me/feedback/0190d0a8-0000-7000-8000-000000000000/i1/not_interested", "/me/guardian/u1/controls",
 ]
 
 
@@ -192,3 +192,28 @@ def test_an_item_marked_not_interested_on_the_privacy_center_leaves_every_later_
     other = client.post("/me/feedback/0190d0a8-0000-7000-8000-000000000000/x/not_interested",
                         data={"csrf_token": csrf(bad)})
     assert other.status_code == 200 and "no list" in other.text
+
+
+def test_a_guardian_sets_a_minors_controls_on_the_privacy_center(client):
+    """The guardian's section calls the JSON guardian route's function: the limit holds for the minor;
+    a control that would loosen the rules, or a minor not in their care, is a message, not a change."""
+    from tests.conftest import ADMIN
+
+    services = client.app.state.services
+    minor, grandma = str(services.catalog.bundle.user_ids[3]), str(services.catalog.bundle.user_ids[4])  # users of the service
+    linked = client.put(f"/v1/admin/guardians/{minor}", json={"guardian_id": grandma}, headers=ADMIN)
+    assert linked.status_code == 200, linked.text
+    token = logged_in(client, "me", user_id=grandma)
+    page = client.get("/me")
+    assert f'id="ward-{minor}"' in page.text
+    done = client.post(f"/me/guardian/{minor}/controls", data={"csrf_token": token, "daily_minutes": "25",
+                                                               "curfew_start": "20:00", "curfew_end": "22:00", "max_age_rating": "8"})
+    assert done.status_code == 200 and "saved" in done.text, re.findall(r'id="error">([^<]*)', done.text)
+    controls = client.get(f"/v1/guardians/{grandma}/minors/{minor}/controls").json()
+    assert controls["effective_daily_minutes"] == 25 and controls["effective_max_age_rating"] <= 8
+    assert controls["curfews"] == ["22:00-06:00", "20:00-22:00"]
+    bad = client.post(f"/me/guardian/{minor}/controls", data={"csrf_token": csrf(done), "daily_minutes": "0"})
+    assert bad.status_code == 200 and "daily_minutes" in bad.text
+    stranger = client.post("/me/guardian/someone-else/controls", data={"csrf_token": csrf(bad), "daily_minutes": "5"})
+    assert stranger.status_code == 200 and "not a minor in the care of" in stranger.text
+    assert client.get(f"/v1/guardians/{grandma}/minors/{minor}/controls").json()["effective_daily_minutes"] == 25
