@@ -129,7 +129,8 @@ def test_each_rule_has_its_price_on_the_first_surface(result):
 
 
 def test_rule_prices_on_hand_made_seeds():
-    per_seed = [{"metrics": {TWO_STAGE: {"unseen_ndcg_at_10": 0.2}, SERVED_HOME: {"unseen_ndcg_at_10": 0.18}},
+    per_seed = [{"metrics": {TWO_STAGE: {"unseen_ndcg_at_10": 0.2, "ndcg_at_10": 0.15},
+                             SERVED_HOME: {"unseen_ndcg_at_10": 0.18, "ndcg_at_10": 0.14}},
                  "rule_off_ndcg": {"front_screen": 0.19 + d, NO_RULES: 0.2}} for d in (0.0, 0.002)]
     prices = rule_prices(per_seed, 10, SERVED_HOME)
     assert prices["front_screen"]["price"]["mean"] == pytest.approx(0.011)
