@@ -138,7 +138,8 @@ class PoolCountCheck(BoundConstraint):
         self.span = positions[-1] + 1
 
     def _have(self, pos: int, slots: Slots) -> int:
-        return sum(1 for q in self.positions if q < pos and slots[q] is not None and self.mask[slots[q]])
+        placed = (slots[q] for q in self.positions if q < pos)
+        return sum(1 for row in placed if row is not None and self.mask[row])
 
     def allows(self, pos: int, row: int, slots: Slots) -> bool:
         if pos not in self._set or self.mask[row]:
