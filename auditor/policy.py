@@ -18,7 +18,8 @@ class ExpectedPolicy:
     dispersal_across_pages: bool = True
     front_surfaces: tuple[str, ...] = ("home",)
     front_pages: tuple[int, ...] = (0,)
-    front_positions: tuple[int, ...] = (1, 5)
+    front_positions: tuple[int, ...] = tuple(range(1, 11))
+    front_count: int | None = 2  # at least this many of `front_positions` (None: every one)
     front_pool: str = "mainstream"
     source: str = "defaults"
 
@@ -36,7 +37,9 @@ def expected_policy(transparency: Any) -> ExpectedPolicy:
                              dispersal_across_pages=bool(d.get("across_pages", True)))
                 sources.add("transparency fields")
             if isinstance(f, dict) and isinstance(f.get("positions"), list):
+                count = f.get("count")
                 found.update(front_positions=tuple(int(p) for p in f["positions"]),
+                             front_count=int(count) if isinstance(count, int) else None,
                              front_surfaces=tuple(f.get("surfaces") or ("home",)),
                              front_pages=tuple(int(p) for p in f.get("pages") or (0,)),
                              front_pool=str(f.get("pool") or "mainstream"))
@@ -49,12 +52,13 @@ def expected_policy(transparency: Any) -> ExpectedPolicy:
                 sources.add("transparency text")
             # pages in the API's numbering: "on the front screen (page 0)" or "on pages 0 and 1 (...)"
             front = re.search(r"On the (.+?) surfaces?, on (?:the front screen \(page (0)\)|pages ([\d, and]+?) \(page 0 "
-                              r"is the front screen\)), positions? ([\d, and]+?) show items from the editorial '([^']+)' pool",
-                              node)
+                              r"is the front screen\)), (?:at least (\d+) of )?positions? ([\d, andto]+?) show items from "
+                              r"the editorial '([^']+)' pool", node)
             if front and "front_positions" not in found:
                 found.update(front_surfaces=tuple(s.strip() for s in re.split(r",| and ", front.group(1)) if s.strip()),
                              front_pages=_numbers(front.group(2) or front.group(3)),
-                             front_positions=_numbers(front.group(4)), front_pool=front.group(5))
+                             front_positions=_positions(front.group(5)), front_pool=front.group(6),
+                             front_count=int(front.group(4)) if front.group(4) else None)
                 sources.add("transparency text")
             elif "No front-screen slots are configured" in node and "front_positions" not in found:
                 found.update(front_positions=())
@@ -70,6 +74,12 @@ def _walk(value: Any) -> Iterator[Any]:
     elif isinstance(value, list):
         for inner in value:
             yield from _walk(inner)
+
+
+def _positions(text: str) -> tuple[int, ...]:
+    """"1 and 5" -> (1, 5); "1 to 10" -> (1, ..., 10)."""
+    run = re.fullmatch(r"\s*(\d+) to (\d+)\s*", text)
+    return tuple(range(int(run.group(1)), int(run.group(2)) + 1)) if run else _numbers(text)
 
 
 def _numbers(text: str) -> tuple[int, ...]:

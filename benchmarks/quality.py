@@ -25,8 +25,11 @@ before the first test positive excluded) and the unprefixed names (the published
 positives excluded). Beyond accuracy: catalog coverage, genres in the top 10, and the policy
 violations each raw list would have (dispersal: more than 2 of one primary category in any 5
 positions; duplicates by content key; flagged items), and the "price of compliance": NDCG@10 of a
-served surface minus that of the two-stage model. Results go to quality.json, quality.md (the
-table) and the MLflow experiment "benchmarks".
+served surface minus that of the two-stage model. The price of each rule separately
+(`RULE_SWITCHES`): the first surface's served lists replayed with that one rule switched off, and
+with every switchable rule off; a rule's price is what switching it off alone gives back (served
+reality, NDCG@k). Results go to quality.json, quality.md (the tables) and the MLflow experiment
+"benchmarks".
 """
 
 from __future__ import annotations
@@ -52,6 +55,26 @@ PEER_LABELS = {"popular": "MostPopular", "recency": "RecencyPopular", "itemknn":
                "ease": "EASE", "als": "ALS", "sasrec": "SASRec+"}
 TWO_STAGE = "two-stage"
 SERVED_HOME = "two-stage + policy"  # the served first page of `home` (its historical name)
+
+
+# Each rule of the served policy, and the policy override that switches it (alone) off for the
+# per-rule price. Item de-duplication cannot be switched off (a ranked list never repeats an item
+# anyway); the minors rules apply to minors' lists only and the protocol scores adults' (the replay's
+# audience), so they cost these lists nothing by construction and are not replayed.
+RULE_SWITCHES: dict[str, dict[str, Any]] = {
+    "content_dedup": {"dedup": {"content": False}},
+    "dispersal": {"dispersal": {"window": 100, "max_per_window": 99}},  # a window no page of k <= 99 fills
+    "front_screen": {"front_screen": {"positions": []}},
+    "session_diversity": {"session_diversity": {"enabled": False}},
+}
+NO_RULES = "no switchable rule"
+
+
+def rule_switch_policies() -> dict[str, dict[str, Any]]:
+    """Label -> policy override: each rule of `RULE_SWITCHES` off alone, then all of them off."""
+    out = dict(RULE_SWITCHES)
+    out[NO_RULES] = {key: value for override in RULE_SWITCHES.values() for key, value in override.items()}
+    return out
 
 
 def served_label(surface: str) -> str:
@@ -96,6 +119,7 @@ class QualityConfig:
     surfaces: tuple[str, ...] = ("home", "feed")  # served first pages (the first is the price of compliance's)
     peers: tuple[str, ...] = tuple(PEER_LABELS)  # peers to tune and score (keys of `PEER_LABELS`)
     quick: bool = False  # QUICK_GRIDS instead of GRIDS
+    rule_prices: bool = True  # replay the first surface with each rule off (RULE_SWITCHES)
     mlflow: bool = True
     grids: dict[str, list[dict[str, Any]]] | None = field(default=None, hash=False, compare=False)  # overrides per peer
 
@@ -205,6 +229,17 @@ def evaluate_seed(dataset, seed: int, config: QualityConfig, training_config=Non
                     seen = [known.of(int(u)) for u in users] if rule == EXCLUDE_SEEN else None
                     lists[served_label(surface)][rule] = path.lists(histories, config.k, seen=seen)
             timings[f"served_{surface}_s"] = round(time.perf_counter() - started, 2)
+        rule_ndcg: dict[str, float] = {}
+        if config.rule_prices:
+            started = time.perf_counter()
+            seen = [known.of(int(u)) for u in users]
+            with one_thread():
+                for name, override in rule_switch_policies().items():
+                    path = OfflineServing(bundle, PolicyConfig.model_validate(override), surface=config.surface)
+                    replayed = {EXCLUDE_SEEN: path.lists(histories, config.k, seen=seen)}
+                    rule_ndcg[name] = summarize_rules(replayed, users, split, bundle.item_category,
+                                                      config.k)[f"unseen_ndcg_at_{config.k}"]
+            timings["rule_prices_s"] = round(time.perf_counter() - started, 2)
         table = {}
         for label in labels:
             row = summarize_rules(lists[label], users, split, bundle.item_category, config.k)
@@ -214,7 +249,8 @@ def evaluate_seed(dataset, seed: int, config: QualityConfig, training_config=Non
                 row.update({RULE_PREFIX[rule] + name: value for name, value in violations.items()})
             table[label] = row
         reference = offline.metrics.get(TWO_STAGE, {})
-        return {"seed": seed, "metrics": table, "pipeline_two_stage": reference, "timings_s": timings,
+        return {"seed": seed, "metrics": table, "rule_off_ndcg": rule_ndcg, "pipeline_two_stage": reference,
+                "timings_s": timings,
                 "users_evaluated": int(len(users)), "items": int(split.n_items),
                 "candidate_recall": offline.candidate_recall, "unseen_candidate_recall": offline.unseen_candidate_recall,
                 "rules": {rule: RULE_PREFIX[rule] or "(no prefix)" for rule in (EXCLUDE_SEEN, EXCLUDE_POSITIVES)}}
@@ -253,7 +289,24 @@ def aggregate(per_seed: list[dict], k: int, surfaces: tuple[str, ...] = ("home",
     price["explanation"] = (f"NDCG@{k} of the two-stage model followed by the policy pipeline of the {surfaces[0]} surface "
                             "minus that of the two-stage model (unseen_*: every seen item excluded; otherwise train "
                             "positives excluded)")
-    return {"models": out, "price_of_compliance": price}
+    summary = {"models": out, "price_of_compliance": price}
+    if per_seed[0].get("rule_off_ndcg"):
+        summary["rule_prices"] = rule_prices(per_seed, k, served_label(surfaces[0]))
+    return summary
+
+
+def rule_prices(per_seed: list[dict], k: int, served: str) -> dict:
+    """Per rule of `RULE_SWITCHES` (and all of them): served-reality NDCG@k of the served lists
+    with that rule off minus with every rule on (what the rule costs), absolute and relative to
+    the two-stage model, mean and sd over seeds."""
+    ndcg = f"unseen_ndcg_at_{k}"
+    out: dict[str, dict] = {}
+    for name in per_seed[0]["rule_off_ndcg"]:
+        off = np.asarray([s["rule_off_ndcg"][name] for s in per_seed])
+        on = np.asarray([s["metrics"][served][ndcg] for s in per_seed])
+        model = np.asarray([s["metrics"][TWO_STAGE][ndcg] for s in per_seed])
+        out[name] = {"ndcg_rule_off": _spread(off), "price": _spread(off - on), "price_relative": _spread((off - on) / model)}
+    return out
 
 
 # -- the table (quality.md, and the report's quality section) --------------------------------------------
@@ -316,6 +369,15 @@ def markdown(result: dict) -> str:
         lines += [f"## {title}", "", "| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
+    prices = result["summary"].get("rule_prices")
+    if prices:
+        surface = result["summary"]["price_of_compliance"]["surface"]
+        lines += [f"## Price of each rule on {surface} (served reality NDCG@{config['k']}, the rule off minus all on)", "",
+                  f"| rule switched off | NDCG@{config['k']} | price | price / two-stage |", "| --- | --- | --- | --- |"]
+        lines += [f"| {name} | {_pm(p['ndcg_rule_off'])} | {_pm(p['price'])} | {100 * p['price_relative']['mean']:.1f} % |"
+                  for name, p in prices.items()]
+        lines += ["", "Item de-duplication cannot be switched off; the minors rules apply to minors' lists only "
+                  "(the protocol scores adults'), so neither is replayed.", ""]
     price = result["summary"]["price_of_compliance"]
     for surface, values in price.get("by_surface", {}).items():
         lines.append(f"Price of compliance on {surface}: unseen NDCG@{config['k']} "
@@ -368,6 +430,9 @@ def log_to_mlflow(result: dict, artifact: Path) -> str | None:
             if f"{prefix}ndcg_delta" in price:
                 metrics[f"price_of_compliance.{prefix}ndcg_delta.mean"] = price[f"{prefix}ndcg_delta"]["mean"]
                 metrics[f"price_of_compliance.{prefix}ndcg_relative.mean"] = price[f"{prefix}ndcg_relative"]["mean"]
+        for name, values in result["summary"].get("rule_prices", {}).items():
+            metrics[f"rule_price.{slug(name)}.mean"] = values["price"]["mean"]
+            metrics[f"rule_price.{slug(name)}.relative.mean"] = values["price_relative"]["mean"]
         mlflow.log_metrics(metrics)
         mlflow.log_artifact(str(artifact))
         if (artifact.parent / "quality.md").exists():

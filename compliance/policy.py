@@ -130,13 +130,26 @@ def dispersal_violations(values: Sequence[Hashable | None], window: int, max_per
 
 
 class FrontScreenPolicy(_Config):
-    """Art. 11 front screen: on these surfaces and pages (0 = first page), these 1-based positions
-    are filled from the named editorial pool."""
+    """Art. 11 front screen: on these surfaces and pages (0 = first page), at least `count` of these
+    1-based positions are filled from the named editorial pool, whichever of them leave the list the
+    most of the user's own ranking (`count` None: every listed position, the fixed-slot form).
+
+    The default is "at least 2 editorial items within the first screen of 10". A config that lists
+    `positions` without a `count` keeps every listed position editorial, exactly as before `count`
+    existed (e.g. `positions = [1, 5]`: positions 1 and 5)."""
 
     surfaces: list[str] = ["home"]
     pages: list[int] = [0]
-    positions: list[int] = [1, 5]
+    positions: list[int] = list(range(1, 11))
+    count: int | None = Field(default=2, ge=1)
     pool: str = Field(default="mainstream", min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fixed_when_only_positions(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "positions" in data and "count" not in data:
+            return {**data, "count": None}
+        return data
 
     @field_validator("surfaces")
     @classmethod
@@ -160,6 +173,17 @@ class FrontScreenPolicy(_Config):
         if len(set(value)) != len(value):
             raise ValueError(f"front_screen.positions must not repeat, got {value}")
         return sorted(value)
+
+    @model_validator(mode="after")
+    def _count_fits(self) -> FrontScreenPolicy:
+        if self.count is not None and self.count > len(self.positions):
+            raise ValueError(f"front_screen.count ({self.count}) exceeds the {len(self.positions)} positions listed")
+        return self
+
+    @property
+    def required(self) -> int:
+        """How many editorial items the front screen carries (at most the positions listed)."""
+        return len(self.positions) if self.count is None else self.count
 
 
 class SessionDiversityPolicy(_Config):
@@ -442,7 +466,8 @@ def build_rules(
         rules.append(CategoryPenalty(fewer, config.feedback.category_penalty, name=FEWER_LIKE_THIS))
     front = config.front_screen
     if surface in front.surfaces and page in front.pages and front.positions:
-        rules.append(PoolSlots(tuple(p - 1 for p in front.positions), front.pool, name=FRONT_SCREEN))
+        count = None if front.count is None or front.count == len(front.positions) else front.count
+        rules.append(PoolSlots(tuple(p - 1 for p in front.positions), front.pool, name=FRONT_SCREEN, count=count))
 
     pins: list[tuple[tuple[datetime, int], Pin]] = []
     blocked_items: set[int] = set()
@@ -531,6 +556,24 @@ def _pages(pages: list[int]) -> str:
     return f"on pages {_and(pages)} (page 0 is the front screen)"
 
 
+def _span(positions: list[int]) -> str:
+    """"1 to 10" for a run of consecutive positions, else "2, 4 and 7"."""
+    if len(positions) > 2 and positions == list(range(positions[0], positions[-1] + 1)):
+        return f"{positions[0]} to {positions[-1]}"
+    return _and(positions)
+
+
+def _front_positions_text(f: FrontScreenPolicy) -> str:
+    """The front-screen promise as the engine keeps it: fixed positions, or at least n of a set."""
+    plural = "s" if len(f.positions) > 1 else ""
+    if f.count is None or f.count == len(f.positions):
+        return (f"position{plural} {_and(f.positions)} show items from the editorial '{f.pool}' pool, "
+                "whatever the personal ranking.")
+    return (f"at least {f.count} of positions {_span(f.positions)} show items from the editorial '{f.pool}' pool, "
+            f"whatever the personal ranking: the editorial items this user's ranking scores highest, at the "
+            f"positions that ranking gives them, or at the last of these positions when it ranks them lower.")
+
+
 def describe(config: PolicyConfig) -> list[PolicyText]:
     """Plain-language description of each policy in `config`, in the order they apply."""
     d, f = config.dispersal, config.front_screen
@@ -592,8 +635,7 @@ def describe(config: PolicyConfig) -> list[PolicyText]:
                 title=_TITLES[FRONT_SCREEN],
                 text=f"On the {_and(f.surfaces)} surface{'s' if len(f.surfaces) > 1 else ''}, "
                 f"{_pages(f.pages)}, "
-                f"position{'s' if len(f.positions) > 1 else ''} {_and(f.positions)} show items from the "
-                f"editorial '{f.pool}' pool, whatever the personal ranking.",
+                + _front_positions_text(f),
             )
         )
     else:

@@ -182,8 +182,8 @@ def check_explanations(lists: Sequence[dict[str, Any]]) -> CheckResult:
 
 def check_front_screen(lists: Sequence[dict[str, Any]], policy: ExpectedPolicy = ExpectedPolicy()) -> CheckResult:
     """Art. 11: on the front screen (surface/page per policy), the configured positions carry items
-    from the mainstream pool (`slot` "mainstream"); a slot the server reported it could not fill is
-    counted, an unreported one fails."""
+    from the mainstream pool (`slot` "mainstream"): every one, or at least `front_count` of them; a
+    slot the server reported it could not fill is counted, an unreported one fails."""
     failures: list[str] = []
     screens = expected = filled = excused = position_mismatch = beyond = 0
     for body in lists:
@@ -195,16 +195,19 @@ def check_front_screen(lists: Sequence[dict[str, Any]], policy: ExpectedPolicy =
             if item.get("position") not in (None, index + 1):
                 position_mismatch += 1
                 failures.append(f"{where(body)}: item {index + 1} says position {item.get('position')}")
-        unfilled = []
-        for position in policy.front_positions:
-            if position > len(items):
-                beyond += 1  # a short page: the slate-size rule, not this one
-                continue
-            expected += 1
-            if items[position - 1].get("slot") == policy.front_pool:
-                filled += 1
-            else:
-                unfilled.append(position - 1)
+        on_page = [p for p in policy.front_positions if p <= len(items)]
+        beyond += len(policy.front_positions) - len(on_page)  # a short page: the slate-size rule, not this one
+        editorial = [p for p in on_page if items[p - 1].get("slot") == policy.front_pool]
+        others = [p - 1 for p in on_page if items[p - 1].get("slot") != policy.front_pool]
+        if policy.front_count is None:
+            expected += len(on_page)
+            filled += len(editorial)
+            unfilled = others
+        else:  # at least n of the positions; a shortfall is reported at the last non-editorial ones
+            required = min(policy.front_count, len(on_page))
+            expected += required
+            filled += min(len(editorial), required)
+            unfilled = others[len(others) - max(0, required - len(editorial)):] if required > len(editorial) else []
         missed = unreported(body, {FRONT_SCREEN_RULE}, unfilled)
         excused += len(unfilled) - len(missed)
         for position0 in missed:
@@ -215,7 +218,8 @@ def check_front_screen(lists: Sequence[dict[str, Any]], policy: ExpectedPolicy =
               "position_field_mismatches": position_mismatch, "slots_beyond_short_pages": beyond}
     if policy.front_positions and not screens:
         failures.append("no front screen was served, nothing to check")
-    notes = [f"positions {list(policy.front_positions)} of {list(policy.front_surfaces)} page(s) "
+    form = "" if policy.front_count is None else f"at least {policy.front_count} of "
+    notes = [f"{form}positions {list(policy.front_positions)} of {list(policy.front_surfaces)} page(s) "
              f"{list(policy.front_pages)} from the {policy.front_pool!r} pool ({policy.source})"]
     return result("Art. 11", "front screen", failures, counts, notes)
 

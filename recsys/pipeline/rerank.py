@@ -33,7 +33,7 @@ from recsys.pipeline.rules.base import (
     ScoreRule,
     Slots,
 )
-from recsys.pipeline.rules.pool_slots import PoolCheck
+from recsys.pipeline.rules.pool_slots import PoolCheck, PoolCountCheck
 from recsys.pipeline.rules.registry import RULE_TYPES
 from recsys.pipeline.rules.unique import UniqueItems
 from recsys.pipeline.search import greedy
@@ -149,15 +149,13 @@ def _finish(candidates: CandidateSet, scores: np.ndarray, context: SlateContext,
         violations.sort(key=lambda v: (v.position, v.rule))
 
     slot_names = [SLOT_RANKED] * length
-    pools = [c for c in checks if isinstance(c, PoolCheck)]
+    pool_positions = {pos: check.rule.pool for check in checks if isinstance(check, PoolCheck | PoolCountCheck)
+                      for pos in check.shown(filled)}
     for pos in range(length):
         if pos in placed:
             slot_names[pos] = SLOT_PINNED
-            continue
-        for check in pools:
-            if pos in check.restricted and check.mask[filled[pos]]:
-                slot_names[pos] = check.rule.pool
-                break
+        elif pos in pool_positions:
+            slot_names[pos] = pool_positions[pos]
     # Drops worth logging: those that outranked the last row shown in a ranked slot.
     if length < k:
         cut = stream.scanned

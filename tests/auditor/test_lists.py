@@ -127,6 +127,9 @@ def _front(slot_at_5="mainstream", violations=()):
     return page(items, violations=violations)
 
 
+FIXED = ExpectedPolicy(front_positions=(1, 5), front_count=None)  # a server configured with positions 1 and 5
+
+
 def test_front_screen_passes_with_mainstream_slots_and_reports_fill_rate():
     feed = page(rotating(20, 10), surface="feed")  # not the front screen: ignored
     result = check_front_screen([_front(), feed])
@@ -134,15 +137,27 @@ def test_front_screen_passes_with_mainstream_slots_and_reports_fill_rate():
 
 
 def test_front_screen_fails_on_an_unreported_non_mainstream_slot():
-    result = check_front_screen([_front("personalized")])
+    result = check_front_screen([_front("personalized")], FIXED)
     assert not result.passed and "position 5" in result.details[0]
     assert result.counts["fill_rate"] == 0.5
+    # "at least 2 of 1-10" (the default): one editorial item short, reported missing at position 10
+    flexible = check_front_screen([_front("personalized")])
+    assert not flexible.passed and "position 10" in flexible.details[0] and flexible.counts["fill_rate"] == 0.5
 
 
 def test_front_screen_slot_the_server_reported_is_counted_not_failed():
     reported = [{"rule": "front_screen", "position": 4, "reason": "filled from outside pool 'mainstream'"}]
-    result = check_front_screen([_front("popular", reported)])
+    result = check_front_screen([_front("popular", reported)], FIXED)
     assert result.passed and result.counts["reported_unfilled"] == 1
+    at_ten = [{"rule": "front_screen", "position": 9, "reason": "only 1 of the 2 required items"}]
+    assert check_front_screen([_front("popular", at_ten)]).passed
+
+
+def test_front_screen_at_least_n_accepts_editorial_items_anywhere_in_the_positions():
+    items = rotating(0, 10)
+    items[2]["slot"] = items[7]["slot"] = "mainstream"
+    result = check_front_screen([page(items)])
+    assert result.passed and result.counts["expected_slots"] == 2 and result.counts["fill_rate"] == 1.0
 
 
 def test_front_screen_uses_the_declared_positions_and_fails_without_a_front_screen():

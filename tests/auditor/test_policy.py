@@ -10,7 +10,11 @@ from compliance.policy import PolicyConfig, describe
 # --- the declared policy ---------------------------------------------------------------------------
 def test_expected_policy_reads_the_policy_texts_the_server_publishes():
     default = expected_policy({"mechanism": {"policies": [t.text for t in describe(PolicyConfig())]}})
-    assert (default.front_positions, default.dispersal_window, default.dispersal_max) == ((1, 5), 5, 2)
+    assert (default.front_positions, default.front_count, default.dispersal_window, default.dispersal_max) == \
+        (tuple(range(1, 11)), 2, 5, 2)
+    legacy = expected_policy({"policies": [t.text for t in describe(PolicyConfig.model_validate(
+        {"front_screen": {"positions": [1, 5]}}))]})
+    assert (legacy.front_positions, legacy.front_count) == ((1, 5), None)
     assert default.source == "transparency text"
     custom = PolicyConfig.model_validate({
         "dispersal": {"window": 6, "max_per_window": 1, "across_pages": False},
@@ -25,5 +29,5 @@ def test_expected_policy_reads_the_policy_texts_the_server_publishes():
 def test_expected_policy_prefers_structured_fields_and_falls_back_to_defaults():
     structured = expected_policy({"policy": {"front_screen": {"positions": [3]},
                                              "dispersal": {"window": 4, "max_per_window": 1}}})
-    assert structured.front_positions == (3,) and structured.dispersal_window == 4
+    assert structured.front_positions == (3,) and structured.front_count is None and structured.dispersal_window == 4
     assert expected_policy({}) == ExpectedPolicy()

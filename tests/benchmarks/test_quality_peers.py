@@ -20,8 +20,11 @@ from benchmarks.quality import (
     QUICK_GRIDS,
     SERVED_HOME,
     TWO_STAGE,
+    NO_RULES,
+    RULE_SWITCHES,
     QualityConfig,
     aggregate,
+    rule_prices,
     run,
     served_label,
     slug,
@@ -112,6 +115,28 @@ def test_price_of_compliance_is_per_surface(result):
                          - s["metrics"][TWO_STAGE]["unseen_ndcg_at_10"] for s in saved["per_seed"]])
         assert math.isclose(values["unseen_ndcg_delta"]["mean"], delta, abs_tol=1e-12)
     assert price["ndcg_delta"] == price["by_surface"]["home"]["ndcg_delta"]
+
+
+def test_each_rule_has_its_price_on_the_first_surface(result):
+    saved, md = result
+    prices = saved["summary"]["rule_prices"]
+    assert list(prices) == [*RULE_SWITCHES, NO_RULES]
+    for name, values in prices.items():
+        price = np.mean([s["rule_off_ndcg"][name] - s["metrics"][SERVED_HOME]["unseen_ndcg_at_10"]
+                         for s in saved["per_seed"]])
+        assert math.isclose(values["price"]["mean"], price, abs_tol=1e-12)
+    assert "## Price of each rule on home" in md and "| front_screen |" in md
+
+
+def test_rule_prices_on_hand_made_seeds():
+    per_seed = [{"metrics": {TWO_STAGE: {"unseen_ndcg_at_10": 0.2, "ndcg_at_10": 0.15},
+                             SERVED_HOME: {"unseen_ndcg_at_10": 0.18, "ndcg_at_10": 0.14}},
+                 "rule_off_ndcg": {"front_screen": 0.19 + d, NO_RULES: 0.2}} for d in (0.0, 0.002)]
+    prices = rule_prices(per_seed, 10, SERVED_HOME)
+    assert prices["front_screen"]["price"]["mean"] == pytest.approx(0.011)
+    assert prices["front_screen"]["price_relative"]["mean"] == pytest.approx(0.055)
+    assert prices[NO_RULES]["price"]["mean"] == pytest.approx(0.02)
+    assert aggregate(per_seed, 10)["rule_prices"] == prices
 
 
 def test_aggregate_on_hand_made_seeds():
