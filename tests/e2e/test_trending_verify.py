@@ -65,7 +65,8 @@ def test_a_hundred_served_hot_lists_recompute_exactly_after_a_mixed_burst(traine
     popular = data.interactions.group_by("item_id").len().sort("len", descending=True)["item_id"].to_list()
     hot = [i for i in popular if i in set(servable)][:30]
     targets = sorted(set(servable) - set(popular[:500]))[:3]  # obscure items the fake accounts push
-    adults = data.users.filter(pl.col("age") >= 18)["user_id"].sort().to_list()
+    # adults under the elderly-mode age: one audience band (minors and elderly users have their own snapshots)
+    adults = data.users.filter(pl.col("age").is_between(18, 59))["user_id"].sort().to_list()
     minor = data.users.filter(pl.col("age") < 16)["user_id"].sort().to_list()[0]
     counter = iter(range(10**9))
 
