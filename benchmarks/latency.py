@@ -300,7 +300,7 @@ def bench_in_process(bundle, version: str, users: list[str], config: LatencyConf
                 request = RecommendationRequest(body.user_id, body.surface, body.page, body.k, body.session_id)
                 started = clock()
                 now = services.clock()
-                audience = services.gate.admit(body.user_id, now, route="bench", request_id="bench")
+                audience = services.gate.admit_list(body.user_id, now, route="bench", request_id="bench")
                 admitted = clock()
                 rec = pipeline.serve(request, audience, new_request_id(), services.logstore,
                                      timings={"gate": (admitted - started) * 1e3})

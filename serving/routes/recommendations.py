@@ -114,7 +114,7 @@ def serve_list(body: RecommendationIn, services, pipeline, request_id: str) -> R
     """The blocking part of the route: the gate, then the pipeline's one write path (serve)."""
     single_thread_inference()
     started = time.perf_counter()
-    audience = services.gate.admit(body.user_id, services.clock(), route="recommendations", request_id=request_id)
+    audience = services.gate.admit_list(body.user_id, services.clock(), route="recommendations", request_id=request_id)
     gate_ms = (time.perf_counter() - started) * 1e3
     request = RecommendationRequest(body.user_id, body.surface, body.page, body.k, body.session_id)
     rec = pipeline.serve(request, audience, request_id, services.logstore, timings={"gate": gate_ms})

@@ -72,7 +72,7 @@ _RECORD_PAGE = insert(_pages)
 _VERSIONS = select(db.state_versions.c.name, db.state_versions.c.version).where(
     db.state_versions.c.name.in_(bindparam("names", expanding=True)))
 _EVENT_ITEMS = select(db.events.c.item_id).where(db.events.c.user_id == bindparam("user_id")).distinct()
-_USAGE = select(db.usage.c.last_activity, db.usage.c.seconds_used).where(
+_USAGE = select(db.usage.c.last_activity, db.usage.c.seconds_used, db.usage.c.continuous_since).where(
     and_(db.usage.c.user_id == bindparam("user_id"), db.usage.c.day == bindparam("day")))
 
 
@@ -156,6 +156,7 @@ class StateStore:
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT") if dialect == "postgresql" else None
         self._bump_statement = _bump_statement(dialect)
         self._add_usage_statement = _add_usage_statement(dialect)
+        self._charge_usage_statement = _add_usage_statement(dialect, within_budget=True)
 
     def _read(self) -> Connection:
         """A connection for reads (autocommit on PostgreSQL: no transaction to open and roll back)."""
@@ -487,6 +488,13 @@ class StateStore:
             row = conn.execute(_USAGE, {"user_id": user_id, "day": _day(day)}).first()
         return (row.last_activity, row.seconds_used) if row is not None else None
 
+    def usage_state(self, user_id: str, day: str | date) -> tuple[datetime, float, datetime | None] | None:
+        """(last activity, seconds used, start of the current continuous use) of the user's local
+        `day`, None before any activity: what the gate decides a minor's request on."""
+        with self._read() as conn:
+            row = conn.execute(_USAGE, {"user_id": user_id, "day": _day(day)}).first()
+        return (row.last_activity, float(row.seconds_used), row.continuous_since) if row is not None else None
+
     def put_usage(self, user_id: str, day: str | date, last_activity: datetime, seconds_used: float) -> None:
         """Overwrite a day's usage (tests, corrections). Counting activity is `add_usage`."""
         values = {"last_activity": last_activity, "seconds_used": seconds_used}
@@ -506,6 +514,20 @@ class StateStore:
                 "user_id": user_id, "day": _day(day), "moment": moment, "cap_s": float(gap_cap_s), "floor_s": float(floor_s),
             }).one()
         return (row.last_activity, float(row.seconds_used))  # SQLite RETURNING can give 60 for 60.0
+
+    def charge_usage(self, user_id: str, day: str | date, moment: datetime, gap_cap_s: float, floor_s: float,
+                     budget_s: float) -> tuple[datetime, float] | None:
+        """`add_usage`, only while the day's usage is below `budget_s`: the day's (last activity,
+        seconds used) after counting the activity, or None (nothing written) when the budget was
+        already spent. One statement (the upsert's DO UPDATE ... WHERE), so of concurrent requests
+        at the budget edge on any number of workers, those the database counts after the budget is
+        spent are told so; none is admitted on a stale read."""
+        with self._write() as conn:
+            row = conn.execute(self._charge_usage_statement, {
+                "user_id": user_id, "day": _day(day), "moment": moment, "cap_s": float(gap_cap_s), "floor_s": float(floor_s),
+                "budget_s": float(budget_s),
+            }).first()
+        return (row.last_activity, float(row.seconds_used)) if row is not None else None
 
     def continuous_since(self, user_id: str, day: str | date) -> datetime | None:
         """Start of the user's current continuous use on `day` (the rest reminder), None before any."""
@@ -605,9 +627,11 @@ def _bump_statement(dialect: str):
     return statement.on_conflict_do_update(index_elements=[t.c.name], set_={"version": t.c.version + 1})
 
 
-def _add_usage_statement(dialect: str):
+def _add_usage_statement(dialect: str, within_budget: bool = False):
     """The usage rule as one upsert; every SET expression reads the row as the database holds it
-    (on PostgreSQL the latest committed version, the row locked until commit)."""
+    (on PostgreSQL the latest committed version, the row locked until commit). `within_budget`:
+    the existing row is updated only while its seconds_used is below the `budget_s` parameter (no
+    row returned otherwise); a first activity of the day always counts."""
     t = db.usage
     floor = bindparam("floor_s", type_=Float)
     statement = _dialect_insert(dialect)(t).values(
@@ -624,6 +648,7 @@ def _add_usage_statement(dialect: str):
         gap = cast(micros(new) - micros(old), Float) / 1_000_000.0
     return statement.on_conflict_do_update(
         index_elements=[t.c.user_id, t.c.day],
+        where=(t.c.seconds_used < bindparam("budget_s", type_=Float)) if within_budget else None,
         set_={
             "seconds_used": case((gap <= 0, t.c.seconds_used), (gap <= bindparam("cap_s", type_=Float), t.c.seconds_used + gap),
                                  else_=t.c.seconds_used + floor),
