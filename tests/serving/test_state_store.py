@@ -302,6 +302,20 @@ def test_usage_get_put_and_add(store):
     assert store.get_usage("kid2", day) == (T0 + timedelta(hours=1, seconds=300), 450.25)
 
 
+def test_usage_state_and_charges_within_the_budget(store):
+    """`usage_state` adds the start of continuous use; `charge_usage` is `add_usage` while the stored
+    usage is below the budget, and writes nothing (None) once it is not."""
+    day = date(2026, 3, 2)
+    assert store.usage_state("kid3", day) is None
+    assert store.charge_usage("kid3", day, T0, 300, 60, 100.0) == (T0, 60.0)  # first activity of the day
+    assert store.usage_state("kid3", day) == (T0, 60.0, T0)
+    assert store.charge_usage("kid3", day, T0 + timedelta(seconds=50), 300, 60, 100.0) == (T0 + timedelta(seconds=50), 110.0)
+    assert store.charge_usage("kid3", day, T0 + timedelta(seconds=51), 300, 60, 100.0) is None  # 110 >= 100: spent
+    assert store.usage_state("kid3", day) == (T0 + timedelta(seconds=50), 110.0, T0)  # nothing written
+    assert store.charge_usage("kid3", day, T0 + timedelta(seconds=51), 300, 60, 200.0) == (T0 + timedelta(seconds=51), 111.0)
+    assert store.charge_usage("kid3", date(2026, 3, 3), T0 + timedelta(days=1), 300, 60, 100.0) == (T0 + timedelta(days=1), 60.0)
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_add_usage_is_exactly_the_rule_of_compliance_minors(store, seed):
     """Random activity (in and out of order, within and beyond the gap cap, microsecond times,
