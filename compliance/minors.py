@@ -399,3 +399,34 @@ def check_access(
             used_minutes=used_minutes,
         )
     return AccessDecision(allowed=True, budget_minutes=budget, used_minutes=used_minutes)
+
+
+class UsageCharge(BaseModel):
+    """One admitted activity of a minor, still to be counted into the day's usage by whoever serves
+    the request (the server's one writer). `at_edge`: the day's usage was within one activity's worth
+    (`activity_gap_cap_seconds` + `activity_floor_seconds`) of the budget when it was read, so concurrent
+    requests could all be admitted on that one read: the activity must be counted before anything is
+    served, and only while the usage is still below `budget_seconds` (else `refusal` is the answer)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str
+    day: date
+    moment: datetime
+    budget_seconds: float
+    at_edge: bool
+    refusal: AccessDecision  # the daily-limit refusal to give when the budget was spent meanwhile
+
+
+def usage_charge(user_id: str, now: datetime, age: int | None, minor_mode: bool | None, usage: UsageState | None,
+                 decision: AccessDecision, config: MinorsConfig, controls: GuardianControls | None = None) -> UsageCharge:
+    """The charge of an admitted request (`decision` allowed, `usage` the state it was decided on)."""
+    today = local_day(now, config)
+    budget_seconds = float(decision.budget_minutes or 0) * 60.0
+    used = usage.seconds_used if usage is not None and usage.day == today else 0.0
+    spent = UsageState(day=today, last_activity=now, seconds_used=max(used, budget_seconds))
+    return UsageCharge(
+        user_id=user_id, day=today, moment=now, budget_seconds=budget_seconds,
+        at_edge=budget_seconds - used <= config.activity_gap_cap_seconds + config.activity_floor_seconds,
+        refusal=check_access(now, age, minor_mode, spent, config, controls),
+    )

@@ -215,5 +215,6 @@ def attach_model(services: Services, bundle, version: str) -> None:
         popular_candidates=settings.popular_candidates,
         recent_pages_excluded=settings.recent_pages_excluded,
         shared_state_loader=services.shared_state,
+        usage=services.gate.usage,
     )
     services.model_error = None

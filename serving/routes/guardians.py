@@ -118,6 +118,7 @@ def get_usage(guardian_id: AccountId, minor_id: AccountId, services: ServicesDep
     controls = _linked(services, guardian_id, minor_id)
     config = services.settings.minors
     first = minors.local_day(services.clock(), config) - timedelta(days=SUMMARY_DAYS - 1)
+    services.gate.usage.settle(minor_id)  # this worker's counts of the minor's last lists, written first
     days = [UsageDay(day=day, minutes_used=round(seconds / 60.0, 1)) for day, seconds in services.store.usage_days(minor_id, first)]
     return UsageOut(minor_id=minor_id, daily_limit_minutes=_controls_out(services, guardian_id, minor_id, controls).effective_daily_minutes,
                     days=days)

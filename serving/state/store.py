@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from sqlalchemy import (
+    Boolean,
     Float,
     Integer,
     String,
@@ -54,9 +55,6 @@ SHARED_STATE_VERSIONS = ("interventions", "features")
 # The request path's statements, built once: executing a prebuilt statement only binds values,
 # three times faster than building it per call (measured: 0.05 vs 0.15 ms for `load_user`).
 _pages = db.served_pages
-_FEEDBACK = (select(db.user_feedback.c.item_id, db.user_feedback.c.kind, db.user_feedback.c.category,
-                    db.user_feedback.c.created_at, db.user_feedback.c.request_id)
-             .where(db.user_feedback.c.user_id == bindparam("user_id")).order_by(db.user_feedback.c.created_at))
 _SESSION_PAGES = (
     select(_pages.c.page, _pages.c.session_id, _pages.c["items"], _pages.c.categories, _pages.c.contents)
     .where(and_(_pages.c.user_id == bindparam("user_id"), _pages.c.surface == bindparam("surface"),
@@ -72,23 +70,32 @@ _RECORD_PAGE = insert(_pages)
 _VERSIONS = select(db.state_versions.c.name, db.state_versions.c.version).where(
     db.state_versions.c.name.in_(bindparam("names", expanding=True)))
 _EVENT_ITEMS = select(db.events.c.item_id).where(db.events.c.user_id == bindparam("user_id")).distinct()
-_USAGE = select(db.usage.c.last_activity, db.usage.c.seconds_used).where(
+_USAGE = select(db.usage.c.last_activity, db.usage.c.seconds_used, db.usage.c.continuous_since).where(
     and_(db.usage.c.user_id == bindparam("user_id"), db.usage.c.day == bindparam("day")))
 
 
 def _load_user_statement():
-    """Profile, settings and tags of one user in one statement: a one-row table of the id, joined
-    to each (a row per tag; profile and settings repeated, NULL when absent)."""
-    profiles, settings, tags = db.user_profiles, db.user_settings, db.user_tags
+    """Profile, settings, tags and feedback of one user in ONE statement (one round trip), a UNION ALL
+    of two parts named in column `part`: "user", a one-row table of the id joined to the profile, the
+    settings and each tag (a row per tag; profile and settings repeated, NULL when absent); and
+    "feedback", a row per feedback in the same columns: item id in `profile`, kind in `settings`,
+    category in `tag`, the served list's request id in `state`, and `created_at`."""
+    profiles, settings, tags, feedback = db.user_profiles, db.user_settings, db.user_tags, db.user_feedback
     asked = select(cast(bindparam("user_id"), String).label("user_id")).subquery("asked")
-    return (
-        select(profiles.c.user_id.label("profile"), profiles.c.age, settings.c.user_id.label("settings"),
-               settings.c.personalization, settings.c.minor_mode, settings.c.elderly_mode, settings.c.broaden_feed,
-               tags.c.tag, tags.c.state)
+    no_bool = cast(null(), Boolean)
+    user = (
+        select(literal_column("'user'", String).label("part"), profiles.c.user_id.label("profile"), profiles.c.age,
+               settings.c.user_id.label("settings"), settings.c.personalization, settings.c.minor_mode,
+               settings.c.elderly_mode, settings.c.broaden_feed, tags.c.tag, tags.c.state,
+               cast(null(), db.UTCDateTime()).label("created_at"))
         .select_from(asked.outerjoin(profiles, profiles.c.user_id == asked.c.user_id)
                      .outerjoin(settings, settings.c.user_id == asked.c.user_id)
                      .outerjoin(tags, tags.c.user_id == asked.c.user_id))
     )
+    given = (select(literal_column("'feedback'", String), feedback.c.item_id, cast(null(), Integer), feedback.c.kind,
+                    no_bool, no_bool, no_bool, no_bool, feedback.c.category, feedback.c.request_id, feedback.c.created_at)
+             .where(feedback.c.user_id == bindparam("user_id")))
+    return union_all(user, given)
 
 
 _LOAD_USER = _load_user_statement()
@@ -156,6 +163,7 @@ class StateStore:
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT") if dialect == "postgresql" else None
         self._bump_statement = _bump_statement(dialect)
         self._add_usage_statement = _add_usage_statement(dialect)
+        self._charge_usage_statement = _add_usage_statement(dialect, within_budget=True)
 
     def _read(self) -> Connection:
         """A connection for reads (autocommit on PostgreSQL: no transaction to open and roll back)."""
@@ -174,10 +182,11 @@ class StateStore:
 
     # -- users -------------------------------------------------------------------------------
     def load_user(self, user_id: str) -> UserState:
-        """Profile, settings and tag decisions of a user in one statement, and their feedback in a second."""
+        """Profile, settings, tag decisions and feedback (oldest first) of a user, in one statement."""
         with self._read() as conn:
             rows = conn.execute(_LOAD_USER, {"user_id": user_id}).all()
-            feedback = conn.execute(_FEEDBACK, {"user_id": user_id}).all()
+        feedback = sorted((row for row in rows if row.part == "feedback"), key=lambda row: row.created_at)
+        rows = [row for row in rows if row.part == "user"]
         first = rows[0]
         known_settings = first.settings is not None
         return UserState(
@@ -189,7 +198,7 @@ class StateStore:
             tag_states={row.tag: row.state for row in rows if row.tag is not None},
             elderly_mode=first.elderly_mode if known_settings else None,
             broaden_feed=bool(first.broaden_feed) if known_settings else False,
-            feedback=tuple(Feedback(r.item_id, r.kind, r.category, r.created_at, r.request_id) for r in feedback),
+            feedback=tuple(Feedback(r.profile, r.settings, r.tag, r.created_at, r.state) for r in feedback),
         )
 
     def seed_profiles(self, rows: list[dict], source: str) -> int:
@@ -487,6 +496,13 @@ class StateStore:
             row = conn.execute(_USAGE, {"user_id": user_id, "day": _day(day)}).first()
         return (row.last_activity, row.seconds_used) if row is not None else None
 
+    def usage_state(self, user_id: str, day: str | date) -> tuple[datetime, float, datetime | None] | None:
+        """(last activity, seconds used, start of the current continuous use) of the user's local
+        `day`, None before any activity: what the gate decides a minor's request on."""
+        with self._read() as conn:
+            row = conn.execute(_USAGE, {"user_id": user_id, "day": _day(day)}).first()
+        return (row.last_activity, float(row.seconds_used), row.continuous_since) if row is not None else None
+
     def put_usage(self, user_id: str, day: str | date, last_activity: datetime, seconds_used: float) -> None:
         """Overwrite a day's usage (tests, corrections). Counting activity is `add_usage`."""
         values = {"last_activity": last_activity, "seconds_used": seconds_used}
@@ -506,6 +522,20 @@ class StateStore:
                 "user_id": user_id, "day": _day(day), "moment": moment, "cap_s": float(gap_cap_s), "floor_s": float(floor_s),
             }).one()
         return (row.last_activity, float(row.seconds_used))  # SQLite RETURNING can give 60 for 60.0
+
+    def charge_usage(self, user_id: str, day: str | date, moment: datetime, gap_cap_s: float, floor_s: float,
+                     budget_s: float) -> tuple[datetime, float] | None:
+        """`add_usage`, only while the day's usage is below `budget_s`: the day's (last activity,
+        seconds used) after counting the activity, or None (nothing written) when the budget was
+        already spent. One statement (the upsert's DO UPDATE ... WHERE), so of concurrent requests
+        at the budget edge on any number of workers, those the database counts after the budget is
+        spent are told so; none is admitted on a stale read."""
+        with self._write() as conn:
+            row = conn.execute(self._charge_usage_statement, {
+                "user_id": user_id, "day": _day(day), "moment": moment, "cap_s": float(gap_cap_s), "floor_s": float(floor_s),
+                "budget_s": float(budget_s),
+            }).first()
+        return (row.last_activity, float(row.seconds_used)) if row is not None else None
 
     def continuous_since(self, user_id: str, day: str | date) -> datetime | None:
         """Start of the user's current continuous use on `day` (the rest reminder), None before any."""
@@ -605,9 +635,11 @@ def _bump_statement(dialect: str):
     return statement.on_conflict_do_update(index_elements=[t.c.name], set_={"version": t.c.version + 1})
 
 
-def _add_usage_statement(dialect: str):
+def _add_usage_statement(dialect: str, within_budget: bool = False):
     """The usage rule as one upsert; every SET expression reads the row as the database holds it
-    (on PostgreSQL the latest committed version, the row locked until commit)."""
+    (on PostgreSQL the latest committed version, the row locked until commit). `within_budget`:
+    the existing row is updated only while its seconds_used is below the `budget_s` parameter (no
+    row returned otherwise); a first activity of the day always counts."""
     t = db.usage
     floor = bindparam("floor_s", type_=Float)
     statement = _dialect_insert(dialect)(t).values(
@@ -624,6 +656,7 @@ def _add_usage_statement(dialect: str):
         gap = cast(micros(new) - micros(old), Float) / 1_000_000.0
     return statement.on_conflict_do_update(
         index_elements=[t.c.user_id, t.c.day],
+        where=(t.c.seconds_used < bindparam("budget_s", type_=Float)) if within_budget else None,
         set_={
             "seconds_used": case((gap <= 0, t.c.seconds_used), (gap <= bindparam("cap_s", type_=Float), t.c.seconds_used + gap),
                                  else_=t.c.seconds_used + floor),
