@@ -33,6 +33,7 @@ from sqlalchemy import (
     extract,
     func,
     insert,
+    literal,
     literal_column,
     null,
     or_,
@@ -517,18 +518,33 @@ class StateStore:
     # -- guardians (minors mode, 2024 guideline) ------------------------------------------------------
     def link_guardian(self, minor_id: str, guardian_id: str, operator: str, now: datetime) -> None:
         """Make `guardian_id` the guardian of `minor_id` (an operator's act, after checking it
-        offline); a new guardian starts with no controls of their own."""
+        offline); a new guardian starts with no controls of their own. Linking the guardian the
+        minor already has changes nothing: their controls stay (an operator's repeated click must
+        not loosen what the guardian set)."""
+        t = db.guardians
         values = {"guardian_id": guardian_id, "controls": {}, "updated_at": now, "updated_by": operator}
         with self._write() as conn:
-            conn.execute(self._upsert(db.guardians, {"minor_id": minor_id, **values}, ["minor_id"], values))
+            conn.execute(self._upsert(t, {"minor_id": minor_id, **values}, ["minor_id"],
+                                      {**values, "controls": case((t.c.guardian_id == guardian_id, t.c.controls),
+                                                                  else_=literal({}, t.c.controls.type))}))
 
-    def guardian(self, minor_id: str) -> tuple[str, dict, datetime] | None:
+    def guardian(self, minor_id: str) -> tuple[str, object, datetime] | None:
         """(guardian id, stored controls, updated at) of a minor, None without a guardian. The
-        controls are returned as stored: the caller validates them (`minors.GuardianControls`)."""
+        controls are returned as stored, decoded from JSON here: the caller validates them
+        (`minors.GuardianControls`). Text that is not JSON at all (a hand edit on SQLite, which
+        does not check JSON columns) comes back as that text, which no model accepts, so the
+        caller skips and counts it like any other unreadable record instead of failing."""
         t = db.guardians
         with self._read() as conn:
-            row = conn.execute(select(t.c.guardian_id, t.c.controls, t.c.updated_at).where(t.c.minor_id == minor_id)).first()
-        return (row.guardian_id, row.controls, row.updated_at) if row is not None else None
+            row = conn.execute(select(t.c.guardian_id, cast(t.c.controls, Text).label("controls"), t.c.updated_at)
+                               .where(t.c.minor_id == minor_id)).first()
+        if row is None:
+            return None
+        try:
+            controls = json.loads(row.controls)
+        except (TypeError, ValueError):
+            controls = row.controls
+        return row.guardian_id, controls, row.updated_at
 
     def minors_of(self, guardian_id: str) -> list[str]:
         """The minors in the care of `guardian_id`, sorted."""
