@@ -14,6 +14,7 @@ the new value in SQL from the row the database holds (no read-modify-write in Py
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,7 +46,10 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from served.query import Feedback, ServedPage, UserState
+from serving import metrics
 from serving.state import db
+
+log = logging.getLogger("recsys.serving")
 
 TAG_STATES = ("deleted", "added", "not_interested")
 # The admin-edited state every worker keeps a copy of (interventions, the feature library), by the
@@ -144,6 +148,21 @@ def _request_state_statement(personal: bool, session: str | None):
 
 _REQUEST_STATE = {(personal, session): _request_state_statement(personal, session)
                   for personal in (False, True) for session in (None, "given", "latest")}
+
+
+def _page_lists(user_id: str, *texts: str) -> list[list[int]] | None:
+    """The JSON lists of integers of one served page's columns, or None when a row cannot be read
+    (a hand edit: SQLite checks no JSON): that page is skipped, logged and counted, and the user's
+    next lists are made without it instead of failing."""
+    try:
+        values = [json.loads(text) for text in texts]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) == len(texts) and all(isinstance(v, list) and all(type(x) is int for x in v) for v in values):
+        return values
+    log.warning("a served page of %s is unreadable and skipped: %.80r", user_id, texts)
+    metrics.UNREADABLE_READS.labels("served_page").inc()
+    return None
 
 
 class StateStore:
@@ -311,13 +330,21 @@ class StateStore:
                 events.append(name)
         pages.sort(key=lambda row: (row[0], row[1]))  # by page, then as written (as `session_pages`)
         recent.sort(key=lambda row: -row[0])  # newest page first
-        loads = json.loads
+        earlier = []
+        for number, _, sid, *columns in pages:
+            decoded = _page_lists(user_id, *columns)
+            if decoded is not None:
+                earlier.append(ServedPage(number, sid, *decoded))
+        recent_items: list[int] = []
+        if personal_recent:
+            for _, items in recent:
+                decoded = _page_lists(user_id, items)
+                recent_items.extend(decoded[0] if decoded is not None else [])
         return RequestState(
             versions=tuple(found.get(name, 0) for name in version_names),
             session_id=session_id if session_id is not None else latest,
-            earlier_pages=[ServedPage(number, sid, loads(items), loads(categories), loads(contents))
-                           for number, _, sid, items, categories, contents in pages],
-            recent_items=[item for _, items in recent for item in loads(items)] if personal_recent else [],
+            earlier_pages=earlier,
+            recent_items=recent_items,
             event_items=events if personal else [],
         )
 
