@@ -61,13 +61,16 @@ async def login(request: Request) -> Response:
     authenticator = request.app.state.authenticator
     mode = authenticator.config.mode
     services: Services = request.app.state.services
+    until = None
     try:
         if mode == "development":
             user_id = form.get("user_id", "").strip()
             if not re.fullmatch(ID_PATTERN, user_id) or len(user_id) > 128:
                 raise HTTPException(422, detail="user_id: 1-128 characters of A-Z, a-z, 0-9, _ . : @ -")
         elif mode == "jwt":
-            user_id = authenticator.authenticate({"authorization": f"Bearer {form.get('token', '').strip()}"}).subject
+            bearer = form.get("token", "").strip()
+            user_id = authenticator.authenticate({"authorization": f"Bearer {bearer}"}).subject
+            until = authenticator.token_expiry(bearer)  # the session ends with the token
         else:
             user_id = authenticator.authenticate(request.headers).subject
         if not await run_in_threadpool(services.store.user_exists, user_id):
@@ -75,7 +78,7 @@ async def login(request: Request) -> Response:
     except HTTPException as exc:
         return render(request, cookies, session, "me_login.html", status_code=exc.status_code, mode=mode, login_error=str(exc.detail))
     response = redirect("/me")
-    cookies.save(request, response, cookies.login(user_id))
+    cookies.save(request, response, cookies.login(user_id, until))
     return response
 
 
