@@ -195,6 +195,15 @@ class GuardianControls(BaseModel):
     curfew_end: time | None = None
     max_age_rating: Literal[0, 8, 12, 16] | None = None
 
+    @field_validator("max_age_rating", mode="before")
+    @classmethod
+    def _rating_as_text(cls, value: object) -> object:
+        """A form sends "8": read ASCII digits as the number, as `daily_minutes` is read; anything
+        else (other scripts' digits, "8.0", "NaN") is left for the literal check to refuse."""
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+            return int(value.strip())
+        return value
+
     @model_validator(mode="after")
     def _curfew_pair(self) -> GuardianControls:
         if (self.curfew_start is None) != (self.curfew_end is None):
@@ -202,6 +211,10 @@ class GuardianControls(BaseModel):
         for value in (self.curfew_start, self.curfew_end):
             if value is not None and value.tzinfo is not None:
                 raise ValueError("curfew times are local wall-clock times in the minors time zone; give them without an offset")
+            if value is not None and (value.second or value.microsecond):
+                # whole minutes, as shown and as the form sets them: "21:00:00.000001-21:00" would be a
+                # one-microsecond day displayed as "21:00-21:00"
+                raise ValueError(f"curfew times are whole minutes (HH:MM), got {value.isoformat()}")
         if self.curfew_start is not None and self.curfew_start == self.curfew_end:
             raise ValueError(f"curfew_start and curfew_end are both {self.curfew_start:%H:%M}: give a window such as 21:00-07:00")
         return self

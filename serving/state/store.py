@@ -14,6 +14,7 @@ the new value in SQL from the row the database holds (no read-modify-write in Py
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ from sqlalchemy import (
     extract,
     func,
     insert,
+    literal,
     literal_column,
     null,
     or_,
@@ -45,7 +47,10 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from served.query import Feedback, ServedPage, UserState
+from serving import metrics
 from serving.state import db
+
+log = logging.getLogger("recsys.serving")
 
 TAG_STATES = ("deleted", "added", "not_interested")
 # The admin-edited state every worker keeps a copy of (interventions, the feature library), by the
@@ -150,6 +155,21 @@ def _request_state_statement(personal: bool, session: str | None):
 
 _REQUEST_STATE = {(personal, session): _request_state_statement(personal, session)
                   for personal in (False, True) for session in (None, "given", "latest")}
+
+
+def _page_lists(user_id: str, *texts: str) -> list[list[int]] | None:
+    """The JSON lists of integers of one served page's columns, or None when a row cannot be read
+    (a hand edit: SQLite checks no JSON): that page is skipped, logged and counted, and the user's
+    next lists are made without it instead of failing."""
+    try:
+        values = [json.loads(text) for text in texts]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) == len(texts) and all(isinstance(v, list) and all(type(x) is int for x in v) for v in values):
+        return values
+    log.warning("a served page of %s is unreadable and skipped: %.80r", user_id, texts)
+    metrics.UNREADABLE_READS.labels("served_page").inc()
+    return None
 
 
 class StateStore:
@@ -319,13 +339,21 @@ class StateStore:
                 events.append(name)
         pages.sort(key=lambda row: (row[0], row[1]))  # by page, then as written (as `session_pages`)
         recent.sort(key=lambda row: -row[0])  # newest page first
-        loads = json.loads
+        earlier = []
+        for number, _, sid, *columns in pages:
+            decoded = _page_lists(user_id, *columns)
+            if decoded is not None:
+                earlier.append(ServedPage(number, sid, *decoded))
+        recent_items: list[int] = []
+        if personal_recent:
+            for _, items in recent:
+                decoded = _page_lists(user_id, items)
+                recent_items.extend(decoded[0] if decoded is not None else [])
         return RequestState(
             versions=tuple(found.get(name, 0) for name in version_names),
             session_id=session_id if session_id is not None else latest,
-            earlier_pages=[ServedPage(number, sid, loads(items), loads(categories), loads(contents))
-                           for number, _, sid, items, categories, contents in pages],
-            recent_items=[item for _, items in recent for item in loads(items)] if personal_recent else [],
+            earlier_pages=earlier,
+            recent_items=recent_items,
             event_items=events if personal else [],
         )
 
@@ -547,18 +575,33 @@ class StateStore:
     # -- guardians (minors mode, 2024 guideline) ------------------------------------------------------
     def link_guardian(self, minor_id: str, guardian_id: str, operator: str, now: datetime) -> None:
         """Make `guardian_id` the guardian of `minor_id` (an operator's act, after checking it
-        offline); a new guardian starts with no controls of their own."""
+        offline); a new guardian starts with no controls of their own. Linking the guardian the
+        minor already has changes nothing: their controls stay (an operator's repeated click must
+        not loosen what the guardian set)."""
+        t = db.guardians
         values = {"guardian_id": guardian_id, "controls": {}, "updated_at": now, "updated_by": operator}
         with self._write() as conn:
-            conn.execute(self._upsert(db.guardians, {"minor_id": minor_id, **values}, ["minor_id"], values))
+            conn.execute(self._upsert(t, {"minor_id": minor_id, **values}, ["minor_id"],
+                                      {**values, "controls": case((t.c.guardian_id == guardian_id, t.c.controls),
+                                                                  else_=literal({}, t.c.controls.type))}))
 
-    def guardian(self, minor_id: str) -> tuple[str, dict, datetime] | None:
+    def guardian(self, minor_id: str) -> tuple[str, object, datetime] | None:
         """(guardian id, stored controls, updated at) of a minor, None without a guardian. The
-        controls are returned as stored: the caller validates them (`minors.GuardianControls`)."""
+        controls are returned as stored, decoded from JSON here: the caller validates them
+        (`minors.GuardianControls`). Text that is not JSON at all (a hand edit on SQLite, which
+        does not check JSON columns) comes back as that text, which no model accepts, so the
+        caller skips and counts it like any other unreadable record instead of failing."""
         t = db.guardians
         with self._read() as conn:
-            row = conn.execute(select(t.c.guardian_id, t.c.controls, t.c.updated_at).where(t.c.minor_id == minor_id)).first()
-        return (row.guardian_id, row.controls, row.updated_at) if row is not None else None
+            row = conn.execute(select(t.c.guardian_id, cast(t.c.controls, Text).label("controls"), t.c.updated_at)
+                               .where(t.c.minor_id == minor_id)).first()
+        if row is None:
+            return None
+        try:
+            controls = json.loads(row.controls)
+        except (TypeError, ValueError):
+            controls = row.controls
+        return row.guardian_id, controls, row.updated_at
 
     def minors_of(self, guardian_id: str) -> list[str]:
         """The minors in the care of `guardian_id`, sorted."""

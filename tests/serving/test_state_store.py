@@ -351,6 +351,8 @@ def test_guardians_and_usage_days(store):
     assert not store.put_guardian_controls("kid", "stranger", {"daily_minutes": 5}, T0)  # not theirs
     assert store.put_guardian_controls("kid", "mum", {"daily_minutes": 20}, T0 + timedelta(seconds=1))
     assert store.guardian("kid") == ("mum", {"daily_minutes": 20}, T0 + timedelta(seconds=1))
+    store.link_guardian("kid", "mum", "operator-2", T0 + timedelta(seconds=2))  # the same guardian again: nothing lost
+    assert store.guardian("kid")[:2] == ("mum", {"daily_minutes": 20})
     store.link_guardian("kid", "dad", "operator-2", T0 + timedelta(seconds=2))  # a new guardian starts afresh
     assert store.guardian("kid") == ("dad", {}, T0 + timedelta(seconds=2))
     store.link_guardian("kid2", "dad", "operator-2", T0)
