@@ -3,9 +3,12 @@ one at a time, earliest named first, each only as far as needed to fill the page
 
 Levels: all rules hard; then, for each name in the relaxation order, that rule turns soft
 (violations allowed, still avoided where possible, earlier-named rules given up first). Pool slots
-first keep their earliest slots hard when the pool has fewer items than slots; a relaxable filter
-(content de-duplication) lets its drops fill only the positions nothing else can. Rules not named
-never give way: if they cannot be met the page is shorter, and that is reported too.
+keep their earliest slots hard from the first level when the pool has fewer items than slots; a
+relaxable filter (content de-duplication) lets its drops fill only the positions nothing else can.
+When a level's search fails, a rule that can be met by substitution (the flexible front screen) is
+met on the page the search finds without it before the next rule gives way, so it never costs
+another rule. Rules not named never give way: if they cannot be met the page is shorter, and that
+is reported too.
 """
 
 from __future__ import annotations

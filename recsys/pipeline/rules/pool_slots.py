@@ -8,8 +8,11 @@ Two forms of one rule:
   pool items are the ones the user's ranker scores highest and they sit where the ranking puts them
   (for this rule alone that is the arrangement of highest expected DCG: the best n-of-pool set,
   in score order).
+When that bounded search cannot place them, the pool items take the places of the page found
+without this rule, latest listed position first, wherever every other rule still holds
+(`PoolCountCheck.substitute`), so the flexible form never makes another rule give way.
 When the pool is short, the earliest slots (or as many items as the pool has) stay hard and the
-rest give way first.
+rest give way from the start.
 """
 
 from __future__ import annotations
