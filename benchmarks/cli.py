@@ -33,7 +33,7 @@ SeedsOption = Annotated[str, typer.Option("--seeds", help="Quality seeds, comma-
 HttpMaxOption = Annotated[
     str | None,
     typer.Option("--http-max-items", help="Measure over HTTP only up to this catalog size (e.g. 1M; the server's "
-                                          "workers each hold the model, so 5M needs about 3x the memory of 1M)."),
+                                          "workers share the mapped model, `recsys bench memory` says how much)."),
 ]
 RealPathOption = Annotated[
     bool, typer.Option("--real-path/--no-real-path",
