@@ -154,7 +154,7 @@ def write_columns(bundle_dir: Path) -> Path:
 
 def _complete(target: Path) -> bool:
     try:
-        return json.loads((target / COLUMNS_MANIFEST).read_text()).get("version") == COLUMNS_VERSION
+        return bool(json.loads((target / COLUMNS_MANIFEST).read_text()).get("version") == COLUMNS_VERSION)
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -163,9 +163,10 @@ def map_array(path: Path) -> np.ndarray:
     """The .npy file at `path` mapped read-only (shared with every process mapping it); an empty
     array, which cannot be mapped, is read instead."""
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        mapped: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError:  # "cannot mmap an empty file" and the like: nothing to share
-        return np.load(path, allow_pickle=False)
+        mapped = np.load(path, allow_pickle=False)
+    return mapped
 
 
 def load_columns(bundle_dir: Path, n_items: int) -> Columns:

@@ -28,7 +28,7 @@ class ItemCategories(Sequence[list[str]]):
     def __len__(self) -> int:
         return len(self.codes)
 
-    def __getitem__(self, item):  # type: ignore[no-untyped-def, override]
+    def __getitem__(self, item):  # type: ignore[no-untyped-def]
         if not isinstance(item, int | np.integer):
             raise TypeError(f"item categories: index with one item index, got {type(item).__name__}")
         # an item without categories is coded as NO_CATEGORY: it has none

@@ -217,7 +217,8 @@ class ServedPath:
         codes = [self._category_code[name] for name in names if name in self._category_code and name != NO_CATEGORY]
         if not codes or not len(items):
             return np.zeros(len(items), dtype=bool)
-        return np.isin(self.catalog.category_codes[np.asarray(items, dtype=np.int64)], codes).any(axis=1)
+        mask = np.asarray(np.isin(self.catalog.category_codes[np.asarray(items, dtype=np.int64)], codes).any(axis=1))
+        return mask
 
     def _rated(self, order: np.ndarray, max_rating: int | None) -> np.ndarray:
         return order if max_rating is None else order[self.catalog.age_rating[order] <= max_rating]
