@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import polars as pl
 
 from recsys.bundle import ModelBundle
 from recsys.ranking.features import NO_CATEGORY
@@ -86,6 +87,10 @@ class Catalog:
             mainstream_order=columns.mainstream_order,
             popularity_score=columns.popularity_score,
         )
+
+    def title_series(self) -> pl.Series:
+        """The titles as one polars (Arrow) string column, for text matching over the catalog."""
+        return pl.Series("title", np.asarray(self.titles), dtype=pl.Utf8)
 
     def category_of(self, item: int) -> str:
         return self.category_names[int(self.category[item])]
