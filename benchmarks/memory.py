@@ -135,7 +135,8 @@ def measure_size(n_items: int, config: MemoryConfig, cache_root: Path) -> dict:
         for pid in server.worker_pids():
             rollup = smaps_rollup_kb(pid)
             workers.append({"pid": pid, **{f"{k.lower()}_mb": round(rollup.get(k, 0) / 1024, 1) for k in ROLLUP_FIELDS},
-                            "bundle_files": {k.lower() + "_mb": round(v / 1024, 1)
+                            # to the KiB: a small catalog's mapped files are a few pages
+                            "bundle_files": {k.lower() + "_mb": round(v / 1024, 3)
                                              for k, v in mapped_files_kb(pid, bundle_dir).items()}})
     total_pss = sum(w["pss_mb"] for w in workers)
     one_rss = max((w["rss_mb"] for w in workers), default=0.0)
