@@ -107,7 +107,7 @@ class LatencyConfig:
     hnsw_max_items: int = 1_000_000  # HNSW build is skipped above this (it takes long on 2 cores)
     max_duration_s: float = 300.0  # per HTTP load level
     http: bool = True
-    http_max_items: int | None = None  # HTTP only for catalogs up to this size (memory: 2 workers each hold the model)
+    http_max_items: int | None = None  # HTTP only for catalogs up to this size
     training: dict = field(default_factory=lambda: json.loads(json.dumps(CHEAP_TRAINING)))
     real_path: RealPathConfig | None = None  # the real-path section (None: not run)
 

@@ -132,7 +132,7 @@ class Services:
             if entries:
                 library = FeatureLibrary(entries)
                 match = library.match(
-                    catalog.titles.tolist(), catalog.bundle.item_factors, [str(i) for i in catalog.bundle.item_ids],
+                    catalog.title_series(), catalog.bundle.item_factors, catalog.bundle.item_index,
                 )
         for record, problem in unreadable.items():
             if record not in self.unreadable:
