@@ -78,7 +78,7 @@ def list_accounts() -> None:
 
 @app.command("disable")
 def disable(name: Annotated[str, typer.Argument(help="The account to disable.")]) -> None:
-    """Disable an account: its sessions and tokens stop working from the next request (kept for the record)."""
+    """Disable an account: its console sessions are revoked and its tokens stop working from the next request (kept for the record)."""
     accounts, logstore = _accounts()
     if not accounts.store.disable(name, datetime.now(UTC)):
         logstore.close()

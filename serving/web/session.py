@@ -71,7 +71,7 @@ class SessionCookies:
         if not raw or len(raw) >= 4096:
             return anonymous()
         try:
-            data = serializer.loads(raw, max_age=max_age)
+            data = serializer.loads(raw, max_age=int(max_age))
         except BadSignature:  # includes SignatureExpired
             return anonymous()
         if not isinstance(data, dict):
