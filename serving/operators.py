@@ -108,7 +108,7 @@ class OperatorAccounts:
         if row is None or row["disabled_at"] is not None:
             return None
         if self._hasher.check_needs_rehash(row["password_hash"]):
-            self.store.set_password(name, self._hasher.hash(password))
+            self.store.set_password(name, self._hasher.hash(password), self.clock(), revoke_sessions=False)
         return Operator(row["name"], row["role"])
 
     # -- tokens --------------------------------------------------------------------------------

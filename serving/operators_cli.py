@@ -78,7 +78,7 @@ def list_accounts() -> None:
 
 @app.command("disable")
 def disable(name: Annotated[str, typer.Argument(help="The account to disable.")]) -> None:
-    """Disable an account: its sessions and tokens stop working from the next request (kept for the record)."""
+    """Disable an account: its console sessions are revoked and its tokens stop working from the next request (kept for the record)."""
     accounts, logstore = _accounts()
     if not accounts.store.disable(name, datetime.now(UTC)):
         logstore.close()
@@ -93,7 +93,7 @@ def password(
     name: Annotated[str, typer.Argument(help="The account whose password changes.")],
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from one line of stdin.")] = False,
 ) -> None:
-    """Set a new password."""
+    """Set a new password: the account's open console sessions end."""
     from serving.operators import MIN_PASSWORD_CHARS
 
     accounts, logstore = _accounts()
@@ -101,7 +101,7 @@ def password(
     if len(new) < MIN_PASSWORD_CHARS:
         logstore.close()
         _fail(f"password: at least {MIN_PASSWORD_CHARS} characters")
-    if not accounts.store.set_password(name, accounts.hash_password(new)):
+    if not accounts.store.set_password(name, accounts.hash_password(new), datetime.now(UTC)):
         logstore.close()
         _fail(f"NAME: no operator {name!r}")
     logstore.append("operators", {"action": "password", "name": name, "by": "recsys operators"})

@@ -31,6 +31,7 @@ from serving.operators import OperatorAccounts
 from serving.pipeline import RecommendationPipeline, SharedState
 from serving.state.db import make_engine
 from serving.state.operators import OperatorStore
+from serving.state.sessions import SessionStore
 from serving.state.store import SHARED_STATE_VERSIONS, StateStore
 
 log = logging.getLogger("recsys.serving")
@@ -72,6 +73,7 @@ class Services:
     clock: Callable[[], datetime]
     gate: ContentGate
     accounts: OperatorAccounts | None = None  # named operators (serving/operators.py); built by build_services
+    sessions: SessionStore | None = None  # the pages' server-side sessions (serving/web/session.py); built by build_services
     catalog: Catalog | None = None
     pipeline: RecommendationPipeline | None = None
     model_error: str | None = None
@@ -175,7 +177,8 @@ def build_services(settings: Settings, clock: Callable[[], datetime] | None = No
     gate = ContentGate(store, logstore, settings.minors, settings.elderly)
     clock = clock or utc_now
     accounts = OperatorAccounts(OperatorStore(engine), settings.console, settings.admin_token.get_secret_value(), clock)
-    services = Services(settings=settings, store=store, logstore=logstore, clock=clock, gate=gate, accounts=accounts)
+    services = Services(settings=settings, store=store, logstore=logstore, clock=clock, gate=gate, accounts=accounts,
+                        sessions=SessionStore(engine))
     if bundle_loader is None:
         from recsys.registry import load_bundle as bundle_loader
     try:

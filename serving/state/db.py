@@ -153,6 +153,22 @@ operators = Table(
     Column("disabled_at", UTCDateTime(), nullable=True),
 )
 
+# The pages' server-side sessions (serving/web/session.py): the cookie carries only a signed random
+# id; its SHA-256 is the key here, so a leaked table opens no session. Revoked at logout, and every
+# console session of an operator when the account is disabled or its password changes.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),  # hex SHA-256 of the id in the cookie
+    Column("kind", String(16), nullable=False),  # me | console
+    Column("subject", String(128), nullable=False),  # the /me user id or the operator's name
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+    Index("ix_web_sessions_subject", "kind", "subject"),  # revoke an operator's sessions
+    Index("ix_web_sessions_expires", "expires_at"),  # prune expired rows
+)
+
 complaints = Table(
     "complaints",
     metadata,

@@ -1,4 +1,8 @@
-"""Reads and writes of the `operators` table (named operator accounts, serving/operators.py)."""
+"""Reads and writes of the `operators` table (named operator accounts, serving/operators.py).
+
+Disabling an account or changing its password revokes every console session of the account
+(`web_sessions`, serving/state/sessions.py) in the same transaction: a session opened before, or a
+copy of its cookie, stops working from the next request on every worker."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from serving.state import db
+from serving.state.sessions import revoke_subject
 
 
 class OperatorExists(ValueError):
@@ -36,12 +41,21 @@ class OperatorStore:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(select(db.operators).order_by(db.operators.c.name)).all()]
 
-    def set_password(self, name: str, password_hash: str) -> bool:
+    def set_password(self, name: str, password_hash: str, now: datetime, *, revoke_sessions: bool = True) -> bool:
+        """A new password; the account's console sessions end with the old one (`revoke_sessions`
+        False only for a rehash of the same password at login)."""
         with self.engine.begin() as conn:
-            return bool(conn.execute(update(db.operators).where(db.operators.c.name == name)
-                                     .values(password_hash=password_hash)).rowcount)
+            changed = bool(conn.execute(update(db.operators).where(db.operators.c.name == name)
+                                        .values(password_hash=password_hash)).rowcount)
+            if changed and revoke_sessions:
+                revoke_subject(conn, "console", name, now)
+            return changed
 
     def disable(self, name: str, now: datetime) -> bool:
+        """Disable the account and end its console sessions."""
         with self.engine.begin() as conn:
-            return bool(conn.execute(update(db.operators).where(db.operators.c.name == name, db.operators.c.disabled_at.is_(None))
-                                     .values(disabled_at=now)).rowcount)
+            changed = bool(conn.execute(update(db.operators).where(db.operators.c.name == name, db.operators.c.disabled_at.is_(None))
+                                        .values(disabled_at=now)).rowcount)
+            if changed:
+                revoke_subject(conn, "console", name, now)
+            return changed

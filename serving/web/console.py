@@ -68,7 +68,7 @@ async def login(request: Request) -> Response:
         return render(request, cookies, session, "console_login.html", status_code=401,
                       login_error="name or password: no enabled operator account matches")
     response = redirect("/console")
-    cookies.save(request, response, cookies.login(operator.name))
+    cookies.save(request, response, await run_in_threadpool(cookies.login, request, operator.name))
     request.app.state.services.logstore.append("operators", {"action": "login", "name": operator.name, "via": "console"})
     return response
 
@@ -77,7 +77,7 @@ async def login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     session, _ = await posted_form(request, cookies)
     response = redirect("/console/login", message="logged out")
-    cookies.save(request, response, Session(session.nonce, None))
+    cookies.save(request, response, await run_in_threadpool(cookies.logout, request, session))
     return response
 
 

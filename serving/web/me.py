@@ -78,7 +78,7 @@ async def login(request: Request) -> Response:
     except HTTPException as exc:
         return render(request, cookies, session, "me_login.html", status_code=exc.status_code, mode=mode, login_error=str(exc.detail))
     response = redirect("/me")
-    cookies.save(request, response, cookies.login(user_id, until))
+    cookies.save(request, response, await run_in_threadpool(cookies.login, request, user_id, until))
     return response
 
 
@@ -86,7 +86,7 @@ async def login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     session, _ = await posted_form(request, cookies)
     response = redirect("/me/login", message="logged out")
-    cookies.save(request, response, Session(session.nonce, None))
+    cookies.save(request, response, await run_in_threadpool(cookies.logout, request, session))
     return response
 
 

@@ -48,7 +48,7 @@ def render(request: Request, cookies: SessionCookies, session: Session, template
 
 async def posted_form(request: Request, cookies: SessionCookies) -> tuple[Session, dict[str, str]]:
     """The session and the posted fields, after the CSRF check (403 without a valid token)."""
-    session = cookies.load(request)
+    session = await run_in_threadpool(cookies.load, request)
     try:
         form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
     except Exception:  # not a form, too many fields, a broken multipart body: not this session's form
