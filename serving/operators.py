@@ -75,6 +75,11 @@ def derive_secret(config: ConsoleConfig, admin_token: str) -> str:
     return hmac.new(admin_token.encode(), b"recsys console sessions", hashlib.sha256).hexdigest()
 
 
+def _password_mark(password_hash: str) -> str:
+    """A short digest of the stored password hash that a token carries (never the hash itself)."""
+    return hashlib.sha256(b"recsys operator token " + password_hash.encode()).hexdigest()[:24]
+
+
 class OperatorAccounts:
     """Accounts, passwords and operator tokens over one OperatorStore."""
 
@@ -113,7 +118,10 @@ class OperatorAccounts:
 
     # -- tokens --------------------------------------------------------------------------------
     def issue_token(self, operator: Operator) -> str:
-        return TOKEN_PREFIX + self._tokens.dumps(operator.name)
+        """A signed token naming the account and its current password: a password change (or a reset
+        by `recsys operators password`) ends every token issued before it, as it ends console sessions."""
+        row = self.store.get(operator.name)
+        return TOKEN_PREFIX + self._tokens.dumps([operator.name, _password_mark(row["password_hash"] if row else "")])
 
     def from_token(self, token: str) -> Operator | None:
         """The (still enabled) account of an unexpired operator token."""
@@ -123,9 +131,14 @@ class OperatorAccounts:
             name = self._tokens.loads(token.removeprefix(TOKEN_PREFIX), max_age=self.config.session_hours * 3600)
         except BadSignature:  # includes SignatureExpired
             return None
-        row = self.store.get(name) if isinstance(name, str) else None
+        if not (isinstance(name, list) and len(name) == 2 and all(isinstance(part, str) for part in name)):
+            return None  # a token of the older shape (the name alone) or no token of ours
+        name, mark = name
+        row = self.store.get(name)
         if row is None or row["disabled_at"] is not None:
             return None
+        if not hmac.compare_digest(mark, _password_mark(row["password_hash"])):
+            return None  # the password changed after the token was issued
         return Operator(row["name"], row["role"])
 
     def from_authorization(self, authorization: str | None) -> Operator | None:

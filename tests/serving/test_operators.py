@@ -120,6 +120,12 @@ def test_logins_and_tokens_fail_closed(client):
     headers = {"Authorization": f"Bearer {token}"}
     assert client.get("/v1/admin/whoami", headers=headers).json() == {"name": "dora", "role": "operator", "service_account": False}
     assert client.get("/v1/admin/whoami", headers={"Authorization": f"Bearer {token[:-2]}xx"}).status_code == 401
+    # a password change ends the tokens issued before it (a leaked token dies with the old password)
+    accounts.store.set_password("dora", accounts.hash_password(PASSWORD + " 2"), client.app.state.services.clock())
+    assert client.get("/v1/admin/whoami", headers=headers).status_code == 401
+    token = client.post("/v1/admin/login", json={"name": "dora", "password": PASSWORD + " 2"}).json()["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/v1/admin/whoami", headers=headers).status_code == 200
     accounts.store.disable("dora", client.app.state.services.clock())
     assert client.get("/v1/admin/whoami", headers=headers).status_code == 401  # from the next request
     stored = accounts.store.get("dora")["password_hash"]
