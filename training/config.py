@@ -38,7 +38,7 @@ class SequentialConfig(BaseModel):
 
     enabled: bool = True
     n_candidates: int = Field(default=100, ge=1)
-    sasrec: SASRecConfig = SASRecConfig(max_len=50, hidden=64, blocks=2, dropout=0.5, epochs=20, threads=2)
+    sasrec: SASRecConfig = SASRecConfig(max_len=50, hidden=64, blocks=2, dropout=0.5, epochs=20, threads=1)
 
 BASELINES = tuple(MODELS)  # every retrieval model can be evaluated next to the two-stage model
 

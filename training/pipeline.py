@@ -1,10 +1,11 @@
-"""The training pipeline: split ► ranker on a validation split ► retrieval ► index ► bundle ►
-evaluate ► periodic review (Art. 8) ► one MLflow run with a registered model version, given the
+"""The training pipeline: split ► ranker on a validation split ► retrieval (ALS, and the
+sequential source unless switched off) ► indexes ► bundle ► evaluate ► periodic review (Art. 8) ► one MLflow run with a registered model version, given the
 serving alias only when the review passed.
 
 The ranker is trained on retrieval candidates of a validation split carved from train exactly
-like test (ALS fitted on the inner part, candidates labelled with the held-out positives); the
-final model refits ALS on all train positives and keeps that ranker. Candidates never hold an
+like test (ALS and the sequence model fitted on the inner part, both sources' candidates merged
+and labelled with the held-out positives); the final model refits both on all train positives
+and keeps that ranker. Candidates never hold an
 item the user has rated (any rating) before the held-out part, in training as in serving; ALS and
 the labels use positives only. Evaluation goes through the written bundle, the same code path
 serving uses, under both exclusion rules of `recsys.evaluation` (the served reality `unseen_*`,
@@ -599,7 +600,8 @@ def model_card(offline: OfflineResult, config: TrainingConfig, manifest: dict, f
 **Architecture**: implicit ALS ({config.als.factors} factors, regularization {config.als.regularization},
 alpha {config.als.alpha}, {config.als.iterations} iterations) ► Faiss index `{manifest['index']['kind']}`
 (build {manifest['index_build_id']}, recall {manifest['index'].get('recall', 1.0):.3f}) ► top-{config.n_candidates}
-candidates ► `{config.ranker.kind}` ranker trained on those candidates of a validation split carved from train.
+candidates{sequential_line(config)} ► `{config.ranker.kind}` ranker trained on those candidates of a validation split
+carved from train.
 
 **Evaluation** (protocol: positives rating >= {config.protocol.min_rating:g}; per-user time split, last
 ceil({config.protocol.test_share:g} n) to test; full ranking; averaged over users with a test item). `unseen_*`
@@ -617,6 +619,16 @@ excluded), {offline.candidate_recall:.4f} (train positives excluded).
 **Limitations**: offline metrics on historical data; popularity and time features favour recent,
 popular items; users without a history receive the non-personalised list.
 """
+
+
+def sequential_line(config: TrainingConfig) -> str:
+    """The model card's words for the second candidate source (nothing when it is switched off)."""
+    if not config.sequential.enabled:
+        return ""
+    sasrec = config.sequential.sasrec
+    return (f", merged with the top-{config.sequential.n_candidates} of a SASRec+ sequence model ({sasrec.blocks} "
+            f"block(s), {sasrec.hidden} dims, the last {sasrec.max_len} items, {sasrec.epochs} epochs) from its own "
+            "Faiss index")
 
 
 def _register(model_info, name: str, fingerprint: str, config_hash: str, full: bool, dataset: str,

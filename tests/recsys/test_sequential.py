@@ -162,3 +162,11 @@ def test_a_saved_source_loads_alone(bundle, tmp_path):
     assert loaded.n_candidates == source.n_candidates and loaded.max_len == source.max_len
     sequence = np.array([3, 1, 4, 1, 5], dtype=np.int64)
     np.testing.assert_allclose(loaded.query(sequence), source.query(sequence), rtol=1e-5, atol=1e-6)
+
+
+def test_the_registered_model_carries_both_sources(trained):
+    """The model `recsys train` registered (default config), loaded from MLflow as the server loads it."""
+    bundle, _ = trained
+    assert bundle.sequential is not None and bundle.manifest["sequential"]["kind"] == "sasrec"
+    user = next(iter(bundle.user_index.values()))
+    assert bundle.recommend(np.array([user]), k=10).shape == (1, 10)
