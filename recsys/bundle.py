@@ -107,7 +107,7 @@ def write_bundle(directory: Path, parts: BundleParts) -> Path:
     if parts.sequential is not None:
         if parts.sequential.index.n_items != len(parts.items):
             raise BundleError(f"sequential: its index has {parts.sequential.index.n_items} items, the bundle {len(parts.items)}")
-        parts.sequential.save(directory / SEQUENTIAL_DIR)
+        parts.sequential.with_user_queries(parts.history).save(directory / SEQUENTIAL_DIR)
     manifest = {
         "format_version": FORMAT_VERSION,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -270,6 +270,9 @@ class ModelBundle:
                 raise BundleError(str(exc)) from None
             if sequential.index.n_items != len(item_ids):
                 raise BundleError(f"{path / SEQUENTIAL_DIR}: {sequential.index.n_items} items, expected {len(item_ids)}")
+            if sequential.user_queries is not None and len(sequential.user_queries) != len(user_ids):
+                raise BundleError(f"{path / SEQUENTIAL_DIR}: {len(sequential.user_queries)} user queries, "
+                                  f"expected {len(user_ids)}")
 
         def labels(name: str) -> np.ndarray:
             return items.get_column(name).fill_null(False).to_numpy().astype(bool)
@@ -327,6 +330,16 @@ class ModelBundle:
             retrieval = self.manifest["retrieval"]
             self._solver = UserSolver(self.item_factors, retrieval["regularization"], retrieval["alpha"])
         return self._solver.solve(history_idx)
+
+    def stored_sequence_query(self, user_idx: int) -> np.ndarray | None:
+        """The sequential source's query for a bundle user's stored history: precomputed at
+        training when the bundle holds it, else encoded now."""
+        if self.sequential is not None and self.sequential.user_queries is not None:
+            if not len(self.user_history(user_idx)):
+                return None
+            stored: np.ndarray = self.sequential.user_queries[int(user_idx)]
+            return stored
+        return self.sequence_query(self.user_history(user_idx))
 
     def sequence_query(self, sequence: np.ndarray) -> np.ndarray | None:
         """The sequential source's query for a user's item sequence (oldest first), None without

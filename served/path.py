@@ -293,7 +293,8 @@ class ServedPath:
                         profile: tags.Profile, stored: bool) -> np.ndarray | None:
         """The sequential source's query: the (effective) history, then the engaged items not in it,
         without the categories the user suppressed; None when the model has no sequential source.
-        A stored history with no new engagement is encoded once per worker (`_stored_sequence_query`)."""
+        A stored history with no new engagement has its query precomputed in the bundle (read
+        through `_stored_sequence_query`); only a user who engaged since is encoded per request."""
         bundle = self.catalog.bundle
         if bundle.sequential is None:
             return None
@@ -308,7 +309,7 @@ class ServedPath:
         return bundle.sequence_query(sequence)
 
     def _sequence_query_of_stored(self, user_idx: int) -> np.ndarray | None:
-        return self.catalog.bundle.sequence_query(self.catalog.bundle.user_history(user_idx))
+        return self.catalog.bundle.stored_sequence_query(user_idx)
 
     def _derive_tags(self, history: np.ndarray) -> list[tags.Tag]:
         """`tags.derive_tags` of the history's categories (the same tags, tested), counted with

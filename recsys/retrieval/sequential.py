@@ -8,7 +8,9 @@ network (`query`), and the index returns the items with the largest logits. Trai
 the same time-ordered positives as ALS; the ranker learns from both sources' scores.
 
 On disk (a bundle's `sequential/` directory): `model.pt` (the SASRec+ configuration and tensors,
-`SASRecPlus.save`), `index/` (Faiss, `ItemIndex.save`) and `source.json` (the candidate depth).
+`SASRecPlus.save`), `index/` (Faiss, `ItemIndex.save`), `source.json` (the candidate depth) and
+`user_queries.npy` (each bundle user's query for their stored history, computed once at training as
+ALS's user vectors are: a request encodes a sequence only when the user has engaged since).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from recsys.retrieval.sasrec import SASRecConfig, SASRecPlus
 MODEL_FILE = "model.pt"
 INDEX_DIR = "index"
 SOURCE_FILE = "source.json"
+USER_QUERIES_FILE = "user_queries.npy"
 
 
 @dataclass
@@ -37,6 +40,7 @@ class SequentialSource:
     model: SASRecPlus
     index: ItemIndex
     n_candidates: int
+    user_queries: np.ndarray | None = None  # (n_users, hidden): the query of each user's stored history
     _item_vectors: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -60,6 +64,12 @@ class SequentialSource:
         """(n_items, hidden) float32: the indexed item embeddings (the logits' weights)."""
         return self._item_vectors
 
+    def with_user_queries(self, history: Histories) -> SequentialSource:
+        """This source with every user's query for their row of `history` precomputed (zeros for
+        a user without one)."""
+        queries = self.queries([history.of(u) for u in range(history.n_users)])
+        return SequentialSource(self.model, self.index, self.n_candidates, queries)
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, item indices) best first, as `ItemIndex.search`."""
         return self.index.search(queries, k)
@@ -69,6 +79,8 @@ class SequentialSource:
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save(directory / MODEL_FILE)
         self.index.save(directory / INDEX_DIR)
+        if self.user_queries is not None:
+            np.save(directory / USER_QUERIES_FILE, np.asarray(self.user_queries, dtype=np.float32))
         (directory / SOURCE_FILE).write_text(json.dumps({"n_candidates": self.n_candidates, "kind": "sasrec"}, indent=2))
         return directory
 
@@ -90,7 +102,13 @@ class SequentialSource:
         if index.n_items != len(model.item_embeddings()):
             raise RetrievalError(f"{directory / INDEX_DIR}: {index.n_items} items, the model has "
                                  f"{len(model.item_embeddings())}")
-        return cls(model, index, n_candidates)
+        user_queries = None
+        if (directory / USER_QUERIES_FILE).exists():
+            user_queries = np.load(directory / USER_QUERIES_FILE, allow_pickle=False)
+            if user_queries.ndim != 2 or user_queries.shape[1] != model.config.hidden:
+                raise RetrievalError(f"{directory / USER_QUERIES_FILE}: shape {user_queries.shape}, expected (users, "
+                                     f"{model.config.hidden})")
+        return cls(model, index, n_candidates, user_queries)
 
 
 def fit_sequential(history: Histories, config: SASRecConfig, index_config: IndexConfig,

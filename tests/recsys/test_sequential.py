@@ -75,6 +75,11 @@ def test_the_bundle_round_trips_both_sources(offline, bundle, tmp_path):
     np.testing.assert_allclose(again.sequence_query(sequence), bundle.sequence_query(sequence), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(again.sequential.item_vectors(), bundle.sequential.item_vectors())
     np.testing.assert_array_equal(again.item_factors, bundle.item_factors)
+    # Each user's query for their stored history is precomputed, as ALS's user vectors are.
+    user = next(iter(bundle.user_index.values()))
+    assert bundle.sequential.user_queries is not None and len(bundle.sequential.user_queries) == len(bundle.user_ids)
+    np.testing.assert_allclose(bundle.stored_sequence_query(user), bundle.sequence_query(bundle.user_history(user)),
+                               rtol=1e-4, atol=1e-5)
     (copied / SEQUENTIAL_DIR / "model.pt").unlink()  # a damaged source is named, never half-loaded
     with pytest.raises(BundleError, match="model.pt"):
         ModelBundle.load(copied, serving=False)
