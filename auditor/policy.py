@@ -11,7 +11,9 @@ from typing import Any
 
 @dataclass(frozen=True)
 class ExpectedPolicy:
-    """The dispersal and front-screen policy the server declares, or the contract defaults."""
+    """The dispersal and front-screen policy the server declares, or the contract defaults (the
+    server's default policy: "at least 2 editorial items within positions 1-10" on the first page
+    of home, at most 2 of a category in any 5 positions; tests/auditor/test_lists.py holds them equal)."""
 
     dispersal_window: int = 5
     dispersal_max: int = 2

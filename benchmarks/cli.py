@@ -1,4 +1,4 @@
-"""`recsys bench latency|quality|compliance|all|report`: run the benchmarks into one run directory
+"""`recsys bench latency|quality|compliance|memory|all|report`: run the benchmarks into one run directory
 (benchmarks/results/<run-name>/, git-ignored) and (re)build its report.md and report.html.
 
 Each command writes machine.json and its own JSON, then rebuilds the report from every JSON in
@@ -33,7 +33,7 @@ SeedsOption = Annotated[str, typer.Option("--seeds", help="Quality seeds, comma-
 HttpMaxOption = Annotated[
     str | None,
     typer.Option("--http-max-items", help="Measure over HTTP only up to this catalog size (e.g. 1M; the server's "
-                                          "workers each hold the model, so 5M needs about 3x the memory of 1M)."),
+                                          "workers share the mapped model, `recsys bench memory` says how much)."),
 ]
 RealPathOption = Annotated[
     bool, typer.Option("--real-path/--no-real-path",
@@ -223,6 +223,34 @@ def latency_command(
                                     wrk_threads, floor_workers, profile_seconds) if real_path else None))
     if ok:
         _guarded(lambda: _report(directory))
+
+
+@app.command("memory")
+def memory_command(
+    out: OutOption = None,
+    sizes: SizesOption = "100k,1M,5M",
+    workers: Annotated[int, typer.Option(help="Server worker processes.", min=1, max=64)] = 2,
+    warm_requests: Annotated[int, typer.Option(help="Requests served before memory is read.", min=1)] = 400,
+    users: Annotated[int | None, typer.Option(help="Users per synthetic catalog (default: items/50 within 2k..20k).", min=10)] = None,
+    server_pythonpath: Annotated[str | None, typer.Option(help="Run the server from this checkout (e.g. a "
+                                                               "`git worktree` of an older commit) to measure it.")] = None,
+    label: Annotated[str, typer.Option(help="Name of the code measured; the output is memory-<label>.json.")] = "mmap",
+    cache: Annotated[Path, typer.Option(help="Where trained models per size are cached.", file_okay=False)] = CACHE,
+) -> None:
+    """RSS and PSS (/proc/PID/smaps_rollup) of each worker of a `recsys serve` per catalog size, and
+    their total: how much of a catalog the workers of one host share."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", label):
+        _fail(f"--label: letters, digits, - and _ only, got {label!r}")
+    directory = _run_dir(out)
+    machine = _machine(directory)
+
+    def action() -> None:
+        from benchmarks.memory import MemoryConfig, run
+
+        run(MemoryConfig(sizes=parse_sizes(sizes), workers=workers, warm_requests=warm_requests, users=users,
+                         server_pythonpath=server_pythonpath, label=label), directory, cache, machine)
+
+    _guarded(action)
 
 
 @app.command("quality")

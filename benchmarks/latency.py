@@ -112,7 +112,7 @@ class LatencyConfig:
     hnsw_max_items: int = 1_000_000  # HNSW build is skipped above this (it takes long on 2 cores)
     max_duration_s: float = 300.0  # per HTTP load level
     http: bool = True
-    http_max_items: int | None = None  # HTTP only for catalogs up to this size (memory: 2 workers each hold the model)
+    http_max_items: int | None = None  # HTTP only for catalogs up to this size
     training: dict = field(default_factory=lambda: json.loads(json.dumps(CHEAP_TRAINING)))
     real_path: RealPathConfig | None = None  # the real-path section (None: not run)
 
@@ -305,7 +305,7 @@ def bench_in_process(bundle, version: str, users: list[str], config: LatencyConf
                 request = RecommendationRequest(body.user_id, body.surface, body.page, body.k, body.session_id)
                 started = clock()
                 now = services.clock()
-                audience = services.gate.admit(body.user_id, now, route="bench", request_id="bench")
+                audience = services.gate.admit_list(body.user_id, now, route="bench", request_id="bench")
                 admitted = clock()
                 rec = pipeline.serve(request, audience, new_request_id(), services.logstore,
                                      timings={"gate": (admitted - started) * 1e3})
@@ -327,6 +327,7 @@ def bench_in_process(bundle, version: str, users: list[str], config: LatencyConf
                         (on_ms if variant is pipeline else off_ms).append(elapsed)
                         (policy_on if variant is pipeline else policy_off).append(rec.trace.timings_ms["policy"])
     finally:
+        services.gate.usage.close()  # minors' usage counted after their lists: written before the engine goes
         services.logstore.close()
         services.store.engine.dispose()
     on, off_summary = summarize_ms(np.asarray(on_ms)), summarize_ms(np.asarray(off_ms))

@@ -228,7 +228,8 @@ def validate_entry(
 ) -> FeatureEntry:
     """Apply the entry standards and return the entry; raise FeatureLibraryError naming each problem.
 
-    With `library`, the id must be new. With `item_ids`, an exemplar's item must exist; with `dim`,
+    With `library`, the id must be new. With `item_ids` (ids, or a mapping id -> item index such as
+    the model's `item_index`), an exemplar's item must exist; with `dim`,
     an explicit vector must have that many dimensions.
     """
     if not isinstance(entry, FeatureEntry):
@@ -242,7 +243,8 @@ def validate_entry(
     problems = []
     if library is not None and entry.id in library:
         problems.append(f"id: {entry.id!r} is already in the library")
-    if item_ids is not None and entry.exemplar_item_id is not None and entry.exemplar_item_id not in set(item_ids):
+    known = item_ids if isinstance(item_ids, Mapping) else None if item_ids is None else set(item_ids)
+    if known is not None and entry.exemplar_item_id is not None and entry.exemplar_item_id not in known:
         problems.append(f"exemplar_item_id: item {entry.exemplar_item_id!r} is not in the catalogue")
     if dim is not None and entry.vector is not None and len(entry.vector) != dim:
         problems.append(f"vector: has {len(entry.vector)} dimensions, the item embeddings have {dim}")
@@ -387,18 +389,19 @@ class FeatureLibrary:
         return hits
 
     def _exemplar_matrix(
-        self, item_ids: Sequence[str] | None, item_vectors: np.ndarray | None
+        self, item_ids: Sequence[str] | Mapping[str, int] | None, item_vectors: np.ndarray | None
     ) -> tuple[list[FeatureEntry], np.ndarray | None, dict[str, str]]:
         """The exemplar entries that can be applied, their unit vectors, and why the others cannot."""
         unresolved: dict[str, str] = {}
         usable: list[FeatureEntry] = []
         rows: list[np.ndarray] = []
         dim = None if item_vectors is None else item_vectors.shape[1]
-        position = {} if item_ids is None else {item_id: i for i, item_id in enumerate(item_ids)}
+        position: Mapping[str, int] = {} if item_ids is None else (
+            item_ids if isinstance(item_ids, Mapping) else {item_id: i for i, item_id in enumerate(item_ids)})
         for entry in self._exemplars:
             if entry.vector is not None:
                 vector = np.asarray(entry.vector, dtype=np.float32)
-            elif entry.exemplar_item_id in position and item_vectors is not None:
+            elif entry.exemplar_item_id is not None and entry.exemplar_item_id in position and item_vectors is not None:
                 vector = np.asarray(item_vectors[position[entry.exemplar_item_id]], dtype=np.float32)
             elif entry.exemplar_item_id in self._exemplar_vectors:
                 vector = self._exemplar_vectors[entry.exemplar_item_id]
@@ -421,11 +424,12 @@ class FeatureLibrary:
         self,
         titles: Sequence[str] | pl.Series,
         item_vectors: np.ndarray | None,
-        item_ids: Sequence[str],
+        item_ids: Sequence[str] | Mapping[str, int],
         texts: Mapping[str, Sequence[str] | pl.Series] | None = None,
     ) -> LibraryMatch:
         """Flag every item any entry matches: keywords/regexes over titles and the `texts` fields,
-        exemplars over `item_vectors` (rows aligned with `item_ids`)."""
+        exemplars over `item_vectors` (rows aligned with `item_ids`: the ids in row order, or a
+        mapping id -> row such as the model's `item_index`, which builds no per-item objects)."""
         n_items = len(item_ids)
         series = [pl.Series("title", titles, dtype=pl.Utf8) if not isinstance(titles, pl.Series) else titles]
         for name, values in (texts or {}).items():

@@ -195,6 +195,15 @@ class GuardianControls(BaseModel):
     curfew_end: time | None = None
     max_age_rating: Literal[0, 8, 12, 16] | None = None
 
+    @field_validator("max_age_rating", mode="before")
+    @classmethod
+    def _rating_as_text(cls, value: object) -> object:
+        """A form sends "8": read ASCII digits as the number, as `daily_minutes` is read; anything
+        else (other scripts' digits, "8.0", "NaN") is left for the literal check to refuse."""
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+            return int(value.strip())
+        return value
+
     @model_validator(mode="after")
     def _curfew_pair(self) -> GuardianControls:
         if (self.curfew_start is None) != (self.curfew_end is None):
@@ -202,6 +211,10 @@ class GuardianControls(BaseModel):
         for value in (self.curfew_start, self.curfew_end):
             if value is not None and value.tzinfo is not None:
                 raise ValueError("curfew times are local wall-clock times in the minors time zone; give them without an offset")
+            if value is not None and (value.second or value.microsecond):
+                # whole minutes, as shown and as the form sets them: "21:00:00.000001-21:00" would be a
+                # one-microsecond day displayed as "21:00-21:00"
+                raise ValueError(f"curfew times are whole minutes (HH:MM), got {value.isoformat()}")
         if self.curfew_start is not None and self.curfew_start == self.curfew_end:
             raise ValueError(f"curfew_start and curfew_end are both {self.curfew_start:%H:%M}: give a window such as 21:00-07:00")
         return self
@@ -399,3 +412,34 @@ def check_access(
             used_minutes=used_minutes,
         )
     return AccessDecision(allowed=True, budget_minutes=budget, used_minutes=used_minutes)
+
+
+class UsageCharge(BaseModel):
+    """One admitted activity of a minor, still to be counted into the day's usage by whoever serves
+    the request (the server's one writer). `at_edge`: the day's usage was within one activity's worth
+    (`activity_gap_cap_seconds` + `activity_floor_seconds`) of the budget when it was read, so concurrent
+    requests could all be admitted on that one read: the activity must be counted before anything is
+    served, and only while the usage is still below `budget_seconds` (else `refusal` is the answer)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str
+    day: date
+    moment: datetime
+    budget_seconds: float
+    at_edge: bool
+    refusal: AccessDecision  # the daily-limit refusal to give when the budget was spent meanwhile
+
+
+def usage_charge(user_id: str, now: datetime, age: int | None, minor_mode: bool | None, usage: UsageState | None,
+                 decision: AccessDecision, config: MinorsConfig, controls: GuardianControls | None = None) -> UsageCharge:
+    """The charge of an admitted request (`decision` allowed, `usage` the state it was decided on)."""
+    today = local_day(now, config)
+    budget_seconds = float(decision.budget_minutes or 0) * 60.0
+    used = usage.seconds_used if usage is not None and usage.day == today else 0.0
+    spent = UsageState(day=today, last_activity=now, seconds_used=max(used, budget_seconds))
+    return UsageCharge(
+        user_id=user_id, day=today, moment=now, budget_seconds=budget_seconds,
+        at_edge=budget_seconds - used <= config.activity_gap_cap_seconds + config.activity_floor_seconds,
+        refusal=check_access(now, age, minor_mode, spent, config, controls),
+    )

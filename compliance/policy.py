@@ -140,11 +140,11 @@ class FrontScreenPolicy(_Config):
 
     surfaces: list[str] = ["home"]
     pages: list[int] = [0]
-    # The default keeps fixed slots 1 and 5: with "at least 2 of positions 1-10" (count=2) the
-    # engine's bounded search sometimes relaxes dispersal to place the editorial items late, which
-    # the Art. 8 review's zero-violation threshold refuses (README: "The price of the policies").
-    positions: list[int] = [1, 5]
-    count: int | None = Field(default=None, ge=1)
+    # "At least 2 of positions 1-10": the engine never relaxes dispersal for it (when its bounded
+    # search cannot place the editorial items, they take the places of the page found without
+    # them, where every other rule still holds: `PoolCountCheck.substitute`).
+    positions: list[int] = list(range(1, 11))
+    count: int | None = Field(default=2, ge=1)
     pool: str = Field(default="mainstream", min_length=1)
 
     @model_validator(mode="before")

@@ -6,15 +6,18 @@ user_items.npz (binary CSR) with history_*.npy (each user's positives in time or
 seen_*.npy (every interaction of the training window at any rating: indptr by user index, items,
 timestamps, ratings, each user's in time order; format 2), popularity.npy, item_stats.npz (the
 ranker's per-item statistics), index/ (Faiss), ranker.pt (tensors + config) and manifest.json
-(provenance, config, feature names, metrics), and optionally sequential/ (the second candidate
+(provenance, config, feature names, metrics), plus columns/ (recsys.columns: every per-item array
+the request path reads, derived from those files), and optionally sequential/ (the second candidate
 source: a SASRec+ model and a Faiss index over its item embeddings, `recsys.retrieval.sequential`;
-absent when training switched it off). `ModelBundle.load` returns numpy lookups ready for the
-request path.
+absent when training switched it off). `ModelBundle.load` maps the .npy files, the columns and the
+Faiss index read-only (mmap), so the serving workers of one host share one copy of a catalog's
+pages; nothing per item becomes a Python object (ids -> rows are sorted arrays).
 
 Format history: 1 had positives only, so nothing could exclude items a user rated below the
 positive threshold; 2 adds seen_*.npy; 3 may carry sequential/ (and the ranker reads the
 sequential source's features). Format-1 bundles still load (`ModelBundle.user_seen` falls back to
-the positives and `seen_fallback` is True).
+the positives and `seen_fallback` is True). A bundle written before columns/ existed gets them on
+its first load.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from recsys.columns import Columns, ColumnsError, load_columns, map_array, write_columns
 from recsys.evaluation import Histories
-from recsys.ranking.features import FEATURE_NAMES, FeatureConfig, ItemStats, build_features, encode_categories
+from recsys.idmap import IdIndex
+from recsys.ranking.features import FEATURE_NAMES, FeatureConfig, ItemStats, build_features
 from recsys.ranking.model import Ranker, load_ranker
 from recsys.ranking.train import Candidates, featurise, list_top_k, retrieve, with_sequential
 from recsys.retrieval.als import UserSolver
@@ -123,6 +128,7 @@ def write_bundle(directory: Path, parts: BundleParts) -> Path:
         **parts.manifest,
     }
     write_manifest(directory, manifest)
+    write_columns(directory)
     return directory
 
 
@@ -155,15 +161,13 @@ class ModelBundle:
 
     path: Path
     manifest: dict[str, Any]
-    items: pl.DataFrame
-    users: pl.DataFrame
     item_ids: np.ndarray  # str
     user_ids: np.ndarray  # str
-    item_index: dict[str, int]
-    user_index: dict[str, int]  # users with a non-empty history only
+    item_index: IdIndex  # item id -> item index
+    user_index: IdIndex  # user id -> user row, users with a non-empty history only
+    columns: Columns  # the mapped per-item arrays (titles, categories, labels, popularity orders...)
     item_category: np.ndarray  # int32 primary category code
     category_names: list[str]
-    item_categories: sp.csr_matrix  # multi-hot (n_items, n_categories)
     content_code: np.ndarray  # int64, equal codes = same content
     minor_safe: np.ndarray
     mainstream: np.ndarray
@@ -182,6 +186,39 @@ class ModelBundle:
     n_candidates: int
     sequential: SequentialSource | None = None  # the second candidate source, when trained with one
     _solver: UserSolver | None = field(default=None, repr=False)
+    _items: pl.DataFrame | None = field(default=None, repr=False)
+    _users: pl.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def items(self) -> pl.DataFrame:
+        """The items frame (every column of the dataset), read on first use: the request path
+        reads `columns` instead, so a serving worker never holds it."""
+        if self._items is None:
+            self._items = pl.read_parquet(self.path / "items.parquet")
+        return self._items
+
+    @property
+    def users(self) -> pl.DataFrame:
+        """user_id, age of every known user, read on first use (minors rules and tools only)."""
+        if self._users is None:
+            self._users = pl.read_parquet(self.path / "users.parquet")
+        return self._users
+
+    def item_column(self, name: str) -> pl.Series | None:
+        """One column of the items frame (None when there is no such column), read alone."""
+        if self._items is not None:
+            return self._items.get_column(name) if name in self._items.columns else None
+        if name not in pl.read_parquet_schema(self.path / "items.parquet"):
+            return None
+        return pl.read_parquet(self.path / "items.parquet", columns=[name]).get_column(name)
+
+    @property
+    def item_categories(self) -> sp.csr_matrix:
+        """Multi-hot (n_items, n_categories) float32 of every category of each item."""
+        codes = np.asarray(self.columns.category_codes)
+        rows, slots = np.nonzero(codes >= 0)
+        return sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, codes[rows, slots].astype(np.int64))),
+                             shape=(len(codes), len(self.category_names)))
 
     @property
     def feature_names(self) -> list[str]:
@@ -210,25 +247,24 @@ class ModelBundle:
             raise BundleError(f"{path}: format_version {version} bundle missing {', '.join(missing)}")
         if serving:
             single_thread_inference()
-        items = pl.read_parquet(path / "items.parquet")
-        item_ids = np.load(path / "item_ids.npy", allow_pickle=False)
-        user_ids = np.load(path / "user_ids.npy", allow_pickle=False)
-        item_factors = np.load(path / "item_factors.npy", allow_pickle=False)
-        user_factors = np.load(path / "user_factors.npy", allow_pickle=False)
-        indptr = np.load(path / "history_indptr.npy", allow_pickle=False)
+        item_ids = map_array(path / "item_ids.npy")
+        user_ids = map_array(path / "user_ids.npy")
+        item_factors = map_array(path / "item_factors.npy")
+        user_factors = map_array(path / "user_factors.npy")
+        indptr = map_array(path / "history_indptr.npy")
         history = Histories(
             indptr,
-            np.load(path / "history_items.npy", allow_pickle=False),
-            np.load(path / "history_timestamps.npy", allow_pickle=False),
+            map_array(path / "history_items.npy"),
+            map_array(path / "history_timestamps.npy"),
             len(item_ids),
         )
         if version >= 2:
-            seen_indptr = np.load(path / "seen_indptr.npy", allow_pickle=False)
-            seen_ratings = np.load(path / "seen_ratings.npy", allow_pickle=False)
+            seen_indptr = map_array(path / "seen_indptr.npy")
+            seen_ratings = map_array(path / "seen_ratings.npy")
             seen = Histories(
                 seen_indptr,
-                np.load(path / "seen_items.npy", allow_pickle=False),
-                np.load(path / "seen_timestamps.npy", allow_pickle=False),
+                map_array(path / "seen_items.npy"),
+                map_array(path / "seen_timestamps.npy"),
                 len(item_ids),
                 seen_ratings,
             )
@@ -242,23 +278,22 @@ class ModelBundle:
             seen = Histories(history.indptr, history.items, history.timestamps, history.n_items,
                              np.full(len(history.items), np.nan, dtype=np.float32))
         for name, rows, expected in (
-            ("items.parquet", len(items), len(item_ids)),
             ("item_factors.npy", len(item_factors), len(item_ids)),
             ("user_factors.npy", len(user_factors), len(user_ids)),
             ("history_indptr.npy", len(indptr) - 1, len(user_ids)),
         ):
             if rows != expected:
                 raise BundleError(f"{path / name}: {rows} rows, expected {expected}")
-        categories = encode_categories(items.get_column("categories"))
-        content_keys = items.get_column("content_key").fill_null(items.get_column("item_id")).to_numpy().astype(str)
-        _, content_code = np.unique(content_keys, return_inverse=True)
+        try:
+            columns = load_columns(path, len(item_ids))
+        except ColumnsError as exc:
+            raise BundleError(str(exc)) from None
         ranker = load_ranker(path / "ranker.pt")
         if ranker.feature_names != manifest.get("feature_names"):
             raise BundleError(f"{path / 'ranker.pt'}: feature names differ from {MANIFEST}")
         if ranker.feature_names != FEATURE_NAMES:
             raise BundleError(f"{path / 'ranker.pt'}: trained on features {ranker.feature_names}, this code builds {FEATURE_NAMES}")
-        lengths = np.diff(indptr)
-        index = ItemIndex.load(path / "index")
+        index = ItemIndex.load(path / "index", mmap=True)
         if index.n_items != len(item_ids):
             raise BundleError(f"{path / 'index'}: {index.n_items} items, expected {len(item_ids)}")
 
@@ -274,33 +309,28 @@ class ModelBundle:
                 raise BundleError(f"{path / SEQUENTIAL_DIR}: {len(sequential.user_queries)} user queries, "
                                   f"expected {len(user_ids)}")
 
-        def labels(name: str) -> np.ndarray:
-            return items.get_column(name).fill_null(False).to_numpy().astype(bool)
-
         return cls(
             path=path,
             manifest=manifest,
-            items=items,
-            users=pl.read_parquet(path / "users.parquet"),
             item_ids=item_ids,
             user_ids=user_ids,
-            item_index={str(item): i for i, item in enumerate(item_ids)},
-            user_index={str(user): u for u, user in enumerate(user_ids) if lengths[u] > 0},
-            item_category=categories.primary,
-            category_names=categories.names,
-            item_categories=categories.multi_hot,
-            content_code=content_code.astype(np.int64),
-            minor_safe=labels("minor_safe"),
-            mainstream=labels("mainstream"),
-            synthetic=labels("synthetic"),
-            flagged=labels("flagged"),
-            popularity=np.load(path / "popularity.npy", allow_pickle=False),
+            item_index=columns.item_index,
+            user_index=columns.user_index,
+            columns=columns,
+            item_category=columns.category_codes[:, 0],
+            category_names=columns.category_names,
+            content_code=columns.content_code,
+            minor_safe=columns.minor_safe,
+            mainstream=columns.mainstream,
+            synthetic=columns.synthetic,
+            flagged=columns.flagged,
+            popularity=map_array(path / "popularity.npy"),
             item_factors=item_factors,
             user_factors=user_factors,
             history=history,
             seen=seen,
             seen_fallback=version < 2,
-            stats=ItemStats.load(path / "item_stats.npz"),
+            stats=columns.stats,
             index=index,
             ranker=ranker,
             feature_config=FeatureConfig(**manifest.get("feature_config", {})),
@@ -392,4 +422,4 @@ class ModelBundle:
 
     def popular(self, k: int) -> np.ndarray:
         """The k most popular items (ties by index): the list for users without a history."""
-        return np.lexsort((np.arange(len(self.popularity)), -self.popularity))[:k]
+        return np.asarray(self.columns.popular_order[:k])

@@ -2,17 +2,38 @@
 
 Built once when the model loads, so a request never touches a DataFrame: titles, categories,
 labels, content codes, the popularity order and the editorial pool are numpy arrays indexed by
-the catalog's item index.
+the catalog's item index, mapped read-only from the bundle's columns/ (recsys.columns), so the
+serving workers of one host share them. Nothing here holds a Python object per item.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import polars as pl
 
 from recsys.bundle import ModelBundle
-from recsys.datasets.labels import ensure_age_rating
+from recsys.ranking.features import NO_CATEGORY
+
+
+class ItemCategories(Sequence[list[str]]):
+    """Every category of each item, by item index, read from the category code rows (no list per
+    item is kept): `item_categories[i]` is item i's category names, primary first."""
+
+    def __init__(self, codes: np.ndarray, names: list[str]):
+        self.codes = codes  # int32 (n_items, max categories), -1 pads
+        self.names = names
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, item):  # type: ignore[no-untyped-def]
+        if not isinstance(item, int | np.integer):
+            raise TypeError(f"item categories: index with one item index, got {type(item).__name__}")
+        # an item without categories is coded as NO_CATEGORY: it has none
+        return [self.names[code] for code in self.codes[int(item)].tolist() if code >= 0 and self.names[code] != NO_CATEGORY]
 
 
 @dataclass
@@ -22,7 +43,8 @@ class Catalog:
     titles: np.ndarray  # str, by item index
     category: np.ndarray  # int32 primary category code
     category_names: list[str]
-    item_categories: list[list[str]]  # every category of an item (for tags and "not interested")
+    item_categories: ItemCategories  # every category of an item (for tags and "not interested")
+    category_codes: np.ndarray  # int32 (n_items, max categories), primary first, -1 pads
     content: np.ndarray  # int64 content code
     minor_safe: np.ndarray  # bool
     age_rating: np.ndarray  # int8: youngest age band the item is rated for (0, 8, 12, 16, 18)
@@ -43,41 +65,32 @@ class Catalog:
 
     @classmethod
     def from_bundle(cls, bundle: ModelBundle, model_version: str) -> Catalog:
-        items = bundle.items
-        popularity = np.asarray(bundle.popularity, dtype=np.float32)
-        # Ties in popularity are broken by item index, so the order is deterministic.
-        popular_order = np.lexsort((np.arange(len(popularity)), -popularity))
-        popular_rank = np.empty_like(popular_order)
-        popular_rank[popular_order] = np.arange(len(popular_order))
-        category = np.asarray(bundle.item_category, dtype=np.int32)
-        category_rank = np.empty(len(category), dtype=np.int64)
-        ordered_categories = category[popular_order]
-        for code in np.unique(category):
-            members = popular_order[ordered_categories == code]
-            category_rank[members] = np.arange(len(members))
-        mainstream = np.asarray(bundle.mainstream, dtype=bool)
-        log_pop = np.log1p(popularity)
+        columns = bundle.columns
         return cls(
             bundle=bundle,
             model_version=model_version,
-            titles=items.get_column("title").to_numpy().astype(str),
-            category=category,
-            category_names=list(bundle.category_names),
-            item_categories=items.get_column("categories").to_list(),
-            content=np.asarray(bundle.content_code, dtype=np.int64),
-            minor_safe=np.asarray(bundle.minor_safe, dtype=bool),
-            # a bundle trained before age ratings gets the dataset's documented fallback
-            age_rating=ensure_age_rating(items).get_column("age_rating").to_numpy().astype(np.int8),
-            mainstream=mainstream,
-            synthetic=np.asarray(bundle.synthetic, dtype=bool),
-            flagged=np.asarray(bundle.flagged, dtype=bool),
-            popularity=popularity,
-            popular_order=popular_order,
-            popular_rank=popular_rank,
-            category_rank=category_rank,
-            mainstream_order=popular_order[mainstream[popular_order]],
-            popularity_score=(log_pop / max(float(log_pop.max()), 1e-9)).astype(np.float32),
+            titles=columns.titles,
+            category=columns.category_codes[:, 0],
+            category_names=list(columns.category_names),
+            item_categories=ItemCategories(columns.category_codes, list(columns.category_names)),
+            category_codes=columns.category_codes,
+            content=columns.content_code,
+            minor_safe=columns.minor_safe,
+            age_rating=columns.age_rating,
+            mainstream=columns.mainstream,
+            synthetic=columns.synthetic,
+            flagged=columns.flagged,
+            popularity=np.asarray(bundle.popularity, dtype=np.float32),
+            popular_order=columns.popular_order,
+            popular_rank=columns.popular_rank,
+            category_rank=columns.category_rank,
+            mainstream_order=columns.mainstream_order,
+            popularity_score=columns.popularity_score,
         )
+
+    def title_series(self) -> pl.Series:
+        """The titles as one polars (Arrow) string column, for text matching over the catalog."""
+        return pl.Series("title", np.asarray(self.titles), dtype=pl.Utf8)
 
     def category_of(self, item: int) -> str:
         return self.category_names[int(self.category[item])]
@@ -87,11 +100,11 @@ class Catalog:
         equal values get equal codes; a missing value is a code of its own (never equal to another
         item's). ValueError naming the column when the items have none of that name."""
         if name not in self._attributes:
-            items = self.bundle.items
-            if name not in items.columns:
+            column = self.bundle.item_column(name)
+            if column is None:
+                columns = self.bundle.items.columns
                 raise ValueError(f"policy names item attribute {name!r}, but the model's items have no such column "
-                                 f"(columns: {', '.join(items.columns)})")
-            column = items.get_column(name)
+                                 f"(columns: {', '.join(columns)})")
             missing = column.is_null().to_numpy()
             names, codes = np.unique(column.cast(str).fill_null("").to_numpy().astype(str), return_inverse=True)
             codes = codes.astype(np.int64)

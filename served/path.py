@@ -36,7 +36,7 @@ from recsys.pipeline.candidates import CandidateSet, Source, merge_sources
 from recsys.pipeline.rerank import select
 from recsys.pipeline.rules import Rule, UniqueItems
 from recsys.pipeline.slate import Slate, SlateContext
-from recsys.ranking.features import encode_categories
+from recsys.ranking.features import NO_CATEGORY
 from served.catalog import Catalog
 from served.feedback import NO_FEEDBACK, FeedbackSignals
 from served.query import Audience, RecommendationRequest, ServedPage
@@ -194,7 +194,6 @@ class ServedPath:
         self._popular = {r: self._rated(catalog.popular_order, r)[:popular_candidates] for r in bands}
         self._mainstream = {r: self._rated(catalog.mainstream_order, r)[:popular_candidates] for r in bands}
         self._category_code = {name: code for code, name in enumerate(catalog.category_names)}
-        self._item_category_sets = [frozenset(c) for c in catalog.item_categories]
         item_ids, categories = bundle.item_ids, catalog.category_names
         self._labels: dict[str, Callable[[int], str]] = {"item": lambda i: str(item_ids[i]),
                                                           "category": lambda c: categories[c]}
@@ -210,15 +209,24 @@ class ServedPath:
         # `tags.derive_tags` over category codes instead of names: each category's tag spelling,
         # comparison key and whether the tag policy allows it, worked out once. Only when no two
         # category names share a key (else derive_tags, which merges them, runs as it is).
-        encoding = encode_categories(catalog.bundle.items.get_column("categories"))
-        keys = [tags.tag_key(name) for name in encoding.names]
+        names = catalog.category_names
+        keys = [tags.tag_key(name) for name in names]
         named = [key for key in keys if key]
-        self._tag_codes = encoding.codes if len(set(named)) == len(named) else None
-        self._tag_names = [" ".join(name.split()) for name in encoding.names]
+        self._tag_codes = catalog.category_codes if len(set(named)) == len(named) else None
+        self._tag_names = [" ".join(name.split()) for name in names]
         self._tag_keys = keys
         self._tag_allowed = [bool(key) and tags.is_banned(name, tag_policy) is None
                              for key, name in zip(keys, self._tag_names)]
         self._rule_sets: dict[tuple[str, int, tuple[Intervention, ...]], RuleSet] = {}
+
+    def _in_categories(self, items: np.ndarray, names: set[str]) -> np.ndarray:
+        """Whether each of `items` has a category of exactly one of `names` (bool per item), read
+        from the catalog's category code rows."""
+        codes = [self._category_code[name] for name in names if name in self._category_code and name != NO_CATEGORY]
+        if not codes or not len(items):
+            return np.zeros(len(items), dtype=bool)
+        mask = np.asarray(np.isin(self.catalog.category_codes[np.asarray(items, dtype=np.int64)], codes).any(axis=1))
+        return mask
 
     def _rated(self, order: np.ndarray, max_rating: int | None) -> np.ndarray:
         return order if max_rating is None else order[self.catalog.age_rating[order] <= max_rating]
@@ -270,10 +278,7 @@ class ServedPath:
             profile = tags.effective_profile(derived, deleted=user.tags_in("deleted"), added=user.tags_in("added"),
                                              not_interested=user.tags_in("not_interested"), policy=self.tag_policy)
             if profile.suppressed_categories:
-                keep = np.fromiter(
-                    (not (self._item_category_sets[i] & profile.suppressed_categories) for i in history), dtype=bool, count=len(history)
-                )
-                history = history[keep]
+                history = history[~self._in_categories(history, profile.suppressed_categories)]
                 vector = bundle.user_vector(history) if len(history) else None
             else:
                 vector = bundle.user_factors[user_idx] if stored else bundle.user_vector(history)
@@ -302,9 +307,7 @@ class ServedPath:
         if stored and user_idx is not None and not len(extra) and not profile.suppressed_categories:
             return self._stored_sequence_query(user_idx)
         if len(extra) and profile.suppressed_categories:
-            keep = np.fromiter((not (self._item_category_sets[i] & profile.suppressed_categories) for i in extra),
-                               dtype=bool, count=len(extra))
-            extra = extra[keep]
+            extra = extra[~self._in_categories(extra, profile.suppressed_categories)]
         sequence = np.concatenate([history, extra[~np.isin(extra, history)]]) if len(extra) else history
         return bundle.sequence_query(sequence)
 
@@ -478,8 +481,7 @@ class ServedPath:
                 checks.append(("recently_shown", np.isin(items, query.recent) & personal))
             excluded = query.profile.excluded_categories if query.profile else set()
             if excluded:
-                mask = np.fromiter((bool(self._item_category_sets[i] & excluded) for i in items), dtype=bool, count=len(items))
-                checks.append(("not_interested", mask))
+                checks.append(("not_interested", self._in_categories(items, excluded)))
         keep = np.ones(len(items), dtype=bool)
         for reason, removed in checks:
             removed = removed & keep

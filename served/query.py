@@ -64,7 +64,7 @@ class ServedPage:
 @dataclass(frozen=True)
 class Audience:
     """Who is asking and what the rules in force let them receive. The server makes one only in its
-    gate (serving/gate.py: minors' curfew and budget checked, activity counted); an offline replay
+    gate (serving/gate.py: minors' curfew and budget checked, the activity to count in `charge`); an offline replay
     makes one with `Audience.offline`."""
 
     user: UserState
@@ -74,6 +74,8 @@ class Audience:
     personalization_allowed: bool  # the user's switch; minors get non-personalized lists by default
     usage: minors.AccessDecision  # budget and minutes used today (minors), allowed
     elderly: bool = False  # elderly mode (Art. 19): fraud-risk items excluded, plain explanations
+    # an admitted minor's activity, for the server's one writer to count (serving/usage.py); None: nothing to count
+    charge: minors.UsageCharge | None = None
 
     @property
     def user_id(self) -> str:

@@ -46,6 +46,7 @@ def create_app(
         try:
             yield
         finally:
+            app.state.services.gate.usage.close()  # minors' usage counted after responses: written before exit
             app.state.services.logstore.close()
 
     app = FastAPI(

@@ -98,6 +98,14 @@ class Authenticator:
             return Principal(mode, self._gateway_user(headers))
         return Principal(mode, self._jwt_subject(headers.get("authorization")))
 
+    def token_expiry(self, token: str) -> float | None:
+        """When a bearer token `authenticate` has just accepted stops being valid (its `exp`, unix
+        seconds, leeway included); None for other modes. A page session made from it ends then."""
+        if self.config.mode != "jwt":
+            return None
+        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
+        return float(exp) + self.config.leeway_seconds if isinstance(exp, (int, float)) else None
+
     def _jwt_subject(self, authorization: str | None) -> str:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     retrieval_candidates: int = RETRIEVAL_CANDIDATES  # Faiss top-N fed to the filters and the ranker
     popular_candidates: int = POPULAR_CANDIDATES  # size of the non-personalized popularity source
     recent_pages_excluded: int = 5  # personalized lists skip items shown in the user's last N pages
+    # Items one user may mark "not interested" / "fewer like this" at once: every request reads them
+    # all, so the count is bounded; past it a new mark is refused (409) until the user undoes one.
+    max_feedback_items: int = Field(default=1000, ge=1, le=100_000)
     state_refresh_seconds: float = 0.0  # 0: interventions and feature library re-read when their version changes
     # Requests one worker computes at once. 1 (default): a worker's requests queue for the pipeline
     # instead of sharing one core (and the GIL) through the thread pool; scale with --workers.

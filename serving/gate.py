@@ -6,8 +6,12 @@ for a user takes one: `RecommendationPipeline.run`, the trending list, the logge
 new route cannot serve items without passing the gate, and the gate decides in one place:
 
 - minors mode: who is a minor (profile age or guardian switch), the night curfew and the daily
-  budget (refused with 403 and a code, the refusal logged), the activity counted toward the budget,
-  and the highest item age rating the user's band may see;
+  budget read at admission (refused with 403 and a code, the refusal logged), and the highest item
+  age rating the user's band may see. The activity is counted toward the budget once the request is
+  served: `admit` counts it at once (routes that serve no list), `admit_list` leaves it, as the
+  audience's `charge`, to `RecommendationPipeline.serve`, the one writer (serving/usage.py: after the
+  response far from the budget; before the list is released, and only while the budget is not
+  spent, at its edge);
 - safety: items blocked by an operator, matched by the feature library or flagged by the dataset,
   and items rated above the user's band, are excluded on every route (`Audience.exclusions`);
 - consent: whether the user allows personalized lists (the switch, and minors' default);
@@ -29,6 +33,7 @@ from compliance.logstore import LogStore
 from serving import metrics
 from served.query import Audience, UserState
 from serving.state.store import StateStore
+from serving.usage import UsageCounter
 
 log = logging.getLogger("recsys.serving")
 
@@ -41,6 +46,17 @@ class AccessDenied(Exception):
         self.decision = decision
 
 
+def refusal(logstore: LogStore, decision: minors.AccessDecision, *, user_id: str, route: str, request_id: str,
+            now: datetime) -> AccessDenied:
+    """Log and count a minors-mode refusal (Art. 28 (draft 24): refusals are logged too); raise the result."""
+    logstore.append("recommendation_refused", {
+        "request_id": request_id, "user_id": user_id, "route": route, "code": decision.code,
+        "reason": decision.message, "at": now.isoformat(),
+    })
+    metrics.REFUSALS.labels(decision.code or "refused").inc()
+    return AccessDenied(decision)
+
+
 class ContentGate:
     def __init__(self, store: StateStore, logstore: LogStore, config: minors.MinorsConfig,
                  elderly_config: elderly.ElderlyConfig | None = None):
@@ -48,25 +64,35 @@ class ContentGate:
         self.logstore = logstore
         self.config = config
         self.elderly_config = elderly_config or elderly.ElderlyConfig()
+        self.usage = UsageCounter(store, config)
 
     def admit(self, user_id: str, now: datetime, *, route: str, request_id: str) -> Audience:
         """The audience of one request, or AccessDenied (logged, counted) when minors mode refuses it.
-        An admitted minor's request counts toward the day's usage."""
+        An admitted minor's request is counted toward the day's usage here, before anything is
+        served, and only while the budget is not spent (concurrent requests cannot share one read)."""
+        audience = self.admit_list(user_id, now, route=route, request_id=request_id)
+        charge = audience.charge
+        if charge is not None and not self.usage.charge_now(charge):
+            raise refusal(self.logstore, charge.refusal, user_id=user_id, route=route, request_id=request_id, now=now)
+        return audience
+
+    def admit_list(self, user_id: str, now: datetime, *, route: str, request_id: str) -> Audience:
+        """`admit` for a list the pipeline's one writer serves: nothing is written here; an admitted
+        minor's audience carries the `charge` that `RecommendationPipeline.serve` must count."""
         user = self.store.load_user(user_id)
         config = self.config
         minor = minors.is_minor(user.age, user.minor_mode, config)
         decision = minors.AccessDecision(allowed=True)
-        controls = None
+        controls = charge = None
         if minor:
             controls = self.guardian_controls(user_id)
-            decision = self._minor_access(user, now, controls)
+            usage = self.usage.read(user_id, now)
+            decision = minors.check_access(now, user.age, user.minor_mode, usage, config, controls)
             if not decision.allowed:
-                self.logstore.append("recommendation_refused", {
-                    "request_id": request_id, "user_id": user_id, "route": route, "code": decision.code,
-                    "reason": decision.message, "at": now.isoformat(),
-                })
-                metrics.REFUSALS.labels(decision.code).inc()
-                raise AccessDenied(decision)
+                raise refusal(self.logstore, decision, user_id=user_id, route=route, request_id=request_id, now=now)
+            # continuous use including this request: the usage rule applied to the state it was admitted on
+            decision = minors.rest_reminder(decision, minors.add_activity(usage, now, config).continuous_since, now, config)
+            charge = minors.usage_charge(user_id, now, user.age, user.minor_mode, usage, decision, config, controls)
         return Audience(
             user=user,
             now=now,
@@ -75,17 +101,8 @@ class ContentGate:
             personalization_allowed=user.personalization and (not minor or config.personalized),
             usage=decision,
             elderly=self.is_elderly(user),
+            charge=charge,
         )
-
-    def _minor_access(self, user: UserState, now: datetime, controls: minors.GuardianControls | None) -> minors.AccessDecision:
-        day = minors.local_day(now, self.config)
-        stored = self.store.get_usage(user.user_id, day)
-        state = minors.UsageState(day=day, last_activity=stored[0], seconds_used=stored[1]) if stored else None
-        decision = minors.check_access(now, user.age, user.minor_mode, state, self.config, controls)
-        if decision.allowed:
-            self.record_activity(user.user_id, [now])
-            decision = minors.rest_reminder(decision, self.store.continuous_since(user.user_id, day), now, self.config)
-        return decision
 
     def guardian_controls(self, user_id: str) -> minors.GuardianControls | None:
         """What the user's guardian set, validated as it was on write. A stored value that no
@@ -102,13 +119,10 @@ class ContentGate:
             return None
 
     def record_activity(self, user_id: str, moments: list[datetime]) -> None:
-        """Count activities (requests, events) of a minor toward their daily usage: one atomic
-        statement each (`StateStore.add_usage`, the rule of `minors.add_activity` in SQL), so
-        activity on two workers at once never loses time."""
-        config = self.config
-        for moment in sorted(moments):
-            self.store.add_usage(user_id, minors.local_day(moment, config), moment,
-                                 config.activity_gap_cap_seconds, config.activity_floor_seconds)
+        """Count activities that are not item requests (a minor's events) toward their daily usage:
+        one atomic statement each (`StateStore.add_usage`, the rule of `minors.add_activity` in SQL),
+        so activity on two workers at once never loses time."""
+        self.usage.record(user_id, moments)
 
     def is_minor(self, user: UserState) -> bool:
         return minors.is_minor(user.age, user.minor_mode, self.config)

@@ -22,6 +22,8 @@ UNREADABLE = Gauge("recsys_unreadable_records", "Stored interventions or feature
 UNREADABLE_READS = Counter("recsys_unreadable_reads_total", "Per-user stored records skipped as unreadable when read",
                            ["kind"])
 ERRORS = Counter("recsys_unexpected_errors_total", "Requests that failed with an unexpected error (500)", ["route"])
+USAGE_WRITE_FAILURES = Counter("recsys_minors_usage_write_failures_total",
+                               "Minors' activities served but not counted into their usage (database error, logged)")
 REFUSALS = Counter("recsys_refusals_total", "Requests refused by minors mode or an unavailable log", ["code"])
 
 

@@ -3,7 +3,8 @@
     gate (serving/gate.py) ► hydrate: this session's pages, recent items, the user's events and
     the shared state's versions, in one statement (`StateStore.request_state`)
     ► ServedPath (served/path.py): sources ► filters ► ranker ► policy engine ► explanations
-    ► the route logs the list (before the response) and records the page
+    ► serve, the one writer: a minor's usage at the budget's edge (before anything is released),
+      the log record (before the response), the page, the metrics, a minor's usage otherwise (after)
 
 Everything a user is shown is decided in `served.path.ServedPath`, the code the Art. 8 review and
 the benchmarks run too; this module only adds what needs the state database.
@@ -25,7 +26,9 @@ from served.path import NON_PERSONALIZED, PERSONALIZED, Query, Recommendation, S
 from compliance.logstore import LogStore, new_request_id
 from served.query import Audience, RecommendationRequest
 from serving import metrics
+from serving.gate import refusal
 from serving.state.store import SHARED_STATE_VERSIONS, StateStore
+from serving.usage import UsageCounter
 
 __all__ = ["NON_PERSONALIZED", "PERSONALIZED", "Recommendation", "RecommendationPipeline", "RecommendationRequest",
            "SharedState"]
@@ -37,10 +40,12 @@ class RecommendationPipeline:
     def __init__(self, catalog: Catalog, store: StateStore, policy: PolicyConfig, minors_config: minors.MinorsConfig,
                  tag_policy: tags.TagPolicy, *, retrieval_candidates: int, popular_candidates: int,
                  recent_pages_excluded: int, shared_state_loader: Callable[[tuple[int, ...] | None], SharedState],
+                 usage: UsageCounter | None = None,
                  model_healthy: bool = True,
                  policies: bool = True):
         self.catalog = catalog
         self.store = store
+        self.usage = usage or UsageCounter(store, minors_config)
         self.recent_pages_excluded = recent_pages_excluded
         self._load_shared = shared_state_loader
         self.path = ServedPath(catalog, policy, minors_config, tag_policy, retrieval_candidates=retrieval_candidates,
@@ -56,14 +61,24 @@ class RecommendationPipeline:
 
     def serve(self, request: RecommendationRequest, audience: Audience, request_id: str, logstore: LogStore,
               timings: Mapping[str, float] | None = None) -> Recommendation:
-        """The one place a served list is written: computed, logged before the response (Art. 28 (draft 24);
-        `LogStoreUnavailable` refuses the request), remembered as a page of the session, counted.
+        """The one place a served list is written: computed; a minor's activity counted toward the day's
+        budget (`audience.charge`, serving/usage.py); logged before the response (Art. 28 (draft 24);
+        `LogStoreUnavailable` refuses the request); remembered as a page of the session; counted in the
+        metrics. At the budget's edge the activity is counted first, and only while the budget is not
+        spent (else `AccessDenied`, logged: the list is never released); otherwise it is counted after
+        the list is logged, by the worker's usage thread, without holding the response.
         `timings` are stages measured before this one (the gate's), for the stage metrics."""
         recommendation = self.run(request, audience, request_id)
         recommendation.trace.timings_ms = {**(timings or {}), **recommendation.trace.timings_ms}
         started = time.perf_counter()
+        charge = audience.charge
+        if charge is not None and charge.at_edge and not self.usage.charge_now(charge):
+            raise refusal(logstore, charge.refusal, user_id=request.user_id, route="recommendations",
+                          request_id=request_id, now=audience.now)
         logstore.append("recommendation", recommendation.log_record())
         self.record(recommendation, audience.now)
+        if charge is not None and not charge.at_edge:
+            self.usage.charge_later(charge)
         recommendation.trace.timings_ms["log"] = (time.perf_counter() - started) * 1e3
         for stage, ms in recommendation.trace.timings_ms.items():
             metrics.STAGE_SECONDS.labels(stage).observe(ms / 1e3)

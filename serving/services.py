@@ -132,7 +132,7 @@ class Services:
             if entries:
                 library = FeatureLibrary(entries)
                 match = library.match(
-                    catalog.titles.tolist(), catalog.bundle.item_factors, [str(i) for i in catalog.bundle.item_ids],
+                    catalog.title_series(), catalog.bundle.item_factors, catalog.bundle.item_index,
                 )
         for record, problem in unreadable.items():
             if record not in self.unreadable:
@@ -215,5 +215,6 @@ def attach_model(services: Services, bundle, version: str) -> None:
         popular_candidates=settings.popular_candidates,
         recent_pages_excluded=settings.recent_pages_excluded,
         shared_state_loader=services.shared_state,
+        usage=services.gate.usage,
     )
     services.model_error = None

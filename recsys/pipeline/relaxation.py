@@ -3,9 +3,12 @@ one at a time, earliest named first, each only as far as needed to fill the page
 
 Levels: all rules hard; then, for each name in the relaxation order, that rule turns soft
 (violations allowed, still avoided where possible, earlier-named rules given up first). Pool slots
-first keep their earliest slots hard when the pool has fewer items than slots; a relaxable filter
-(content de-duplication) lets its drops fill only the positions nothing else can. Rules not named
-never give way: if they cannot be met the page is shorter, and that is reported too.
+keep their earliest slots hard from the first level when the pool has fewer items than slots; a
+relaxable filter (content de-duplication) lets its drops fill only the positions nothing else can.
+When a level's search fails, a rule that can be met by substitution (the flexible front screen) is
+met on the page the search finds without it before the next rule gives way, so it never costs
+another rule. Rules not named never give way: if they cannot be met the page is shorter, and that
+is reported too.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from recsys.pipeline.candidates import CandidateSet
 from recsys.pipeline.rules.base import BoundConstraint, ConstraintRule, FilterRule, PlacementRule, RequestView, Rule
 from recsys.pipeline.search import BudgetExhausted, Classes, Level, Search, class_index
 from recsys.pipeline.slate import SlateContext
-from recsys.pipeline.stream import SOFT_DROP, Prepared, prepare
+from recsys.pipeline.stream import KEPT, SOFT_DROP, Prepared, RankedStream, prepare
 
 __all__ = ["Arrangement", "relaxation_levels", "relaxation_names", "search_with_relaxation"]
 
@@ -98,6 +101,12 @@ def search_with_relaxation(candidates: CandidateSet, scores: np.ndarray, context
         nodes += last.nodes
         if done:
             return Arrangement(prepared, last.slots, last.chosen_rank, level.relaxed, nodes, "")
+        # Before any rule gives way for it, a rule met by substitution is met on the page the
+        # search finds without it (so e.g. the front screen never costs dispersal).
+        rescue = _by_substitution(stream, length, fixed, checks, level, budget)
+        if rescue is not None:
+            nodes += rescue.nodes
+            return Arrangement(prepared, rescue.slots, rescue.chosen_rank, level.relaxed, nodes, "")
     # No level filled the page: keep the longer of the most relaxed level's deepest prefix and a
     # single greedy dive (no backtracking, no budget) under that level.
     dive = Search(stream, length, fixed, checks, classes, levels[-1], stream.kept, 1 << 62, backtrack=False)
@@ -113,12 +122,48 @@ def search_with_relaxation(candidates: CandidateSet, scores: np.ndarray, context
     return Arrangement(prepared, last.best, last.best_ranks, levels[-1].relaxed, nodes, reason)
 
 
+def _by_substitution(stream: RankedStream, length: int, fixed: dict[int, int], checks: list[BoundConstraint],
+                     level: Level, budget: int) -> Search | None:
+    """The page of `level` when its hard rules that can be met by substitution (`BoundConstraint.
+    substitute`) are left aside for the search and met afterwards on the full page it found, every
+    other hard rule of the level kept; None when there is no such rule, the search does not fill
+    the page within `budget`, or the substitution does not fit.
+
+    The search runs as it would without those rules (its classes ignore them, its budget is the
+    whole request's), so it finds every page the request would get without them at this level."""
+    aside = [c for c in level.hard if c.substitutable]
+    if not aside:
+        return None
+    kept = [c for c in level.hard if not c.substitutable]
+    others = [c for c in checks if not c.substitutable]
+    search = Search(stream, length, fixed, others, class_index(stream, others, length),
+                    Level(level.relaxed, kept, level.soft, level.soft_filters, level.filter_weight), stream.kept, budget)
+    try:
+        if not search.run():
+            return None
+    except BudgetExhausted:
+        return None
+    on_page = set(search.chosen_rank.values())
+    spare = [(rank, stream.rows[rank]) for rank, status in enumerate(stream.status)
+             if status == KEPT and rank not in on_page]
+    prefer = [c for c, _ in level.soft]
+    for check in aside:
+        if not check.substitute(search.slots, search.chosen_rank, spare, kept, prefer):
+            return None
+        spare = [(rank, row) for rank, row in spare if rank not in search.chosen_rank.values()]
+    return search
+
+
 def relaxation_levels(checks: list[BoundConstraint], classes: Classes, order_names: list[str],
                       relaxable_filters: set[str]) -> list[Level]:
-    """All rules hard, then each named rule relaxed in turn (its intermediate steps first)."""
+    """All rules hard, then each named rule relaxed in turn (its intermediate steps first).
+
+    A pool rule whose pool cannot supply every slot starts from its intermediate step: the slots
+    the pool cannot fill can never be met, and no other rule giving way would fill them, so none
+    gives way for them (the rule is reported relaxed from the first level)."""
     state: dict[int, list[tuple[BoundConstraint, bool]]] = {id(c): [(c, True)] for c in checks}
     weight = {name: 2**i for i, name in enumerate(order_names)}
-    relaxed: list[str] = []
+    relaxed: set[str] = set()
 
     def snapshot() -> Level:
         hard: list[BoundConstraint] = []
@@ -130,21 +175,22 @@ def relaxation_levels(checks: list[BoundConstraint], classes: Classes, order_nam
                 else:
                     soft.append((check, weight[check.rule.name]))
         soft_filters = frozenset(name for name in relaxed if name in relaxable_filters)
-        return Level(tuple(relaxed), hard, soft, soft_filters, max((weight[n] for n in soft_filters), default=0))
+        names = tuple(name for name in order_names if name in relaxed)
+        return Level(names, hard, soft, soft_filters, max((weight[n] for n in soft_filters), default=0))
 
+    for index, check in enumerate(checks):
+        if check.restrict_mask is None or check.rule.name not in weight:
+            continue
+        eligible = sum(len(ranks) for key, ranks in classes.items() if key[-1] is None and key[index])
+        step = check.reduce(eligible)
+        if step is not None:
+            state[id(check)] = step
+            relaxed.add(check.rule.name)
     levels = [snapshot()]
     for name in order_names:
-        relaxed.append(name)
-        targets = [(i, c) for i, c in enumerate(checks) if c.rule.name == name]
-        for index, check in targets:
-            if check.restrict_mask is None:
-                continue
-            eligible = sum(len(ranks) for key, ranks in classes.items() if key[-1] is None and key[index])
-            step = check.reduce(eligible)
-            if step is not None:
-                state[id(check)] = step
-                levels.append(snapshot())
-        for _, check in targets:
-            state[id(check)] = [(check, False)]
+        relaxed.add(name)
+        for check in checks:
+            if check.rule.name == name:
+                state[id(check)] = [(check, False)]
         levels.append(snapshot())
     return levels

@@ -60,8 +60,9 @@ def select(
     Item uniqueness (within the page and against `context.served_items`) always holds, with or
     without a `UniqueItems` rule. Names in `relaxation_order` with no rule in this request are
     skipped, so one order serves every surface; naming a rule that cannot be relaxed is an error.
-    `search_budget` bounds the backtracking nodes (deterministic; when spent, the most relaxed
-    level's best effort is returned with its violations).
+    `search_budget` bounds the backtracking nodes of each search (deterministic; the levels share
+    it, a substitution search at a level gets it whole; when spent, the most relaxed level's best
+    effort is returned with its violations).
     """
     context = context if context is not None else SlateContext()
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:

@@ -30,6 +30,9 @@ class ALSConfig(BaseModel):
     show_progress: bool = False
 
 
+GRAM_BLOCK_ROWS = 65_536  # item vectors per block of the Gram matrix
+
+
 class UserSolver:
     """Closed-form ALS user vector given fixed item factors: (YtCuY + reg I)^-1 YtCu p_u.
 
@@ -41,7 +44,12 @@ class UserSolver:
         self.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
         self.alpha = float(alpha)
         d = self.item_factors.shape[1]
-        gram = self.item_factors.T.astype(np.float64) @ self.item_factors.astype(np.float64)
+        # Summed over blocks of rows: a float64 copy of every item vector at once would be a
+        # transient of twice the (possibly mapped, shared) factors in each serving worker.
+        gram = np.zeros((d, d), dtype=np.float64)
+        for start in range(0, len(self.item_factors), GRAM_BLOCK_ROWS):
+            block = self.item_factors[start : start + GRAM_BLOCK_ROWS].astype(np.float64)
+            gram += block.T @ block
         self.base: np.ndarray = gram + float(regularization) * np.eye(d)
         self.base_inverse: np.ndarray = np.linalg.inv(self.base)
 

@@ -80,12 +80,19 @@ class ItemIndex:
         return directory
 
     @classmethod
-    def load(cls, directory: Path) -> ItemIndex:
+    def load(cls, directory: Path, mmap: bool = False) -> ItemIndex:
+        """Read a saved index. `mmap=True` maps the vectors and inverted lists read-only from the
+        file instead of copying them (Faiss IO_FLAG_MMAP_IFC), so every process serving the same
+        file shares its pages; the index must then not be modified (serving never does)."""
         directory = Path(directory)
         for name in (INDEX_FILE, PARAMS_FILE):
             if not (directory / name).exists():
                 raise RetrievalError(f"{directory / name}: missing index file")
-        index = faiss.read_index(str(directory / INDEX_FILE))
+        flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if mmap else 0
+        try:
+            index = faiss.read_index(str(directory / INDEX_FILE), flags)
+        except RuntimeError as exc:
+            raise RetrievalError(f"{directory / INDEX_FILE}: unreadable Faiss index ({str(exc).splitlines()[0]})") from None
         params = json.loads((directory / PARAMS_FILE).read_text())
         _apply_search_params(index, params)
         return cls(index, params)

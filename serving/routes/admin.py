@@ -155,6 +155,11 @@ def decide(services, intervention_id: int, operator: Operator, approve: bool, re
         raise HTTPException(404, detail=f"no intervention {intervention_id}")
     status = "revoked" if row["revoked_at"] is not None else row["status"]
     try:
+        if approve and operator.service:
+            # The admin token is shared by automation, not a person: whoever proposed under their own
+            # name could approve with it, one person acting as two (Art. 7 accountability).
+            raise oversight.OversightError(f"two-person rule: {operator.name!r} is the admin token's service account; "
+                                           "a named approver must approve (POST /v1/admin/login)")
         if approve:
             oversight.check_approval(row["operator"], operator.name, operator.role, status)
         elif not oversight.may_approve(operator.role):

@@ -162,8 +162,7 @@ def add_feature(body: FeatureIn, services: ServicesDep, operator: AdminDep) -> d
         entry = FeatureEntry(**body.model_dump(), author=operator, created_at=now)
         library = FeatureLibrary([FeatureEntry.model_validate(e) for e in services.store.feature_entries()])
         catalog = services.catalog
-        item_ids = [str(i) for i in catalog.bundle.item_ids] if catalog is not None else None
-        entry = validate_entry(entry, library=library, item_ids=item_ids)
+        entry = validate_entry(entry, library=library, item_ids=catalog.bundle.item_index if catalog is not None else None)
     except (ValidationError, FeatureLibraryError, ValueError) as exc:
         raise HTTPException(422, detail=_one_line(exc)) from None
     record = entry.model_dump(mode="json")
@@ -177,7 +176,7 @@ def _matches(services: Services, entry: FeatureEntry) -> int:
     catalog = services.catalog
     if catalog is None:
         return 0
-    result = FeatureLibrary([entry]).match(catalog.titles.tolist(), catalog.bundle.item_factors, [str(i) for i in catalog.bundle.item_ids])
+    result = FeatureLibrary([entry]).match(catalog.title_series(), catalog.bundle.item_factors, catalog.bundle.item_index)
     return int(np.count_nonzero(result.matched))
 
 

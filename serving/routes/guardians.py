@@ -75,16 +75,34 @@ def _controls_out(services: Services, guardian_id: str, minor_id: str, controls:
                        curfews=[f"{start:%H:%M}-{end:%H:%M}" for start, end in minors.curfews(config, controls)])
 
 
+def _check_link(services: Services, minor_id: str, guardian_id: str) -> None:
+    """A guardian is another person, not a minor and in no one's care; a minor's account guards no
+    one. 422 naming the rule otherwise: a minor acting as their own (or another minor's) guardian
+    could see and set what only a responsible adult may."""
+    if guardian_id == minor_id:
+        raise HTTPException(422, detail="guardian_id: an account cannot be its own guardian")
+    guardian = services.store.load_user(guardian_id)
+    if minors.is_minor(guardian.age, guardian.minor_mode, services.settings.minors) or services.store.guardian(guardian_id):
+        raise HTTPException(422, detail=f"guardian_id: {guardian_id!r} is a minor (by age, minors mode or a guardian's "
+                                        "care) and cannot be a guardian")
+    wards = services.store.minors_of(minor_id)
+    if wards:
+        raise HTTPException(422, detail=f"{minor_id!r} is the guardian of {', '.join(map(repr, wards[:3]))}; a guardian "
+                                        "cannot be put in a guardian's care")
+
+
 @router.put("/v1/admin/guardians/{minor_id}", response_model=ControlsOut)
 def link_guardian(minor_id: AccountId, body: GuardianLinkIn, services: ServicesDep, operator: AdminDep) -> ControlsOut:
     """Link a guardian to a minor's account (an operator, after checking the relationship); the
-    account is put in minors mode. A new guardian starts with no controls of their own."""
+    account is put in minors mode. A new guardian starts with no controls of their own; linking
+    the guardian the minor already has keeps their controls."""
+    _check_link(services, minor_id, body.guardian_id)
     now = services.clock()
     services.logstore.append("guardian_link", {"minor_id": minor_id, "guardian_id": body.guardian_id,
                                                "operator": operator, "at": now.isoformat()})
     services.store.link_guardian(minor_id, body.guardian_id, operator, now)
     services.store.put_settings(minor_id, now, None, True)
-    return _controls_out(services, body.guardian_id, minor_id, minors.GuardianControls())
+    return _controls_out(services, body.guardian_id, minor_id, services.gate.guardian_controls(minor_id) or minors.GuardianControls())
 
 
 @router.get("/v1/guardians/{guardian_id}/minors/{minor_id}/controls", response_model=ControlsOut)
@@ -118,6 +136,7 @@ def get_usage(guardian_id: AccountId, minor_id: AccountId, services: ServicesDep
     controls = _linked(services, guardian_id, minor_id)
     config = services.settings.minors
     first = minors.local_day(services.clock(), config) - timedelta(days=SUMMARY_DAYS - 1)
+    services.gate.usage.settle(minor_id)  # this worker's counts of the minor's last lists, written first
     days = [UsageDay(day=day, minutes_used=round(seconds / 60.0, 1)) for day, seconds in services.store.usage_days(minor_id, first)]
     return UsageOut(minor_id=minor_id, daily_limit_minutes=_controls_out(services, guardian_id, minor_id, controls).effective_daily_minutes,
                     days=days)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from compliance.logstore import request_id_time
 from recsys.bundle import single_thread_inference
-from serving.deps import PipelineDep, PrincipalDep, RequestIdDep, ServicesDep
+from serving.deps import ListCallDep, PrincipalDep, RequestIdDep, ServicesDep
 from serving.pipeline import Recommendation, RecommendationRequest
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
@@ -95,13 +95,13 @@ def _check_limits(body: RecommendationIn, services) -> None:
 
 
 @router.post("/recommendations", response_model=RecommendationOut, responses={403: {"model": RefusalOut}, 503: {}})
-async def recommend(body: RecommendationIn, services: ServicesDep, pipeline: PipelineDep, request_id: RequestIdDep,
-                    principal: PrincipalDep):
+async def recommend(body: RecommendationIn, call: ListCallDep):
     """A list for one user and surface, after the policy pipeline, with a reason per item; logged before it is sent."""
-    principal.require(body.user_id)
+    call.principal.require(body.user_id)
+    services = call.services
     _check_limits(body, services)
     # The work runs in a thread, at most `compute_threads` requests of this worker at a time.
-    out = await anyio.to_thread.run_sync(serve_list, body, services, pipeline, request_id, limiter=services.compute)
+    out = await anyio.to_thread.run_sync(serve_list, body, services, call.pipeline, call.request_id, limiter=services.compute)
     # `out` was validated when it was built: sent as its JSON, not validated again by FastAPI
     # against the response model (which still documents the body).
     headers = {}
@@ -114,7 +114,7 @@ def serve_list(body: RecommendationIn, services, pipeline, request_id: str) -> R
     """The blocking part of the route: the gate, then the pipeline's one write path (serve)."""
     single_thread_inference()
     started = time.perf_counter()
-    audience = services.gate.admit(body.user_id, services.clock(), route="recommendations", request_id=request_id)
+    audience = services.gate.admit_list(body.user_id, services.clock(), route="recommendations", request_id=request_id)
     gate_ms = (time.perf_counter() - started) * 1e3
     request = RecommendationRequest(body.user_id, body.surface, body.page, body.k, body.session_id)
     rec = pipeline.serve(request, audience, request_id, services.logstore, timings={"gate": gate_ms})

@@ -231,7 +231,7 @@ def _feedback_view(services: Services, user_id: str) -> FeedbackOut:
     )
 
 
-@router.post("/{user_id}/feedback", response_model=FeedbackOut, status_code=201, responses={404: {}})
+@router.post("/{user_id}/feedback", response_model=FeedbackOut, status_code=201, responses={404: {}, 409: {}})
 def post_feedback(user_id: UserId, body: FeedbackIn, services: ServicesDep, principal: PrincipalDep) -> FeedbackOut:
     """"Not interested" or "fewer like this" on an item of a list served to this user: the item and its
     content duplicates leave every later list on every surface; "fewer like this" also ranks the
@@ -247,6 +247,11 @@ def post_feedback(user_id: UserId, body: FeedbackIn, services: ServicesDep, prin
     served = next((i for i in record.get("items") or [] if isinstance(i, dict) and i.get("item_id") == body.item_id), None)
     if served is None:
         raise HTTPException(422, detail=f"item_id: item {body.item_id!r} was not in list {body.request_id!r}")
+    marked = {f.item_id for f in services.store.load_user(user_id).feedback}
+    limit = services.settings.max_feedback_items
+    if body.item_id not in marked and len(marked) >= limit:
+        raise HTTPException(409, detail=f"item_id: {len(marked)} items are marked already, the most kept per user "
+                                        f"({limit}); undo some (DELETE /v1/users/{user_id}/feedback/{{item_id}}) first")
     now = services.clock()
     category = served.get("category") if isinstance(served.get("category"), str) else None
     services.logstore.append("feedback", {"user_id": user_id, "action": "add", "kind": body.kind, "item_id": body.item_id,

@@ -14,6 +14,7 @@ the new value in SQL from the row the database holds (no read-modify-write in Py
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from sqlalchemy import (
+    Boolean,
     Float,
     Integer,
     String,
@@ -33,6 +35,7 @@ from sqlalchemy import (
     extract,
     func,
     insert,
+    literal,
     literal_column,
     null,
     or_,
@@ -44,7 +47,10 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from served.query import Feedback, ServedPage, UserState
+from serving import metrics
 from serving.state import db
+
+log = logging.getLogger("recsys.serving")
 
 TAG_STATES = ("deleted", "added", "not_interested")
 # The admin-edited state every worker keeps a copy of (interventions, the feature library), by the
@@ -57,9 +63,6 @@ ENGAGEMENT_EVENTS = ("click", "like", "share")
 # The request path's statements, built once: executing a prebuilt statement only binds values,
 # three times faster than building it per call (measured: 0.05 vs 0.15 ms for `load_user`).
 _pages = db.served_pages
-_FEEDBACK = (select(db.user_feedback.c.item_id, db.user_feedback.c.kind, db.user_feedback.c.category,
-                    db.user_feedback.c.created_at, db.user_feedback.c.request_id)
-             .where(db.user_feedback.c.user_id == bindparam("user_id")).order_by(db.user_feedback.c.created_at))
 _SESSION_PAGES = (
     select(_pages.c.page, _pages.c.session_id, _pages.c["items"], _pages.c.categories, _pages.c.contents)
     .where(and_(_pages.c.user_id == bindparam("user_id"), _pages.c.surface == bindparam("surface"),
@@ -75,23 +78,32 @@ _RECORD_PAGE = insert(_pages)
 _VERSIONS = select(db.state_versions.c.name, db.state_versions.c.version).where(
     db.state_versions.c.name.in_(bindparam("names", expanding=True)))
 _EVENT_ITEMS = select(db.events.c.item_id).where(db.events.c.user_id == bindparam("user_id")).distinct()
-_USAGE = select(db.usage.c.last_activity, db.usage.c.seconds_used).where(
+_USAGE = select(db.usage.c.last_activity, db.usage.c.seconds_used, db.usage.c.continuous_since).where(
     and_(db.usage.c.user_id == bindparam("user_id"), db.usage.c.day == bindparam("day")))
 
 
 def _load_user_statement():
-    """Profile, settings and tags of one user in one statement: a one-row table of the id, joined
-    to each (a row per tag; profile and settings repeated, NULL when absent)."""
-    profiles, settings, tags = db.user_profiles, db.user_settings, db.user_tags
+    """Profile, settings, tags and feedback of one user in ONE statement (one round trip), a UNION ALL
+    of two parts named in column `part`: "user", a one-row table of the id joined to the profile, the
+    settings and each tag (a row per tag; profile and settings repeated, NULL when absent); and
+    "feedback", a row per feedback in the same columns: item id in `profile`, kind in `settings`,
+    category in `tag`, the served list's request id in `state`, and `created_at`."""
+    profiles, settings, tags, feedback = db.user_profiles, db.user_settings, db.user_tags, db.user_feedback
     asked = select(cast(bindparam("user_id"), String).label("user_id")).subquery("asked")
-    return (
-        select(profiles.c.user_id.label("profile"), profiles.c.age, settings.c.user_id.label("settings"),
-               settings.c.personalization, settings.c.minor_mode, settings.c.elderly_mode, settings.c.broaden_feed,
-               tags.c.tag, tags.c.state)
+    no_bool = cast(null(), Boolean)
+    user = (
+        select(literal_column("'user'", String).label("part"), profiles.c.user_id.label("profile"), profiles.c.age,
+               settings.c.user_id.label("settings"), settings.c.personalization, settings.c.minor_mode,
+               settings.c.elderly_mode, settings.c.broaden_feed, tags.c.tag, tags.c.state,
+               cast(null(), db.UTCDateTime()).label("created_at"))
         .select_from(asked.outerjoin(profiles, profiles.c.user_id == asked.c.user_id)
                      .outerjoin(settings, settings.c.user_id == asked.c.user_id)
                      .outerjoin(tags, tags.c.user_id == asked.c.user_id))
     )
+    given = (select(literal_column("'feedback'", String), feedback.c.item_id, cast(null(), Integer), feedback.c.kind,
+                    no_bool, no_bool, no_bool, no_bool, feedback.c.category, feedback.c.request_id, feedback.c.created_at)
+             .where(feedback.c.user_id == bindparam("user_id")))
+    return union_all(user, given)
 
 
 _LOAD_USER = _load_user_statement()
@@ -155,6 +167,21 @@ _REQUEST_STATE = {(personal, session): _request_state_statement(personal, sessio
                   for personal in (False, True) for session in (None, "given", "latest")}
 
 
+def _page_lists(user_id: str, *texts: str) -> list[list[int]] | None:
+    """The JSON lists of integers of one served page's columns, or None when a row cannot be read
+    (a hand edit: SQLite checks no JSON): that page is skipped, logged and counted, and the user's
+    next lists are made without it instead of failing."""
+    try:
+        values = [json.loads(text) for text in texts]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) == len(texts) and all(isinstance(v, list) and all(type(x) is int for x in v) for v in values):
+        return values
+    log.warning("a served page of %s is unreadable and skipped: %.80r", user_id, texts)
+    metrics.UNREADABLE_READS.labels("served_page").inc()
+    return None
+
+
 class StateStore:
     """The service's state, shared by every worker through the database."""
 
@@ -166,6 +193,7 @@ class StateStore:
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT") if dialect == "postgresql" else None
         self._bump_statement = _bump_statement(dialect)
         self._add_usage_statement = _add_usage_statement(dialect)
+        self._charge_usage_statement = _add_usage_statement(dialect, within_budget=True)
 
     def _read(self) -> Connection:
         """A connection for reads (autocommit on PostgreSQL: no transaction to open and roll back)."""
@@ -184,10 +212,11 @@ class StateStore:
 
     # -- users -------------------------------------------------------------------------------
     def load_user(self, user_id: str) -> UserState:
-        """Profile, settings and tag decisions of a user in one statement, and their feedback in a second."""
+        """Profile, settings, tag decisions and feedback (oldest first) of a user, in one statement."""
         with self._read() as conn:
             rows = conn.execute(_LOAD_USER, {"user_id": user_id}).all()
-            feedback = conn.execute(_FEEDBACK, {"user_id": user_id}).all()
+        feedback = sorted((row for row in rows if row.part == "feedback"), key=lambda row: row.created_at)
+        rows = [row for row in rows if row.part == "user"]
         first = rows[0]
         known_settings = first.settings is not None
         return UserState(
@@ -199,7 +228,7 @@ class StateStore:
             tag_states={row.tag: row.state for row in rows if row.tag is not None},
             elderly_mode=first.elderly_mode if known_settings else None,
             broaden_feed=bool(first.broaden_feed) if known_settings else False,
-            feedback=tuple(Feedback(r.item_id, r.kind, r.category, r.created_at, r.request_id) for r in feedback),
+            feedback=tuple(Feedback(r.profile, r.settings, r.tag, r.created_at, r.state) for r in feedback),
         )
 
     def seed_profiles(self, rows: list[dict], source: str) -> int:
@@ -323,13 +352,21 @@ class StateStore:
                 events.append(name)
         pages.sort(key=lambda row: (row[0], row[1]))  # by page, then as written (as `session_pages`)
         recent.sort(key=lambda row: -row[0])  # newest page first
-        loads = json.loads
+        earlier = []
+        for number, _, sid, *columns in pages:
+            decoded = _page_lists(user_id, *columns)
+            if decoded is not None:
+                earlier.append(ServedPage(number, sid, *decoded))
+        recent_items: list[int] = []
+        if personal_recent:
+            for _, items in recent:
+                decoded = _page_lists(user_id, items)
+                recent_items.extend(decoded[0] if decoded is not None else [])
         return RequestState(
             versions=tuple(found.get(name, 0) for name in version_names),
             session_id=session_id if session_id is not None else latest,
-            earlier_pages=[ServedPage(number, sid, loads(items), loads(categories), loads(contents))
-                           for number, _, sid, items, categories, contents in pages],
-            recent_items=[item for _, items in recent for item in loads(items)] if personal_recent else [],
+            earlier_pages=earlier,
+            recent_items=recent_items,
             event_items=events if personal else [],
             engaged_items=[item for _, item in sorted(engaged)] if personal else [],
         )
@@ -501,6 +538,13 @@ class StateStore:
             row = conn.execute(_USAGE, {"user_id": user_id, "day": _day(day)}).first()
         return (row.last_activity, row.seconds_used) if row is not None else None
 
+    def usage_state(self, user_id: str, day: str | date) -> tuple[datetime, float, datetime | None] | None:
+        """(last activity, seconds used, start of the current continuous use) of the user's local
+        `day`, None before any activity: what the gate decides a minor's request on."""
+        with self._read() as conn:
+            row = conn.execute(_USAGE, {"user_id": user_id, "day": _day(day)}).first()
+        return (row.last_activity, float(row.seconds_used), row.continuous_since) if row is not None else None
+
     def put_usage(self, user_id: str, day: str | date, last_activity: datetime, seconds_used: float) -> None:
         """Overwrite a day's usage (tests, corrections). Counting activity is `add_usage`."""
         values = {"last_activity": last_activity, "seconds_used": seconds_used}
@@ -521,6 +565,20 @@ class StateStore:
             }).one()
         return (row.last_activity, float(row.seconds_used))  # SQLite RETURNING can give 60 for 60.0
 
+    def charge_usage(self, user_id: str, day: str | date, moment: datetime, gap_cap_s: float, floor_s: float,
+                     budget_s: float) -> tuple[datetime, float] | None:
+        """`add_usage`, only while the day's usage is below `budget_s`: the day's (last activity,
+        seconds used) after counting the activity, or None (nothing written) when the budget was
+        already spent. One statement (the upsert's DO UPDATE ... WHERE), so of concurrent requests
+        at the budget edge on any number of workers, those the database counts after the budget is
+        spent are told so; none is admitted on a stale read."""
+        with self._write() as conn:
+            row = conn.execute(self._charge_usage_statement, {
+                "user_id": user_id, "day": _day(day), "moment": moment, "cap_s": float(gap_cap_s), "floor_s": float(floor_s),
+                "budget_s": float(budget_s),
+            }).first()
+        return (row.last_activity, float(row.seconds_used)) if row is not None else None
+
     def continuous_since(self, user_id: str, day: str | date) -> datetime | None:
         """Start of the user's current continuous use on `day` (the rest reminder), None before any."""
         t = db.usage
@@ -531,18 +589,33 @@ class StateStore:
     # -- guardians (minors mode, 2024 guideline) ------------------------------------------------------
     def link_guardian(self, minor_id: str, guardian_id: str, operator: str, now: datetime) -> None:
         """Make `guardian_id` the guardian of `minor_id` (an operator's act, after checking it
-        offline); a new guardian starts with no controls of their own."""
+        offline); a new guardian starts with no controls of their own. Linking the guardian the
+        minor already has changes nothing: their controls stay (an operator's repeated click must
+        not loosen what the guardian set)."""
+        t = db.guardians
         values = {"guardian_id": guardian_id, "controls": {}, "updated_at": now, "updated_by": operator}
         with self._write() as conn:
-            conn.execute(self._upsert(db.guardians, {"minor_id": minor_id, **values}, ["minor_id"], values))
+            conn.execute(self._upsert(t, {"minor_id": minor_id, **values}, ["minor_id"],
+                                      {**values, "controls": case((t.c.guardian_id == guardian_id, t.c.controls),
+                                                                  else_=literal({}, t.c.controls.type))}))
 
-    def guardian(self, minor_id: str) -> tuple[str, dict, datetime] | None:
+    def guardian(self, minor_id: str) -> tuple[str, object, datetime] | None:
         """(guardian id, stored controls, updated at) of a minor, None without a guardian. The
-        controls are returned as stored: the caller validates them (`minors.GuardianControls`)."""
+        controls are returned as stored, decoded from JSON here: the caller validates them
+        (`minors.GuardianControls`). Text that is not JSON at all (a hand edit on SQLite, which
+        does not check JSON columns) comes back as that text, which no model accepts, so the
+        caller skips and counts it like any other unreadable record instead of failing."""
         t = db.guardians
         with self._read() as conn:
-            row = conn.execute(select(t.c.guardian_id, t.c.controls, t.c.updated_at).where(t.c.minor_id == minor_id)).first()
-        return (row.guardian_id, row.controls, row.updated_at) if row is not None else None
+            row = conn.execute(select(t.c.guardian_id, cast(t.c.controls, Text).label("controls"), t.c.updated_at)
+                               .where(t.c.minor_id == minor_id)).first()
+        if row is None:
+            return None
+        try:
+            controls = json.loads(row.controls)
+        except (TypeError, ValueError):
+            controls = row.controls
+        return row.guardian_id, controls, row.updated_at
 
     def minors_of(self, guardian_id: str) -> list[str]:
         """The minors in the care of `guardian_id`, sorted."""
@@ -619,9 +692,11 @@ def _bump_statement(dialect: str):
     return statement.on_conflict_do_update(index_elements=[t.c.name], set_={"version": t.c.version + 1})
 
 
-def _add_usage_statement(dialect: str):
+def _add_usage_statement(dialect: str, within_budget: bool = False):
     """The usage rule as one upsert; every SET expression reads the row as the database holds it
-    (on PostgreSQL the latest committed version, the row locked until commit)."""
+    (on PostgreSQL the latest committed version, the row locked until commit). `within_budget`:
+    the existing row is updated only while its seconds_used is below the `budget_s` parameter (no
+    row returned otherwise); a first activity of the day always counts."""
     t = db.usage
     floor = bindparam("floor_s", type_=Float)
     statement = _dialect_insert(dialect)(t).values(
@@ -638,6 +713,7 @@ def _add_usage_statement(dialect: str):
         gap = cast(micros(new) - micros(old), Float) / 1_000_000.0
     return statement.on_conflict_do_update(
         index_elements=[t.c.user_id, t.c.day],
+        where=(t.c.seconds_used < bindparam("budget_s", type_=Float)) if within_budget else None,
         set_={
             "seconds_used": case((gap <= 0, t.c.seconds_used), (gap <= bindparam("cap_s", type_=Float), t.c.seconds_used + gap),
                                  else_=t.c.seconds_used + floor),

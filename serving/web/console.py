@@ -25,7 +25,7 @@ from serving.auth import Principal
 from serving.operators import Operator
 from serving.routes import admin, complaints, content
 from serving.services import Services, one_line
-from serving.web.pages import act, posted_form, redirect, render
+from serving.web.pages import act, posted_form, redirect, render, signed_form
 from serving.web.session import Session, SessionCookies
 
 router = APIRouter(prefix="/console", tags=["console (pages)"])
@@ -100,11 +100,6 @@ def interventions_page(request: Request) -> Response:
     )
 
 
-def _operator_or_login(request: Request, session: Session) -> Operator | RedirectResponse:
-    operator = _account(request, session)
-    return operator if operator is not None else redirect("/console/login", error="log in first")
-
-
 def _changer(operator: Operator) -> str:
     """The account's name when its role may change state (the JSON routes' rule), else 403."""
     if not oversight.may_change(operator.role):
@@ -114,11 +109,10 @@ def _changer(operator: Operator) -> str:
 
 @router.post("/interventions", responses={303: {"description": "proposed"}, 403: {}})
 async def propose(request: Request) -> Response:
-    session, form = await posted_form(request, cookies)
-    operator = _operator_or_login(request, session)
-    if isinstance(operator, RedirectResponse):
-        return operator
-    services: Services = request.app.state.services
+    posted = await signed_form(request, cookies, _account, "/console/login")
+    if isinstance(posted, RedirectResponse):
+        return posted
+    operator, form, services = posted.who, posted.form, posted.services
 
     def action() -> str:
         name = _changer(operator)
@@ -138,11 +132,10 @@ async def propose(request: Request) -> Response:
 
 @router.post("/interventions/{intervention_id}/{decision}", responses={303: {"description": "decided"}, 403: {}})
 async def decide(request: Request, intervention_id: int, decision: str) -> Response:
-    session, form = await posted_form(request, cookies)
-    operator = _operator_or_login(request, session)
-    if isinstance(operator, RedirectResponse):
-        return operator
-    services: Services = request.app.state.services
+    posted = await signed_form(request, cookies, _account, "/console/login")
+    if isinstance(posted, RedirectResponse):
+        return posted
+    operator, form, services = posted.who, posted.form, posted.services
     if decision not in ("approve", "reject", "revoke") or not 1 <= intervention_id < 2**63:
         return redirect("/console", error=f"no action {decision!r} on intervention {intervention_id}")
 
@@ -162,11 +155,10 @@ async def decide(request: Request, intervention_id: int, decision: str) -> Respo
 # -- feature library (Art. 9) ------------------------------------------------------------------------
 @router.post("/features", responses={303: {"description": "added"}, 403: {}})
 async def add_feature(request: Request) -> Response:
-    session, form = await posted_form(request, cookies)
-    operator = _operator_or_login(request, session)
-    if isinstance(operator, RedirectResponse):
-        return operator
-    services: Services = request.app.state.services
+    posted = await signed_form(request, cookies, _account, "/console/login")
+    if isinstance(posted, RedirectResponse):
+        return posted
+    operator, form, services = posted.who, posted.form, posted.services
 
     def action() -> str:
         name = _changer(operator)
@@ -184,11 +176,10 @@ async def add_feature(request: Request) -> Response:
 
 @router.post("/features/{entry_id}/remove", responses={303: {"description": "removed"}, 403: {}})
 async def remove_feature(request: Request, entry_id: str) -> Response:
-    session, _ = await posted_form(request, cookies)
-    operator = _operator_or_login(request, session)
-    if isinstance(operator, RedirectResponse):
-        return operator
-    services: Services = request.app.state.services
+    posted = await signed_form(request, cookies, _account, "/console/login")
+    if isinstance(posted, RedirectResponse):
+        return posted
+    operator, services = posted.who, posted.services
 
     def action() -> str:
         content.remove_feature(entry_id[:64], services, _changer(operator))
@@ -222,11 +213,10 @@ def complaints_page(request: Request) -> Response:
 
 @router.post("/complaints/{complaint_id}/{step}", responses={303: {"description": "done"}, 403: {}})
 async def complaint_step(request: Request, complaint_id: str, step: str) -> Response:
-    session, form = await posted_form(request, cookies)
-    operator = _operator_or_login(request, session)
-    if isinstance(operator, RedirectResponse):
-        return operator
-    services: Services = request.app.state.services
+    posted = await signed_form(request, cookies, _account, "/console/login")
+    if isinstance(posted, RedirectResponse):
+        return posted
+    operator, form, services = posted.who, posted.form, posted.services
     if step not in ("acknowledge", "resolve") or len(complaint_id) > 64:
         return redirect("/console/complaints", error=f"no step {step[:20]!r} for complaint {complaint_id[:64]!r}")
 

@@ -19,7 +19,7 @@ import re
 from typing import get_args
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -31,12 +31,17 @@ from serving.gate import AccessDenied
 from serving.routes import complaints, guardians, users
 from serving.routes.recommendations import ID_PATTERN
 from serving.services import Services, one_line
-from serving.web.pages import act, posted_form, redirect, render
+from serving.web.pages import act, posted_form, redirect, render, signed_form
 from serving.web.session import Session, SessionCookies
 
 router = APIRouter(prefix="/me", tags=["privacy center (pages)"])
 cookies = SessionCookies("me", "/me")
 LISTS_SHOWN = 5
+
+
+def _user(request: Request, session: Session) -> str | None:
+    """The session's logged-in user id (the privacy center's account)."""
+    return session.who
 
 
 def _principal(request: Request, user_id: str) -> Principal:
@@ -56,13 +61,16 @@ async def login(request: Request) -> Response:
     authenticator = request.app.state.authenticator
     mode = authenticator.config.mode
     services: Services = request.app.state.services
+    until = None
     try:
         if mode == "development":
             user_id = form.get("user_id", "").strip()
             if not re.fullmatch(ID_PATTERN, user_id) or len(user_id) > 128:
                 raise HTTPException(422, detail="user_id: 1-128 characters of A-Z, a-z, 0-9, _ . : @ -")
         elif mode == "jwt":
-            user_id = authenticator.authenticate({"authorization": f"Bearer {form.get('token', '').strip()}"}).subject
+            bearer = form.get("token", "").strip()
+            user_id = authenticator.authenticate({"authorization": f"Bearer {bearer}"}).subject
+            until = authenticator.token_expiry(bearer)  # the session ends with the token
         else:
             user_id = authenticator.authenticate(request.headers).subject
         if not await run_in_threadpool(services.store.user_exists, user_id):
@@ -70,7 +78,7 @@ async def login(request: Request) -> Response:
     except HTTPException as exc:
         return render(request, cookies, session, "me_login.html", status_code=exc.status_code, mode=mode, login_error=str(exc.detail))
     response = redirect("/me")
-    cookies.save(request, response, cookies.login(user_id))
+    cookies.save(request, response, cookies.login(user_id, until))
     return response
 
 
@@ -126,11 +134,10 @@ def _subject_types() -> tuple[str, ...]:
 @router.post("/settings", responses={303: {"description": "changed"}, 403: {}})
 async def change_settings(request: Request) -> Response:
     """One control: personalization on or off (and, for a guardian, minors mode)."""
-    session, form = await posted_form(request, cookies)
-    user_id = session.who
-    if user_id is None:
-        return redirect("/me/login", error="log in first")
-    services: Services = request.app.state.services
+    posted = await signed_form(request, cookies, _user, "/me/login")
+    if isinstance(posted, RedirectResponse):
+        return posted
+    user_id, form, services = posted.who, posted.form, posted.services
     values: dict = {}
     if form.get("personalization") in ("on", "off"):
         values["personalization"] = form["personalization"] == "on"
@@ -151,11 +158,10 @@ async def change_settings(request: Request) -> Response:
 @router.post("/tags/{tag}/{decision}", responses={303: {"description": "changed"}, 403: {}})
 async def tag_decision(request: Request, tag: str, decision: str) -> Response:
     """Delete a tag, or mark its category "not interested" (the JSON tag routes)."""
-    session, _ = await posted_form(request, cookies)
-    user_id = session.who
-    if user_id is None:
-        return redirect("/me/login", error="log in first")
-    services: Services = request.app.state.services
+    posted = await signed_form(request, cookies, _user, "/me/login")
+    if isinstance(posted, RedirectResponse):
+        return posted
+    user_id, services = posted.who, posted.services
     if decision not in ("delete", "not-interested") or not 1 <= len(tag) <= 64:
         return redirect("/me", error=f"no action {decision[:20]!r} on tag {tag[:64]!r}")
 
@@ -173,11 +179,10 @@ async def tag_decision(request: Request, tag: str, decision: str) -> Response:
 @router.post("/feedback/{request_id}/{item_id}/{kind}", responses={303: {"description": "changed"}, 403: {}})
 async def item_feedback(request: Request, request_id: str, item_id: str, kind: str) -> Response:
     """"Not interested" in an item of a list served to me, or "fewer like this" (the JSON feedback route)."""
-    session, _ = await posted_form(request, cookies)
-    user_id = session.who
-    if user_id is None:
-        return redirect("/me/login", error="log in first")
-    services: Services = request.app.state.services
+    posted = await signed_form(request, cookies, _user, "/me/login")
+    if isinstance(posted, RedirectResponse):
+        return posted
+    user_id, services = posted.who, posted.services
 
     def action() -> str:
         body = users.FeedbackIn(request_id=request_id, item_id=item_id, kind=kind)
@@ -193,16 +198,13 @@ async def item_feedback(request: Request, request_id: str, item_id: str, kind: s
 async def guardian_controls(request: Request, minor_id: str) -> Response:
     """A guardian's controls for a minor in their care (the JSON guardian route's function); an
     empty field leaves that rule at the configured default."""
-    session, form = await posted_form(request, cookies)
-    user_id = session.who
-    if user_id is None:
-        return redirect("/me/login", error="log in first")
-    services: Services = request.app.state.services
-    values: dict[str, object] = {name: str(form[name]).strip() for name in ("daily_minutes", "curfew_start", "curfew_end",
-                                                                          "max_age_rating") if str(form.get(name) or "").strip()}
-    for number in ("daily_minutes", "max_age_rating"):  # a form sends text; the model wants the number
-        if number in values and re.fullmatch(r"\d{1,4}", str(values[number])):
-            values[number] = int(str(values[number]))
+    posted = await signed_form(request, cookies, _user, "/me/login")
+    if isinstance(posted, RedirectResponse):
+        return posted
+    user_id, form, services = posted.who, posted.form, posted.services
+    # The form's text as sent: the model reads and checks it, as it does the JSON route's body
+    values = {name: form[name].strip() for name in ("daily_minutes", "curfew_start", "curfew_end", "max_age_rating")
+              if form.get(name, "").strip()}
 
     def action() -> str:
         body = minors.GuardianControls.model_validate(values)
@@ -214,11 +216,10 @@ async def guardian_controls(request: Request, minor_id: str) -> Response:
 
 @router.post("/complaints", responses={303: {"description": "filed"}, 403: {}})
 async def file_complaint(request: Request) -> Response:
-    session, form = await posted_form(request, cookies)
-    user_id = session.who
-    if user_id is None:
-        return redirect("/me/login", error="log in first")
-    services: Services = request.app.state.services
+    posted = await signed_form(request, cookies, _user, "/me/login")
+    if isinstance(posted, RedirectResponse):
+        return posted
+    user_id, form, services = posted.who, posted.form, posted.services
 
     def action() -> str:
         values = {key: form.get(key, "").strip() for key in ("kind", "subject_type", "subject_id", "text")}

@@ -1,10 +1,12 @@
-"""What both areas share: the Jinja2 environment, reading a posted form behind its CSRF check,
-and the redirect-after-post with a message."""
+"""What both areas share: the Jinja2 environment, reading a posted form behind its CSRF check and
+the session's login, and the redirect-after-post with a message."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import HTTPException, Request
@@ -14,7 +16,7 @@ from markupsafe import Markup
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from serving.services import one_line
+from serving.services import Services, one_line
 from serving.web.session import CSRF_FIELD, Session, SessionCookies
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
@@ -54,6 +56,30 @@ async def posted_form(request: Request, cookies: SessionCookies) -> tuple[Sessio
     fields = {key: value for key, value in form.items() if isinstance(value, str)}
     cookies.check_csrf(request, session, fields.get(CSRF_FIELD))
     return session, fields
+
+
+Who = TypeVar("Who")
+
+
+@dataclass(frozen=True)
+class SignedForm(Generic[Who]):
+    """A posted form that passed the CSRF check, from a logged-in session: who posted it (the
+    area's account), its fields, and the worker's services."""
+
+    who: Who
+    form: dict[str, str]
+    services: Services
+
+
+async def signed_form(request: Request, cookies: SessionCookies, account: Callable[[Request, Session], Who | None],
+                      login_path: str) -> SignedForm[Who] | RedirectResponse:
+    """Every form handler's first step: the CSRF check (403), then the session's account as
+    `account` reads it (None: not logged in, or no longer allowed), else back to `login_path`."""
+    session, form = await posted_form(request, cookies)
+    who = account(request, session)
+    if who is None:
+        return redirect(login_path, error="log in first")
+    return SignedForm(who, form, request.app.state.services)
 
 
 def redirect(path: str, message: str = "", error: str = "") -> RedirectResponse:

@@ -17,6 +17,7 @@ from auditor.articles.lists import (
     sessions_from,
 )
 from auditor.policy import ExpectedPolicy
+from compliance.policy import PolicyConfig
 from tests.auditor.builders import ex, item, page, rec, rotating, session
 
 
@@ -128,6 +129,17 @@ def _front(slot_at_5="mainstream", violations=()):
 
 
 FIXED = ExpectedPolicy(front_positions=(1, 5), front_count=None)  # a server configured with positions 1 and 5
+
+
+def test_the_contract_defaults_are_the_servers_default_policy():
+    # A server that declares nothing is held to what the server does by default: "at least 2
+    # editorial items within positions 1-10" on page 0 of home, dispersal 2 in any 5 positions.
+    server, audit = PolicyConfig(), ExpectedPolicy()
+    assert (audit.front_positions, audit.front_count) == (tuple(server.front_screen.positions), server.front_screen.count)
+    assert (audit.front_surfaces, audit.front_pages, audit.front_pool) == (
+        tuple(server.front_screen.surfaces), tuple(server.front_screen.pages), server.front_screen.pool)
+    assert (audit.dispersal_window, audit.dispersal_max, audit.dispersal_across_pages) == (
+        server.dispersal.window, server.dispersal.max_per_window, server.dispersal.across_pages)
 
 
 def test_front_screen_passes_with_mainstream_slots_and_reports_fill_rate():

@@ -9,11 +9,11 @@ from compliance.policy import PolicyConfig, describe
 
 # --- the declared policy ---------------------------------------------------------------------------
 def test_expected_policy_reads_the_policy_texts_the_server_publishes():
-    flexible = PolicyConfig.model_validate({"front_screen": {"positions": list(range(1, 11)), "count": 2}})
-    default = expected_policy({"mechanism": {"policies": [t.text for t in describe(flexible)]}})
+    default = expected_policy({"mechanism": {"policies": [t.text for t in describe(PolicyConfig())]}})
     assert (default.front_positions, default.front_count, default.dispersal_window, default.dispersal_max) == \
         (tuple(range(1, 11)), 2, 5, 2)
-    legacy = expected_policy({"policies": [t.text for t in describe(PolicyConfig())]})  # the default: fixed slots
+    legacy = expected_policy({"policies": [t.text for t in describe(PolicyConfig.model_validate(
+        {"front_screen": {"positions": [1, 5]}}))]})  # the fixed slots, configured
     assert (legacy.front_positions, legacy.front_count) == ((1, 5), None)
     assert default.source == "transparency text"
     custom = PolicyConfig.model_validate({

@@ -35,6 +35,8 @@ from benchmarks.latency import (
     stage_stats_between,
 )
 from benchmarks.latency import run as run_latency
+from benchmarks.memory import MemoryConfig
+from benchmarks.memory import run as run_memory
 from benchmarks.loadgen import LoadConfig, LoadError, WrkMissing, cdf_points, check_loopback, summarize_ms, wrk_script
 from benchmarks.quality import QualityConfig
 from benchmarks.quality import run as run_quality
@@ -280,6 +282,25 @@ def test_report_embeds_every_plot(latency_result, bench_dirs):
 
 
 # -- bad input: one-line errors naming the flag ----------------------------------------------------
+def test_memory_reports_rss_and_pss_per_worker(bench_dirs):
+    """Two workers serving the (cached or trained) tiny model: each has RSS and PSS, and the pages of
+    the mapped bundle both workers touch are shared (PSS below RSS)."""
+    config = MemoryConfig(sizes=(2_000,), users=300, warm_requests=20, concurrency=2)
+    result = run_memory(config, bench_dirs["run"], bench_dirs["cache"])
+    size = result["sizes"][0]
+    assert len(size["workers"]) == 2 and size["warm_load"]["ok"] == 20
+    for worker in size["workers"]:
+        assert 0 < worker["pss_mb"] <= worker["rss_mb"]
+        assert 0 < worker["bundle_files"]["pss_mb"] < worker["bundle_files"]["rss_mb"]
+    assert size["total_pss_mb"] == pytest.approx(sum(w["pss_mb"] for w in size["workers"]), abs=0.2)
+    written = json.loads((bench_dirs["run"] / "memory-mmap.json").read_text())
+    assert written["sizes"][0]["n_items"] == 2_000 and "met" in written["bar"]
+    with pytest.raises(BenchmarkError, match="--sizes"):
+        MemoryConfig(sizes=(10,))
+    result = CliRunner().invoke(app, ["memory", "--label", "a/b", "--out", str(bench_dirs["run"])])
+    assert result.exit_code == 2 and "--label" in result.output
+
+
 def test_cli_rejects_bad_sizes_and_missing_run_dir(tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["latency", "--sizes", "1x", "--out", str(tmp_path / "r")])

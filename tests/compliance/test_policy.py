@@ -49,8 +49,8 @@ def test_defaults_are_the_declared_policy() -> None:
     assert (config.dispersal.window, config.dispersal.max_per_window, config.dispersal.across_pages) == (5, 2, True)
     assert config.front_screen.surfaces == ["home"]
     assert config.front_screen.pages == [0]
-    # fixed slots 1 and 5 ("at least 2 of positions 1-10" is a configuration: count = 2)
-    assert config.front_screen.positions == [1, 5] and config.front_screen.count is None
+    # "at least 2 editorial items within the first screen of 10" (was: positions 1 and 5)
+    assert config.front_screen.positions == list(range(1, 11)) and config.front_screen.count == 2
     assert config.front_screen.pool == "mainstream"
     assert config.relaxation_order == [SESSION_DIVERSITY, DISPERSAL, FRONT_SCREEN, CONTENT_DEDUP]
     assert config.max_k == 100
@@ -135,7 +135,7 @@ def test_hash_is_stable_short_and_tracks_every_change(config: PolicyConfig) -> N
 
 def test_hash_ignores_the_order_positions_were_written_in() -> None:
     a = PolicyConfig.model_validate({"front_screen": {"positions": [5, 1]}})
-    assert config_hash(a) == config_hash(PolicyConfig())
+    assert config_hash(a) == config_hash(PolicyConfig.model_validate({"front_screen": {"positions": [1, 5]}}))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -186,7 +186,7 @@ def test_front_screen_slots_only_on_configured_surface_and_page() -> None:
     config = PolicyConfig()
     rules, order = build_rules(config, "home", 0, now=NOW)
     assert [type(r) for r in rules] == [UniqueItems, UniqueContent, Dispersal, SessionShareCap, PoolSlots]
-    assert rules[4] == PoolSlots((0, 4), "mainstream", name=FRONT_SCREEN)
+    assert rules[4] == PoolSlots(tuple(range(10)), "mainstream", name=FRONT_SCREEN, count=2)
     assert rules[2] == Dispersal(5, 2, attribute="category", across_pages=True, name=DISPERSAL)
     assert [r.name for r in rules] == [ITEM_DEDUP, CONTENT_DEDUP, DISPERSAL, SESSION_DIVERSITY, FRONT_SCREEN]
     assert order == (SESSION_DIVERSITY, DISPERSAL, FRONT_SCREEN, CONTENT_DEDUP)
@@ -356,8 +356,8 @@ def test_at_least_n_of_a_set_of_positions() -> None:
     # n equal to the positions listed is the fixed form
     every = PolicyConfig.model_validate({"front_screen": {"positions": [2, 4], "count": 2}})
     assert build_rules(every, "home", 0, now=NOW)[0][-1] == PoolSlots((1, 3), "mainstream", name=FRONT_SCREEN)
-    flexible = PolicyConfig.model_validate({"front_screen": {"positions": list(range(1, 11)), "count": 2}})
-    assert "at least 2 of positions 1 to 10" in {t.name: t.text for t in describe(flexible)}[FRONT_SCREEN]
+    default = {t.name: t.text for t in describe(PolicyConfig())}[FRONT_SCREEN]
+    assert "at least 2 of positions 1 to 10" in default
 
 
 @pytest.mark.parametrize(
@@ -374,13 +374,11 @@ def test_bad_front_screen_counts_are_refused(front: dict, message: str) -> None:
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**16), st.integers(1, 20), st.floats(0.0, 0.4))
 def test_default_front_screen_carries_two_editorial_items_or_reports_it(seed: int, k: int, pool_share: float) -> None:
-    # The flexible rule ("at least 2 of positions 1-10") on any candidate set: >= min(2, k) mainstream
-    # items in the first 10, each labelled as an editorial pick; when the pool cannot supply them,
-    # the gap is reported.
+    # The default rule on any candidate set: >= min(2, k) mainstream items in the first 10, each
+    # labelled as an editorial pick; when the pool cannot supply them, the gap is reported.
     rng = np.random.default_rng(seed)
     c = catalogue(rng, 60, categories=12, pool_share=pool_share)
-    flexible = PolicyConfig.model_validate({"front_screen": {"positions": list(range(1, 11)), "count": 2}})
-    rules, order = build_rules(flexible, "home", 0, now=NOW)
+    rules, order = build_rules(PolicyConfig(), "home", 0, now=NOW)
     slate = select(c, k, rules, SlateContext(), order)
     pool = c.pools["mainstream"]
     front = [p for p in range(min(10, len(slate))) if pool[slate.indices[p]]]

@@ -43,6 +43,8 @@ def test_fuzzed_requests_get_no_5xx_and_match_the_schema(live_server):
     schema = schemathesis.openapi.from_url(f"{live_server.url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 20
+    labels = {operation.label for operation in operations}
+    assert NEW_USER_ROUTES <= labels, f"not fuzzed: {NEW_USER_ROUTES - labels}"
     failures: list[str] = []
     calls = 0
     for operation in operations:
@@ -68,6 +70,14 @@ def test_fuzzed_requests_get_no_5xx_and_match_the_schema(live_server):
     assert calls > 200
     assert not failures, "\n".join(failures[:20])
 
+
+# The routes added with guardian controls and feedback: the fuzzer must reach them (the schema lists them)
+NEW_USER_ROUTES = {
+    "PUT /v1/admin/guardians/{minor_id}", "GET /v1/guardians/{guardian_id}/minors/{minor_id}/controls",
+    "PUT /v1/guardians/{guardian_id}/minors/{minor_id}/controls", "GET /v1/guardians/{guardian_id}/minors/{minor_id}/usage",
+    "POST /v1/users/{user_id}/feedback", "GET /v1/users/{user_id}/feedback", "DELETE /v1/users/{user_id}/feedback/{item_id}",
+}
+JSON = {"content-type": "application/json"}
 
 HOSTILE = [
     ("POST", "/v1/recommendations", {"json": {"user_id": "1", "k": 10**30}}),
@@ -114,6 +124,24 @@ HOSTILE = [
     ("POST", "/v1/admin/login", {"json": {"name": "x" * 5000, "password": "p"}}),
     ("POST", "/v1/admin/interventions/1/approve", {"json": {"reason": ""}}),
     ("POST", "/v1/admin/interventions/99999999999999999999999/reject", {"json": {"reason": "xyz"}}),
+    # guardian controls and feedback (the guardian link refuses an account as its own guardian)
+    ("PUT", "/v1/admin/guardians/1", {"json": {"guardian_id": "1"}}),
+    ("PUT", "/v1/admin/guardians/1", {"json": {"guardian_id": "g\u0000"}}),
+    ("PUT", "/v1/guardians/g1/minors/1/controls", {"content": b'{"daily_minutes": NaN}', "headers": JSON}),
+    ("PUT", "/v1/guardians/g1/minors/1/controls", {"content": b'{"daily_minutes": 1e400}', "headers": JSON}),
+    ("PUT", "/v1/guardians/g1/minors/1/controls", {"json": {"daily_minutes": "\u0661\u0662"}}),
+    ("PUT", "/v1/guardians/g1/minors/1/controls", {"json": {"daily_minutes": -(2**70)}}),
+    ("PUT", "/v1/guardians/g1/minors/1/controls", {"json": {"curfew_start": "21:00:00.000001", "curfew_end": "21:00"}}),
+    ("PUT", "/v1/guardians/g1/minors/1/controls", {"json": {"curfew_start": "\uff12\uff11:00", "curfew_end": "07:00"}}),
+    ("PUT", "/v1/guardians/g1/minors/1/controls", {"json": {"max_age_rating": "\u0668"}}),
+    ("GET", "/v1/guardians/" + "g" * 5000 + "/minors/1/usage", {}),
+    ("POST", "/v1/users/1/feedback", {"json": {"request_id": "ffffffff-ffff-7fff-bfff-ffffffffffff", "item_id": "1",
+                                               "kind": "not_interested"}}),
+    ("POST", "/v1/users/1/feedback", {"json": {"request_id": "0190d0a8-0000-4000-8000-000000000000", "item_id": "1",
+                                               "kind": "not_interested"}}),
+    ("POST", "/v1/users/1/feedback", {"json": {"request_id": "0190d0a8-0000-7000-8000-000000000000", "item_id": "x" * 5000,
+                                               "kind": "fewer_like_this"}}),
+    ("DELETE", "/v1/users/1/feedback/" + "%F0%9F%92%A9" * 40, {}),
     # the pages' forms: without the session's CSRF token, whatever the body, a 403
     ("POST", "/console/login", {"data": {"name": "x" * 10_000, "password": "\u0000"}}),
     ("POST", "/console/interventions", {"content": b"\xff\xfe\x00", "headers": {"content-type": "multipart/form-data; boundary=b"}}),

@@ -9,6 +9,7 @@ kept candidates over the free positions that meets dispersal and pool slots.
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime
 from dataclasses import dataclass
 
 import numpy as np
@@ -762,3 +763,66 @@ def test_pool_slots_count_must_fit_the_positions() -> None:
         PoolSlots((0, 4), POOL, count=3)
     with pytest.raises(ValueError, match=r"PoolSlots.count must be in 1..2"):
         PoolSlots((0, 4), POOL, count=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# The default policy's front screen ("at least 2 editorial items within positions 1-10") on small
+# catalogs: it never makes dispersal or the session cap give way (CI once caught the bounded search
+# relaxing dispersal to place the editorial items late on the synthetic training data).
+# ------------------------------------------------------------------------------------------------
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _default_page(c: CandidateSet, k: int, front: bool = True):
+    """Page 0 of home under the server's default policy (`front=False`: without its front screen)."""
+    from compliance.policy import PolicyConfig, build_rules
+
+    config = PolicyConfig() if front else PolicyConfig.model_validate({"front_screen": {"positions": []}})
+    rules, order = build_rules(config, "home", 0, now=NOW)
+    return select(c, k, rules, SlateContext(), order)
+
+
+@st.composite
+def small_catalogs(draw) -> tuple[CandidateSet, int]:
+    n = draw(st.integers(1, 60))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    categories = draw(st.integers(1, 8))
+    pool = rng.random(n) < draw(st.floats(0.0, 0.5))
+    scores = rng.random(n) if draw(st.booleans()) else np.round(rng.random(n), 1)  # ties too
+    c = CandidateSet(item=np.arange(n, dtype=np.int64), score=scores.astype(np.float32),
+                     category=rng.integers(0, categories, n).astype(np.int32), content=np.arange(n, dtype=np.int64),
+                     source=np.where(pool, Source.MAINSTREAM, Source.RANKED).astype(np.int8), pools={POOL: pool})
+    return c, draw(st.integers(1, 12))
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_catalogs())
+def test_default_front_screen_never_relaxes_dispersal_or_the_session_cap(instance: tuple[CandidateSet, int]) -> None:
+    c, k = instance
+    base = _default_page(c, k, front=False)  # the same page without the front screen
+    slate = _default_page(c, k)
+    assert len(slate) == len(base)  # the front screen never shortens a page
+    if "dispersal" not in base.relaxed:
+        assert "dispersal" not in slate.relaxed
+        assert not [v for v in slate.violations if v.rule == "dispersal"]
+    if not base.relaxed:  # every rule but the front screen can hold: they all do
+        assert set(slate.relaxed) <= {"front_screen"}
+        assert {v.rule for v in slate.violations} <= {"front_screen", SLATE_SIZE}
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_catalogs())
+def test_default_front_screen_always_places_the_editorial_items_the_pool_has(instance: tuple[CandidateSet, int]) -> None:
+    c, k = instance
+    slate = _default_page(c, k)
+    pool = c.pools[POOL]
+    front = min(10, len(slate))
+    required = min(2, front, int(pool.sum()))
+    shown = [p for p in range(front) if pool[slate.indices[p]]]
+    assert len(shown) >= required
+    # the first `required` of them are labelled as the editorial picks; a shortfall only when the
+    # pool has too few items, and then reported
+    assert [p for p, name in enumerate(slate.slots) if name == POOL] == shown[:required]
+    missing = [v for v in slate.violations if v.rule == "front_screen"]
+    assert len(missing) == min(2, front) - required

@@ -175,3 +175,41 @@ def test_the_category_penalty_lasts_the_configured_period_and_the_exclusion_stay
         duplicates = np.flatnonzero(np.isin(catalog.content, catalog.content[[0, 1]]))
         assert signals.excludes(duplicates, catalog.content).all()
         assert not signals.eligible(catalog.content)[duplicates].any()
+
+
+# -- attacks (red team): flooding, and feedback on what was never shown to this user ------------------------------
+def test_feedback_past_the_per_user_limit_is_a_409_until_one_is_undone(client_factory, users):
+    """Every request reads all of a user's feedback, so the count is bounded (`max_feedback_items`):
+    past it a new mark is refused with a message saying how to make room; changing a mark, and a
+    mark after an undo, still work."""
+    client = client_factory(max_feedback_items=3)
+    user = users[2]
+    listed = rec(client, user, surface="feed", k=10)
+    items = [i["item_id"] for i in listed["items"]]
+
+    def mark(item, kind="not_interested"):
+        return client.post(f"/v1/users/{user}/feedback", json={"request_id": listed["request_id"], "item_id": item, "kind": kind})
+
+    assert [mark(item).status_code for item in items[:3]] == [201, 201, 201]
+    full = mark(items[3])
+    assert full.status_code == 409 and "DELETE" in full.json()["detail"] and full.headers["x-request-id"]
+    assert mark(items[0], "fewer_like_this").status_code == 201  # changing a mark adds nothing
+    assert client.delete(f"/v1/users/{user}/feedback/{items[1]}").status_code == 200
+    assert mark(items[3]).status_code == 201
+    assert {f["item_id"] for f in client.get(f"/v1/users/{user}/feedback").json()["feedback"]} == {items[0], items[2], items[3]}
+
+
+def test_a_user_who_rejected_every_item_still_gets_an_answer_on_every_surface(client, users, trained):
+    """The most feedback a user can give: every item of the catalog (as if through thousands of lists).
+    No route fails; lists come back (empty when nothing is left), and the listing still reads."""
+    bundle, _ = trained
+    user = users[0]
+    store, now = client.app.state.services.store, client.app.state.services.clock()
+    for n, item in enumerate(bundle.item_ids):
+        store.put_feedback(user, str(item), "fewer_like_this" if n % 2 else "not_interested",
+                           "0190d0a8-0000-7000-8000-000000000000", None, now)
+    for surface in SURFACES:
+        for page in (0, 1):
+            assert rec(client, user, surface=surface, page=page, k=20)["items"] == [], (surface, page)
+    assert client.get("/v1/trending", params={"user_id": user}).status_code == 200
+    assert len(client.get(f"/v1/users/{user}/feedback").json()["feedback"]) == len(bundle.item_ids)

@@ -213,3 +213,102 @@ def test_a_minor_cannot_switch_off_the_minors_mode_a_guardian_link_put_on(daytim
     assert client.put(f"/v1/users/{adult_age_unknown}/settings", json={"personalization": False}).status_code == 200
     assert client.get(f"/v1/users/{adult_age_unknown}/settings").json()["minor"] is True
     assert served(client, adult_age_unknown).json()["minor_mode"] is True
+
+
+# -- attacks (red team): who may be a guardian, stored controls that are not even JSON, hostile values ------------
+def test_a_guardian_is_another_person_and_not_a_minor(daytime_client, data):
+    """A minor cannot be made their own guardian, nor another minor's; a ward guards no one; a repeated
+    link keeps what the guardian set, a new guardian starts afresh."""
+    client, _ = daytime_client
+    teen, child = user_of_age(data, *BANDS["16-18"]), user_of_age(data, *BANDS["8-12"])
+    for minor, guardian in ((teen, teen), (child, teen)):
+        refused = client.put(f"/v1/admin/guardians/{minor}", json={"guardian_id": guardian}, headers=ADMIN)
+        assert refused.status_code == 422 and "guardian" in refused.json()["detail"], refused.text
+    link(client, child, "mum")
+    assert client.put(f"/v1/admin/guardians/{teen}", json={"guardian_id": child}, headers=ADMIN).status_code == 422  # in care
+    adult_profile = data.users.filter(pl.col("age") >= 30)["user_id"].sort().to_list()[2]
+    link(client, adult_profile, "parent-p")  # a child on a parent's profile: minors mode by the link
+    assert client.put(f"/v1/admin/guardians/{teen}", json={"guardian_id": adult_profile}, headers=ADMIN).status_code == 422
+    assert client.put("/v1/admin/guardians/mum", json={"guardian_id": "grandma"}, headers=ADMIN).status_code == 422  # guards one
+    assert client.put(controls_url("mum", child), json={"daily_minutes": 10}).status_code == 200
+    assert link(client, child, "mum")["effective_daily_minutes"] == 10  # an operator's second click loosens nothing
+    assert client.get(controls_url("mum", child)).json()["controls"]["daily_minutes"] == 10
+    assert link(client, child, "dad")["controls"]["daily_minutes"] is None  # dad's own controls: none yet
+    assert client.get(controls_url("mum", child)).status_code == 404
+
+
+def test_controls_stored_as_text_that_is_not_json_never_take_serving_down(daytime_client, data):
+    """SQLite keeps whatever text a hand edit puts in a JSON column: every route of that minor still
+    answers, with the configured rules in force; the guardian can set controls again."""
+    from sqlalchemy import text
+
+    from serving import metrics
+
+    client, _ = daytime_client
+    minor = user_of_age(data, *BANDS["12-16"])
+    link(client, minor, "parent-t")
+    assert client.put(controls_url("parent-t", minor), json={"daily_minutes": 5}).status_code == 200
+    with client.app.state.services.store.engine.begin() as conn:
+        conn.execute(text("UPDATE guardians SET controls = 'daily_minutes=5 {' WHERE minor_id = :m"), {"m": minor})
+    before = metrics.UNREADABLE_READS.labels("guardian_controls")._value.get()
+    assert served(client, minor).status_code == 200
+    assert client.get("/v1/trending", params={"user_id": minor}).status_code == 200
+    shown = client.get(controls_url("parent-t", minor))
+    assert shown.status_code == 200 and shown.json()["effective_daily_minutes"] == 60  # the band's: the regulated minimum
+    assert client.get(f"/v1/guardians/parent-t/minors/{minor}/usage").status_code == 200
+    assert client.put(f"/v1/users/{minor}/settings", json={"minor_mode": False}).status_code == 403  # still in care
+    assert metrics.UNREADABLE_READS.labels("guardian_controls")._value.get() > before
+    assert client.put(controls_url("parent-t", minor), json={"daily_minutes": 5}).json()["effective_daily_minutes"] == 5
+
+
+@pytest.mark.parametrize("raw", [
+    '{"daily_minutes": 1e400}', '{"daily_minutes": NaN}', '{"daily_minutes": Infinity}', '{"daily_minutes": -1}',
+    '{"daily_minutes": 0}', '{"daily_minutes": 1180591620717411303424}', '{"daily_minutes": "\\u0661\\u0662"}',
+    '{"daily_minutes": "\\uff11\\uff12"}', '{"daily_minutes": "NaN"}', '{"max_age_rating": "\\u0668"}', '{"max_age_rating": 8.5}',
+    '{"max_age_rating": true}', '{"curfew_start": "\\uff12\\uff11:00", "curfew_end": "07:00"}',
+    '{"curfew_start": "21:00:00.000001", "curfew_end": "21:00"}', '{"curfew_start": "21:00", "curfew_end": "06:00:30"}',
+    '{"curfew_start": "06:00", "curfew_end": "22:00"}', '{"curfew_start": "05:59", "curfew_end": "22:01"}',
+    '{"curfew_start": "21:00+08:00", "curfew_end": "07:00+08:00"}', '{"curfew_start": 75600, "curfew_end": 25200}',
+    '{"daily_minutes": 30, "daily_minutes": 3000}', 'null', '[]',
+])
+def test_hostile_control_values_are_a_clear_422_and_change_nothing(daytime_client, data, raw):
+    client, _ = daytime_client
+    minor = user_of_age(data, *BANDS["8-12"])
+    link(client, minor, "parent-h")
+    assert client.put(controls_url("parent-h", minor), json={"daily_minutes": 20, "max_age_rating": 0}).status_code == 200
+    response = client.put(controls_url("parent-h", minor), content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and response.json()["detail"], (raw, response.text)
+    body = client.get(controls_url("parent-h", minor)).json()
+    assert body["effective_daily_minutes"] == 20 and body["effective_max_age_rating"] == 0
+    assert body["curfews"] == ["22:00-06:00"]
+
+
+ZONES = ["Asia/Shanghai", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "UTC"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    moment=st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2026, 12, 31)).map(lambda d: d.replace(tzinfo=UTC)),
+    zone=st.sampled_from(ZONES),
+    configured=st.tuples(times, times).filter(lambda w: w[0] != w[1]),
+    window=st.one_of(st.none(), st.tuples(times, times).filter(lambda w: w[0] != w[1])),
+    used=st.floats(0, 200 * 60),
+    daily=st.one_of(st.none(), st.integers(1, 24 * 60)),
+)
+def test_guardian_controls_never_loosen_a_rule_in_any_time_zone(moment, zone, configured, window, used, daily):
+    """Any configured curfew, any zone (daylight saving days included), any guardian window that
+    overlaps, wraps or nests in it: the guardian never opens a minute the configured rules close,
+    and a refusal's retry time lies outside every window in force."""
+    config = minors.MinorsConfig(time_zone=zone, curfew_start=configured[0], curfew_end=configured[1])
+    controls = minors.GuardianControls(daily_minutes=daily, curfew_start=window[0] if window else None,
+                                       curfew_end=window[1] if window else None)
+    assume(minors.curfews_leave_time(config, controls))
+    usage = minors.UsageState(day=minors.local_day(moment, config), last_activity=moment, seconds_used=used)
+    plain = minors.check_access(moment, 10, True, usage, config)
+    guarded = minors.check_access(moment, 10, True, usage, config, controls)
+    assert not guarded.allowed or plain.allowed
+    if not guarded.allowed:
+        assert 1 <= guarded.retry_after_seconds <= 2 * 86400
+        if guarded.code == "minors_curfew":
+            resume = moment + timedelta(seconds=guarded.retry_after_seconds)
+            assert not any(minors.in_curfew(resume, config, w) for w in minors.curfews(config, controls)), resume

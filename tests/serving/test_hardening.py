@@ -255,3 +255,27 @@ def test_no_accepted_write_makes_a_later_read_fail(client_factory, adults, train
         lists_still_served(client, adults[:2])
 
     writes_then_reads()
+
+
+def test_a_served_page_that_cannot_be_read_is_skipped_not_a_500(client, adults):
+    """Red team: the session rules (dedup, dispersal, the session diversity cap) and the recent-pages
+    filter read the user's earlier pages from the state database. A page row whose JSON a hand edit
+    broke (SQLite checks no JSON) made every later list of that user a 500; it is skipped and counted."""
+    from sqlalchemy import text
+
+    from serving import metrics
+
+    user = adults[4]
+    first = client.post("/v1/recommendations", json={"user_id": user, "surface": "feed", "k": 10}).json()
+    client.post("/v1/recommendations", json={"user_id": user, "surface": "home", "k": 10})
+    with client.app.state.services.store.engine.begin() as conn:
+        conn.execute(text("UPDATE served_pages SET items = 'oops{' WHERE request_id = :r"), {"r": first["request_id"]})
+        conn.execute(text("UPDATE served_pages SET categories = '{\"a\": 1}' WHERE user_id = :u AND surface = 'home'"),
+                     {"u": user})
+    before = metrics.UNREADABLE_READS.labels("served_page")._value.get()
+    for surface, page, session in (("feed", 1, first["session_id"]), ("home", 0, None), ("home", 1, None), ("related", 0, None)):
+        response = client.post("/v1/recommendations", json={"user_id": user, "surface": surface, "page": page, "k": 10,
+                                                             **({"session_id": session} if session else {})})
+        assert response.status_code == 200, (surface, page, response.text)
+        assert response.json()["items"]
+    assert metrics.UNREADABLE_READS.labels("served_page")._value.get() > before

@@ -165,3 +165,22 @@ def test_the_operators_command(tmp_path):
     assert run("disable", "li.wei").returncode == 0
     assert "li.wei\tapprover\tdisabled" in run("list").stdout
     assert run("disable", "nobody").returncode == 2
+
+
+def test_the_admin_token_never_approves_even_with_the_approver_role(client_factory, trained):
+    """Red team: with `console.service_role = "approver"`, an approver who proposed under their own name
+    could approve with the shared admin token, one person acting as two. The service account may
+    propose and reject, never approve; a named second approver still can."""
+    from serving.operators import ConsoleConfig
+
+    client = client_factory(console=ConsoleConfig(service_role="approver"))
+    alice, bob = login(client, "alice", "approver"), login(client, "bob", "approver")
+    pin = client.post("/v1/admin/interventions", headers=alice, json={
+        "kind": "pin", "surface": "home", "item_id": unseen_item(trained, front_items(client)), "position": 1,
+        "reason": "alice's proposal"}).json()
+    assert pin["status"] == "pending"
+    refused = client.post(f"/v1/admin/interventions/{pin['id']}/approve", headers=ADMIN, json={"reason": "alice again"})
+    assert refused.status_code == 403 and "service account" in refused.json()["detail"]
+    assert client.get("/v1/admin/interventions", headers=ADMIN, params={"status": "pending"}).json()[0]["id"] == pin["id"]
+    approved = client.post(f"/v1/admin/interventions/{pin['id']}/approve", headers=bob, json={"reason": "bob checked it"})
+    assert approved.status_code == 200 and approved.json()["status"] == "active"

@@ -134,6 +134,36 @@ def test_concurrent_activity_beyond_the_cap_is_a_serial_history(stores):
         assert stores[0].get_usage(user, day) == (state.last_activity, state.seconds_used)
 
 
+def test_concurrent_charges_at_the_budget_edge_admit_only_within_the_budget(stores):
+    """4 workers charge a minor's activity at the budget edge at once (`charge_usage`, what the
+    server does before releasing a list there): the database serialises them, so only the
+    charges it counts while the usage is below the budget succeed, whatever the order. With one
+    second left after a pause, exactly one (it adds the floor); moments 2 s apart within the cap:
+    the budget is crossed once and every charge counted after that is refused and writes nothing."""
+    config = minors.MinorsConfig()
+    cap, floor = config.activity_gap_cap_seconds, config.activity_floor_seconds
+    budget = 3600.0
+    for round_ in range(5):
+        user, day = f"kid-edge-{round_}", minors.local_day(T0, config)
+        stores[0].put_usage(user, day, T0 - timedelta(hours=1), budget - 1.0)
+        results = together([lambda s=s: s.charge_usage(user, day, T0, cap, floor, budget) for s in stores])
+        assert sum(r is not None for r in results) == 1, (round_, results)
+        assert stores[0].get_usage(user, day) == (T0, budget - 1.0 + floor)
+        # within the cap: each charge adds its gap; 8 s left, 2 s apart, 4 writers x 3 moments
+        user = f"kid-edge-gap-{round_}"
+        stores[0].put_usage(user, day, T0, budget - 8.0)
+        moments = [[T0 + timedelta(seconds=2 * (k * WRITERS + w + 1)) for k in range(3)] for w in range(WRITERS)]
+        results = together([lambda s=s, ms=ms: [(m, s.charge_usage(user, day, m, cap, floor, budget)) for m in ms]
+                            for s, ms in zip(stores, moments)])
+        counted = sorted((got for writer in results for _, got in writer if got is not None), key=lambda g: g[1])
+        # every counted charge started below the budget: one state at or above it, the one that crossed it
+        assert len({state for state in counted if state[1] >= budget}) == 1, counted
+        final = stores[0].get_usage(user, day)
+        assert final == counted[-1] and final[1] >= budget, (final, counted)
+        # the usage is the rule's: 8 s short plus the time up to the latest moment counted
+        assert final[1] == budget - 8.0 + (final[0] - T0).total_seconds()
+
+
 def test_two_writers_on_one_session_keep_every_page(stores):
     """Two workers serve pages of one session at once (two tabs): every page is kept once, the
     session reads back in (page, insertion) order, readers never see an error meanwhile."""

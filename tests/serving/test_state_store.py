@@ -158,14 +158,16 @@ def test_request_state_is_the_one_by_one_reads_in_one_statement(store):
                             assert sorted(got.event_items) == (sorted(store.event_items(user)) if personal else [])
 
 
-def test_load_user_is_two_statements(store):
-    """Profile, settings and tags in one statement; the user's feedback (item rows) in a second."""
+def test_load_user_is_one_statement(store):
+    """Profile, settings, tags and the user's feedback (oldest first) in one statement."""
     from sqlalchemy import event as sqlalchemy_event
 
     store.seed_profiles([{"user_id": "a", "age": 30, "created_at": T0}, {"user_id": "b", "age": 9, "created_at": T0}], "src")
     store.put_settings("a", T0, personalization=False, minor_mode=True)
     for tag, state in (("drama", "deleted"), ("horror", "not_interested"), ("comedy", "added")):
         store.set_tag_state("a", tag, state, T0)
+    store.put_feedback("a", "i2", "fewer_like_this", "req-2", "Drama", T0 + timedelta(minutes=2))
+    store.put_feedback("a", "i1", "not_interested", "req-1", None, T0 + timedelta(minutes=1))
     statements = []
 
     def count(*args) -> None:
@@ -176,10 +178,14 @@ def test_load_user_is_two_statements(store):
         users = {user_id: store.load_user(user_id) for user_id in ("a", "b", "nobody")}
     finally:
         sqlalchemy_event.remove(store.engine, "before_cursor_execute", count)
-    assert len(statements) == 2 * 3
+    assert len(statements) == 3
     a, b, nobody = users["a"], users["b"], users["nobody"]
     assert (a.known, a.age, a.personalization, a.minor_mode) == (True, 30, False, True)
     assert a.tag_states == {"drama": "deleted", "horror": "not_interested", "comedy": "added"}
+    assert [(f.item_id, f.kind, f.category, f.created_at, f.request_id) for f in a.feedback] == [
+        ("i1", "not_interested", None, T0 + timedelta(minutes=1), "req-1"),
+        ("i2", "fewer_like_this", "Drama", T0 + timedelta(minutes=2), "req-2")]
+    assert b.feedback == () and nobody.feedback == ()
     assert (b.known, b.age, b.personalization, b.minor_mode, b.tag_states) == (True, 9, True, None, {})
     assert (nobody.known, nobody.age, nobody.personalization, nobody.minor_mode, nobody.tag_states) == (
         False, None, True, None, {})
@@ -317,6 +323,20 @@ def test_usage_get_put_and_add(store):
     assert store.get_usage("kid2", day) == (T0 + timedelta(hours=1, seconds=300), 450.25)
 
 
+def test_usage_state_and_charges_within_the_budget(store):
+    """`usage_state` adds the start of continuous use; `charge_usage` is `add_usage` while the stored
+    usage is below the budget, and writes nothing (None) once it is not."""
+    day = date(2026, 3, 2)
+    assert store.usage_state("kid3", day) is None
+    assert store.charge_usage("kid3", day, T0, 300, 60, 100.0) == (T0, 60.0)  # first activity of the day
+    assert store.usage_state("kid3", day) == (T0, 60.0, T0)
+    assert store.charge_usage("kid3", day, T0 + timedelta(seconds=50), 300, 60, 100.0) == (T0 + timedelta(seconds=50), 110.0)
+    assert store.charge_usage("kid3", day, T0 + timedelta(seconds=51), 300, 60, 100.0) is None  # 110 >= 100: spent
+    assert store.usage_state("kid3", day) == (T0 + timedelta(seconds=50), 110.0, T0)  # nothing written
+    assert store.charge_usage("kid3", day, T0 + timedelta(seconds=51), 300, 60, 200.0) == (T0 + timedelta(seconds=51), 111.0)
+    assert store.charge_usage("kid3", date(2026, 3, 3), T0 + timedelta(days=1), 300, 60, 100.0) == (T0 + timedelta(days=1), 60.0)
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_add_usage_is_exactly_the_rule_of_compliance_minors(store, seed):
     """Random activity (in and out of order, within and beyond the gap cap, microsecond times,
@@ -346,6 +366,8 @@ def test_guardians_and_usage_days(store):
     assert not store.put_guardian_controls("kid", "stranger", {"daily_minutes": 5}, T0)  # not theirs
     assert store.put_guardian_controls("kid", "mum", {"daily_minutes": 20}, T0 + timedelta(seconds=1))
     assert store.guardian("kid") == ("mum", {"daily_minutes": 20}, T0 + timedelta(seconds=1))
+    store.link_guardian("kid", "mum", "operator-2", T0 + timedelta(seconds=2))  # the same guardian again: nothing lost
+    assert store.guardian("kid")[:2] == ("mum", {"daily_minutes": 20})
     store.link_guardian("kid", "dad", "operator-2", T0 + timedelta(seconds=2))  # a new guardian starts afresh
     assert store.guardian("kid") == ("dad", {}, T0 + timedelta(seconds=2))
     store.link_guardian("kid2", "dad", "operator-2", T0)

@@ -300,13 +300,15 @@ def test_offline_serving_replays_the_policy_pipeline(trained, dataset_dir):
         assert not np.isin(row, history).any() and len(set(row.tolist())) == 10
         assert not bundle.flagged[row].any()
         unseen_pool = np.setdiff1d(np.flatnonzero(bundle.mainstream & ~bundle.flagged), history)
-        assert bundle.mainstream[row[0]] == bool(len(unseen_pool))  # the first front-screen slot
+        # the front screen: at least 2 editorial items in positions 1-10 while the pool has them
+        assert bundle.mainstream[row].sum() >= min(2, len(unseen_pool))
         assert dispersal_violations(bundle.item_category[row].tolist(), 5, 2) == []
     # The model's own list is the ranker's order of its candidates, policy-free.
-    assert not all(bundle.mainstream[row[0]] for row in model)
+    assert not all(bundle.mainstream[row].sum() >= 2 for row in model)
     # No history: as the server does for a cold user, the non-personalized list, with its front screen.
     cold = path.served_list(np.empty(0, dtype=np.int64), 10)
-    assert len(cold) == 10 and bundle.mainstream[cold[0]] and not bundle.flagged[cold].any()
+    pool = int((bundle.mainstream & ~bundle.flagged).sum())  # the synthetic pool may hold a single item
+    assert len(cold) == 10 and bundle.mainstream[cold].sum() >= min(2, pool) and not bundle.flagged[cold].any()
     # As serving with `ModelBundle.user_seen`: nothing the user rated, at any value, comes back.
     seen = [split.known().of(int(u)) for u in split.test_users()[:40]]
     assert any(len(np.setdiff1d(known, history)) for known, history in zip(seen, histories))

@@ -217,3 +217,27 @@ def test_a_guardian_sets_a_minors_controls_on_the_privacy_center(client):
     stranger = client.post("/me/guardian/someone-else/controls", data={"csrf_token": csrf(bad), "daily_minutes": "5"})
     assert stranger.status_code == 200 and "not a minor in the care of" in stranger.text
     assert client.get(f"/v1/guardians/{grandma}/minors/{minor}/controls").json()["effective_daily_minutes"] == 25
+
+
+def test_a_privacy_center_session_ends_when_the_identity_token_it_came_from_expires(client_factory):
+    """Red team: in `jwt` mode the /me login takes the identity provider's token, then the session
+    cookie lasted `console.session_hours` (12 h) whatever the token's expiry: a five-minute token
+    (or one the provider stopped renewing) gave half a day of access. The session ends with the token."""
+    import time
+
+    from serving.auth import AuthConfig
+    from tests.conftest import MovableClock
+    from tests.serving.test_auth import SECRET, token
+
+    clock = MovableClock(datetime.now(UTC))
+    client = client_factory(clock=clock, auth=AuthConfig(mode="jwt", jwt_secret=SECRET))
+    user = str(client.app.state.services.catalog.bundle.user_ids[0])
+    bearer = token(user, exp=int(time.time()) + 300)["Authorization"].removeprefix("Bearer ")
+    form = logged_in(client, "me", token=bearer)
+    clock.now = clock.now + timedelta(minutes=4)  # within the token's life
+    assert client.get("/me", follow_redirects=False).status_code == 200
+    clock.now = clock.now + timedelta(minutes=2)  # past its expiry
+    assert client.get("/me", follow_redirects=False).headers["location"].endswith("/me/login")
+    refused = client.post("/me/settings", data={"csrf_token": form, "personalization": "off"})
+    assert refused.status_code == 403 or "/me/login" in str(refused.url)
+    assert client.app.state.services.store.load_user(user).personalization is True

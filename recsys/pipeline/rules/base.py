@@ -104,6 +104,7 @@ class BoundConstraint(abc.ABC):
     restrict_mask: np.ndarray | None = None  # rows allowed at `restricted` positions, if any
     restricted: frozenset[int] = frozenset()
     span: int = 0  # how many preceding positions influence what may go at a position
+    substitutable: bool = False  # the search may leave it aside and `substitute` rows to meet it after
 
     @abc.abstractmethod
     def allows(self, pos: int, row: int, slots: Slots) -> bool:
@@ -125,3 +126,13 @@ class BoundConstraint(abc.ABC):
     def reduce(self, supply_total: int) -> list[tuple[BoundConstraint, bool]] | None:
         """An intermediate relaxation step (checks with hard flags) tried before making it soft."""
         return None
+
+    def substitute(self, slots: list[int | None], ranks: dict[int, int], spare: Sequence[tuple[int, int]],
+                   keep: Sequence[BoundConstraint], prefer: Sequence[BoundConstraint]) -> bool:
+        """Meet this rule on a full page the search arranged without it, by putting `spare` rows
+        ((rank, row) pairs not on the page, best first) in place of placed ones, each replacement
+        kept only where every check of `keep` still allows it (and, when one is possible, every
+        check of `prefer` too). Edits `slots` and `ranks` (position -> rank) in place; True when
+        the rule is met, else False (the default, for a rule that is not `substitutable`: the search
+        must place its rows itself)."""
+        return False

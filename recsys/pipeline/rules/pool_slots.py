@@ -8,8 +8,11 @@ Two forms of one rule:
   pool items are the ones the user's ranker scores highest and they sit where the ranking puts them
   (for this rule alone that is the arrangement of highest expected DCG: the best n-of-pool set,
   in score order).
+When that bounded search cannot place them, the pool items take the places of the page found
+without this rule, latest listed position first, wherever every other rule still holds
+(`PoolCountCheck.substitute`), so the flexible form never makes another rule give way.
 When the pool is short, the earliest slots (or as many items as the pool has) stay hard and the
-rest give way first.
+rest give way from the start.
 """
 
 from __future__ import annotations
@@ -122,6 +125,7 @@ class PoolCountCheck(BoundConstraint):
 
     rule: PoolSlots
     restrict_mask: np.ndarray
+    substitutable = True  # which positions hold the pool items is free: any the page can spare
 
     def __init__(self, rule: PoolSlots, mask: np.ndarray, positions: list[int], needed: int,
                  origin: BoundConstraint | None = None) -> None:
@@ -164,6 +168,41 @@ class PoolCountCheck(BoundConstraint):
         others = [p for p in on_page if not self.mask[rows[p]]][-missing:]
         return [Violation(self.rule.name, p, f"only {have} of the {self.needed} required items of positions "
                           f"{[q + 1 for q in self.positions]} from pool {self.rule.pool!r}") for p in others]
+
+    def substitute(self, slots: list[int | None], ranks: dict[int, int], spare: Sequence[tuple[int, int]],
+                   keep: Sequence[BoundConstraint], prefer: Sequence[BoundConstraint]) -> bool:
+        """The count met on a page the search filled without it: each pool item still owed is the
+        best-ranked spare pool row that fits, in place of the row at the latest listed position
+        that can take it (where the list loses least). A pool row of the replaced row's own
+        category always fits dispersal and category caps, and one of a category the page lacks
+        fits them on a first page, so the substitution nearly always succeeds where the bounded
+        search ran out of nodes; a replacement is only made where every check of `keep` holds."""
+        pool = [(rank, row) for rank, row in spare if self.mask[row]]
+        owed = self.needed - self._have(len(slots), slots)
+        while owed > 0:
+            placed = self._substitute_one(slots, ranks, pool, (*keep, *prefer)) or self._substitute_one(
+                slots, ranks, pool, keep)
+            if not placed:
+                return False
+            owed -= 1
+        return True
+
+    def _substitute_one(self, slots: list[int | None], ranks: dict[int, int], pool: list[tuple[int, int]],
+                        checks: Sequence[BoundConstraint]) -> bool:
+        """Put the best pool row that fits at the latest listed non-pool position that takes one."""
+        for pos in reversed(self.positions):
+            here = slots[pos]
+            if here is None or self.mask[here]:
+                continue
+            slots[pos] = None
+            for i, (rank, row) in enumerate(pool):
+                if all(c.allows_ahead(pos, row, slots) for c in checks):
+                    slots[pos] = row
+                    ranks[pos] = rank
+                    del pool[i]
+                    return True
+            slots[pos] = here
+        return False
 
     def reduce(self, supply_total: int) -> list[tuple[BoundConstraint, bool]] | None:
         # Fewer eligible pool items than required: as many as there are stay hard, the rest soft.
