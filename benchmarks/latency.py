@@ -51,6 +51,11 @@ CHEAP_TRAINING = {
     "als": {"factors": 32, "iterations": 3},
     "ranker": {"kind": "mlp", "params": {"hidden": [32, 16], "epochs": 2, "patience": 1}},
     "baselines": [],
+    # The second candidate source, small: a short window, 32 dims, one block, a sampled softmax
+    # (the full softmax over a million items does not fit a CPU), two epochs. Its request-time cost
+    # (encoding the sequence, a second Faiss search, more candidates to rank) is what is measured.
+    "sequential": {"n_candidates": 100,
+                   "sasrec": {"max_len": 20, "hidden": 32, "blocks": 1, "epochs": 2, "negatives": 512, "batch_size": 256}},
 }
 
 

@@ -25,6 +25,8 @@ SIGNAL_FAMILIES: dict[str, tuple[str, ...]] = {
         "item_recency_log_days", "item_time_gap_days", "item_release_year", "release_year_gap"),
     "your categories (the interest tags you can see, change and delete)": ("category_affinity", "primary_category_share"),
     "how much history you have": ("history_log_length",),
+    "what usually comes next after what you watched lately (a sequence model, in time order)": (
+        "sequential_score", "sequential_score_gap", "sequential_rank_log", "from_sequential"),
 }
 
 CANDIDATE_SOURCES = (
@@ -32,6 +34,8 @@ CANDIDATE_SOURCES = (
     "items popular with all users",
     "the editors' mainstream pool",
 )
+SEQUENTIAL_SOURCE = ("what usually comes next after the items you watched and engaged with lately, in order "
+                     "(a sequence model's Faiss index of item embeddings)")
 NON_PROFILING = ("the same list as for everyone in your situation: items popular with all users and the editors' "
                  "pool, with the same safety filters and policies; nothing about you shapes it")
 USER_OPTIONS = (
@@ -63,14 +67,16 @@ def signal_importance(feature_importance: Mapping[str, float] | None,
 
 def surface_parameters(surfaces: Sequence[str], policies_by_surface: Mapping[str, Sequence[str]],
                        feature_importance: Mapping[str, float] | None,
-                       feature_names: Sequence[str]) -> list[dict[str, Any]]:
-    """One entry per surface: candidate sources, ranking signals with relative importance, the
-    policies applied there, the non-profiling alternative and the user's options."""
+                       feature_names: Sequence[str], sequential_source: bool = False) -> list[dict[str, Any]]:
+    """One entry per surface: candidate sources (`sequential_source`: the model carries the
+    sequential one), ranking signals with relative importance, the policies applied there, the
+    non-profiling alternative and the user's options."""
     signals = signal_importance(feature_importance, feature_names)
+    sources = [CANDIDATE_SOURCES[0], *([SEQUENTIAL_SOURCE] if sequential_source else []), *CANDIDATE_SOURCES[1:]]
     return [{
         "surface": surface,
         "personalized": {
-            "candidate_sources": list(CANDIDATE_SOURCES),
+            "candidate_sources": sources,
             "ranking_signals": signals,
             "importance_measured_as": "share of the drop in NDCG@10 on held-out lists when the signal is shuffled",
             "policies": list(policies_by_surface.get(surface, ())),

@@ -7,14 +7,17 @@ seen_*.npy (every interaction of the training window at any rating: indptr by us
 timestamps, ratings, each user's in time order; format 2), popularity.npy, item_stats.npz (the
 ranker's per-item statistics), index/ (Faiss), ranker.pt (tensors + config) and manifest.json
 (provenance, config, feature names, metrics), plus columns/ (recsys.columns: every per-item array
-the request path reads, derived from those files). `ModelBundle.load` maps the .npy files, the
-columns and the Faiss index read-only (mmap), so the serving workers of one host share one copy of
-a catalog's pages; nothing per item becomes a Python object (ids -> rows are sorted arrays).
+the request path reads, derived from those files), and optionally sequential/ (the second candidate
+source: a SASRec+ model and a Faiss index over its item embeddings, `recsys.retrieval.sequential`;
+absent when training switched it off). `ModelBundle.load` maps the .npy files, the columns and the
+Faiss index read-only (mmap), so the serving workers of one host share one copy of a catalog's
+pages; nothing per item becomes a Python object (ids -> rows are sorted arrays).
 
 Format history: 1 had positives only, so nothing could exclude items a user rated below the
-positive threshold; 2 adds seen_*.npy. Format-1 bundles still load (`ModelBundle.user_seen` falls
-back to the positives and `seen_fallback` is True). A bundle written before columns/ existed gets
-them on its first load.
+positive threshold; 2 adds seen_*.npy; 3 may carry sequential/ (and the ranker reads the
+sequential source's features). Format-1 bundles still load (`ModelBundle.user_seen` falls back to
+the positives and `seen_fallback` is True). A bundle written before columns/ existed gets them on
+its first load.
 """
 
 from __future__ import annotations
@@ -36,12 +39,15 @@ from recsys.evaluation import Histories
 from recsys.idmap import IdIndex
 from recsys.ranking.features import FEATURE_NAMES, FeatureConfig, ItemStats, build_features
 from recsys.ranking.model import Ranker, load_ranker
-from recsys.ranking.train import Candidates, featurise, list_top_k, retrieve
+from recsys.ranking.train import Candidates, featurise, list_top_k, retrieve, with_sequential
 from recsys.retrieval.als import UserSolver
+from recsys.retrieval.base import RetrievalError
 from recsys.retrieval.index import ItemIndex
+from recsys.retrieval.sequential import SequentialSource
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # 1: no seen_*.npy, loaded with the positives as the seen items
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # 1: no seen_*.npy, loaded with the positives as the seen items
+SEQUENTIAL_DIR = "sequential"  # format >= 3, optional: the sequential candidate source
 MANIFEST = "manifest.json"
 REQUIRED_FILES = (
     MANIFEST, "items.parquet", "users.parquet", "item_ids.npy", "user_ids.npy", "item_factors.npy",
@@ -70,6 +76,7 @@ class BundleParts:
     index: ItemIndex
     ranker: Ranker
     manifest: dict[str, Any]  # dataset, run_id, config, metrics...: completed with the rest here
+    sequential: SequentialSource | None = None  # the second candidate source (None: switched off)
 
 
 def write_bundle(directory: Path, parts: BundleParts) -> Path:
@@ -102,6 +109,10 @@ def write_bundle(directory: Path, parts: BundleParts) -> Path:
     parts.stats.save(directory / "item_stats.npz")
     parts.index.save(directory / "index")
     parts.ranker.save(directory / "ranker.pt")
+    if parts.sequential is not None:
+        if parts.sequential.index.n_items != len(parts.items):
+            raise BundleError(f"sequential: its index has {parts.sequential.index.n_items} items, the bundle {len(parts.items)}")
+        parts.sequential.with_user_queries(parts.history).save(directory / SEQUENTIAL_DIR)
     manifest = {
         "format_version": FORMAT_VERSION,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -111,6 +122,9 @@ def write_bundle(directory: Path, parts: BundleParts) -> Path:
         "ranker_kind": parts.ranker.kind,
         "n_items": int(len(parts.items)),
         "n_users": int(len(parts.user_ids)),
+        "sequential": None if parts.sequential is None else {
+            "kind": "sasrec", "n_candidates": parts.sequential.n_candidates, "index": parts.sequential.index.params,
+            "config": parts.sequential.model.config.model_dump(mode="json")},
         **parts.manifest,
     }
     write_manifest(directory, manifest)
@@ -170,6 +184,7 @@ class ModelBundle:
     ranker: Ranker
     feature_config: FeatureConfig
     n_candidates: int
+    sequential: SequentialSource | None = None  # the second candidate source, when trained with one
     _solver: UserSolver | None = field(default=None, repr=False)
     _items: pl.DataFrame | None = field(default=None, repr=False)
     _users: pl.DataFrame | None = field(default=None, repr=False)
@@ -282,6 +297,18 @@ class ModelBundle:
         if index.n_items != len(item_ids):
             raise BundleError(f"{path / 'index'}: {index.n_items} items, expected {len(item_ids)}")
 
+        sequential = None
+        if (path / SEQUENTIAL_DIR).exists():
+            try:
+                sequential = SequentialSource.load(path / SEQUENTIAL_DIR)
+            except RetrievalError as exc:
+                raise BundleError(str(exc)) from None
+            if sequential.index.n_items != len(item_ids):
+                raise BundleError(f"{path / SEQUENTIAL_DIR}: {sequential.index.n_items} items, expected {len(item_ids)}")
+            if sequential.user_queries is not None and len(sequential.user_queries) != len(user_ids):
+                raise BundleError(f"{path / SEQUENTIAL_DIR}: {len(sequential.user_queries)} user queries, "
+                                  f"expected {len(user_ids)}")
+
         return cls(
             path=path,
             manifest=manifest,
@@ -308,6 +335,7 @@ class ModelBundle:
             ranker=ranker,
             feature_config=FeatureConfig(**manifest.get("feature_config", {})),
             n_candidates=int(manifest.get("n_candidates", 200)),
+            sequential=sequential,
         )
 
     # -- the request path -------------------------------------------------------------------
@@ -333,10 +361,34 @@ class ModelBundle:
             self._solver = UserSolver(self.item_factors, retrieval["regularization"], retrieval["alpha"])
         return self._solver.solve(history_idx)
 
+    def stored_sequence_query(self, user_idx: int) -> np.ndarray | None:
+        """The sequential source's query for a bundle user's stored history: precomputed at
+        training when the bundle holds it, else encoded now."""
+        if self.sequential is not None and self.sequential.user_queries is not None:
+            if not len(self.user_history(user_idx)):
+                return None
+            stored: np.ndarray = self.sequential.user_queries[int(user_idx)]
+            return stored
+        return self.sequence_query(self.user_history(user_idx))
+
+    def sequence_query(self, sequence: np.ndarray) -> np.ndarray | None:
+        """The sequential source's query for a user's item sequence (oldest first), None without
+        that source or without a sequence."""
+        if self.sequential is None or not len(sequence):
+            return None
+        return self.sequential.query(sequence)
+
     def features(self, user_vector: np.ndarray, history_idx: np.ndarray, cand_idx: np.ndarray,
-                 retrieval_scores: np.ndarray) -> np.ndarray:
-        """The ranker's feature matrix for one request (same code as training)."""
-        return build_features(self.stats, user_vector, history_idx, cand_idx, retrieval_scores, self.feature_config)
+                 retrieval_scores: np.ndarray, sequence_query: np.ndarray | None = None,
+                 from_sequential: np.ndarray | None = None) -> np.ndarray:
+        """The ranker's feature matrix for one request (same code as training): `sequence_query`
+        (from `sequence_query`) gives the sequential scores, `from_sequential` marks the candidates
+        that source retrieved."""
+        sequential_scores = None
+        if sequence_query is not None and self.sequential is not None:
+            sequential_scores = self.sequential.item_vectors()[np.asarray(cand_idx, dtype=np.int64)] @ sequence_query
+        return build_features(self.stats, user_vector, history_idx, cand_idx, retrieval_scores, self.feature_config,
+                              sequential_scores, from_sequential)
 
     def recommend(self, user_idx: np.ndarray, k: int = 10, n_candidates: int | None = None,
                   exclude_seen: bool = True) -> np.ndarray:
@@ -349,7 +401,16 @@ class ModelBundle:
         users = np.asarray(user_idx, dtype=np.int64)
         n = max(int(n_candidates or self.n_candidates), k)
         exclude = self.seen if exclude_seen else None
-        return self.rank(retrieve(self.index.search, self.user_factors, self.history, users, n, exclude=exclude), k)
+        return self.rank(self.candidates(self.history, users, n, exclude), k)
+
+    def candidates(self, histories: Histories, users: np.ndarray, n: int, exclude: Histories | None) -> Candidates:
+        """Both sources' candidates for bundle users whose training history is `histories`: Faiss
+        top-n over the ALS vectors, then the sequential source's top items (when the bundle has
+        it), `histories` and `exclude` items removed; as serving merges them."""
+        candidates = retrieve(self.index.search, self.user_factors, histories, users, n, exclude=exclude)
+        if self.sequential is None:
+            return candidates
+        return with_sequential(candidates, self.item_factors, self.user_factors, self.sequential, histories, exclude)
 
     def rank(self, candidates: Candidates, k: int) -> np.ndarray:
         """Second stage for retrieved candidates of bundle users: features, ranker, top-k."""

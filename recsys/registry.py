@@ -1,8 +1,11 @@
 """The MLflow side of a model: the pyfunc wrapper, loading a bundle by URI, aliases and tags.
 
 `load_bundle("models:/name@alias" | "models:/name/3" | "runs:/RUN_ID[/model]")` downloads the
-registered model's bundle once into var/models/ and returns (ModelBundle, version). The pyfunc
-wrapper lets any MLflow tool call the model: a frame of user ids in, their top-k item ids out.
+registered model's bundle once into var/models/ and returns (ModelBundle, version). The bundle is
+one artifact directory, so a registered version carries every model in it: ALS and its index, the
+sequential source (`sequential/`) when trained with one, and the ranker. The pyfunc wrapper lets
+any MLflow tool call the model: a frame of user ids in, their top-k item ids out (both sources'
+candidates, ranked).
 """
 
 from __future__ import annotations

@@ -3,6 +3,11 @@ and the benchmarks alike.
 
     query (mode, history, seen, profile) ► candidate sources ► filters ► scorer ► policy engine ► explanations
 
+Personalized candidates come from two retrieval sources when the model carries both: Faiss over
+the ALS vectors (the user's taste as a whole) and Faiss over the sequence model's item embeddings,
+queried with the user's sequence (stored positives, then their engagement events, oldest first:
+what they engaged with lately). The ranker sees both sources' scores and which source found an item.
+
 `ServedPath.run(query, shared)` is pure: it reads the catalog, the query and the admin-edited
 shared state (interventions, blocked items), and returns a `Recommendation`; it never touches a
 database or a log. The server builds the query from its state store (serving/pipeline.py), the
@@ -27,7 +32,7 @@ import numpy as np
 from compliance import elderly, explanations, minors, tags
 from compliance.feature_library import LibraryMatch
 from compliance.policy import ITEM_DEDUP, Intervention, PolicyConfig, build_rules, config_hash
-from recsys.pipeline.candidates import CandidateSet, Source
+from recsys.pipeline.candidates import CandidateSet, Source, merge_sources
 from recsys.pipeline.rerank import select
 from recsys.pipeline.rules import Rule, UniqueItems
 from recsys.pipeline.slate import Slate, SlateContext
@@ -67,6 +72,7 @@ class Query:
     profile: tags.Profile | None
     recent: np.ndarray  # items shown in the user's last N pages (personalized only)
     feedback: FeedbackSignals = NO_FEEDBACK  # the user's "not interested" / "fewer like this" (every mode)
+    sequence_query: np.ndarray | None = None  # the sequential source's query for the user's sequence (personalized only)
 
     @cached_property
     def served_items(self) -> np.ndarray:
@@ -86,6 +92,7 @@ class Trace:
     candidates: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
     blocked_by_feature: dict[str, int] = field(default_factory=dict)
+    retrieved: dict[str, np.ndarray] = field(default_factory=dict)  # items a retrieval source found (ranker features)
 
 
 @dataclass
@@ -198,6 +205,7 @@ class ServedPath:
         # their stored history (the model's, fixed while it is loaded), and the policy's rules for
         # one surface, page and set of active interventions (rules are frozen values).
         self._stored_tags = lru_cache(maxsize=STORED_TAGS_CACHED)(self._derive_stored_tags)
+        self._stored_sequence_query = lru_cache(maxsize=STORED_TAGS_CACHED)(self._sequence_query_of_stored)
         # `tags.derive_tags` over category codes instead of names: each category's tag spelling,
         # comparison key and whether the tag policy allows it, worked out once. Only when no two
         # category names share a key (else derive_tags, which merges them, runs as it is).
@@ -226,13 +234,16 @@ class ServedPath:
     # -- stage 1: the query ---------------------------------------------------------------------
     def make_query(self, request: RecommendationRequest, audience: Audience, request_id: str, *, session_id: str,
                    earlier_pages: Sequence[ServedPage] = (), recent: np.ndarray | None = None,
-                   known_items: np.ndarray | None = None, history: np.ndarray | None = None) -> Query:
+                   known_items: np.ndarray | None = None, history: np.ndarray | None = None,
+                   engaged: np.ndarray | None = None) -> Query:
         """The mode and the personal signals of one request.
 
         `recent`: items shown in the user's last pages; `known_items`: items the user has events
-        for (both from the server's state). `history` replaces the model's stored history of the
+        for; `engaged`: items of the user's engagement events (click, like, share), oldest first
+        (all from the server's state). `history` replaces the model's stored history of the
         user (an offline replay of a changed history); `known_items` then also lists every item the
         user rated at any value. The stored user vector is used when the history is the stored one.
+        The sequential source's query reads the history followed by `engaged`.
         """
         if audience.user_id != request.user_id:
             raise ValueError(f"audience is user {audience.user_id!r}, the request is for {request.user_id!r}")
@@ -273,12 +284,35 @@ class ServedPath:
                 vector = bundle.user_factors[user_idx] if stored else bundle.user_vector(history)
             if vector is None:
                 mode, reason = NON_PERSONALIZED, "no_history_left"
+        sequence_query = None
+        if mode == PERSONALIZED and history is not None and profile is not None:
+            sequence_query = self._sequence_query(user_idx, history, engaged, profile, stored)
         if mode != PERSONALIZED or history is None or seen is None:
-            history, seen, recent, profile, vector = empty, empty, empty, None, None
+            history, seen, recent, profile, vector, sequence_query = empty, empty, empty, None, None, None
         recent = empty if recent is None else np.asarray(recent, dtype=np.int64)
         feedback = FeedbackSignals.of(self.catalog, user, audience.now, self.policy)
         return Query(request, request_id, audience.now, audience, mode, reason, session_id, list(earlier_pages), history,
-                     seen, vector, profile, recent, feedback)
+                     seen, vector, profile, recent, feedback, sequence_query)
+
+    def _sequence_query(self, user_idx: int | None, history: np.ndarray, engaged: np.ndarray | None,
+                        profile: tags.Profile, stored: bool) -> np.ndarray | None:
+        """The sequential source's query: the (effective) history, then the engaged items not in it,
+        without the categories the user suppressed; None when the model has no sequential source.
+        A stored history with no new engagement has its query precomputed in the bundle (read
+        through `_stored_sequence_query`); only a user who engaged since is encoded per request."""
+        bundle = self.catalog.bundle
+        if bundle.sequential is None:
+            return None
+        extra = np.empty(0, dtype=np.int64) if engaged is None else np.asarray(engaged, dtype=np.int64)
+        if stored and user_idx is not None and not len(extra) and not profile.suppressed_categories:
+            return self._stored_sequence_query(user_idx)
+        if len(extra) and profile.suppressed_categories:
+            extra = extra[~self._in_categories(extra, profile.suppressed_categories)]
+        sequence = np.concatenate([history, extra[~np.isin(extra, history)]]) if len(extra) else history
+        return bundle.sequence_query(sequence)
+
+    def _sequence_query_of_stored(self, user_idx: int) -> np.ndarray | None:
+        return self.catalog.bundle.stored_sequence_query(user_idx)
 
     def _derive_tags(self, history: np.ndarray) -> list[tags.Tag]:
         """`tags.derive_tags` of the history's categories (the same tags, tested), counted with
@@ -357,7 +391,7 @@ class ServedPath:
             log.exception("personalized path failed for request %s; serving non-personalized", query.request_id)
             empty = np.empty(0, dtype=np.int64)
             query = replace(query, mode=NON_PERSONALIZED, mode_reason="model_error", history=empty, seen=empty,
-                            user_vector=None, profile=None, recent=empty)
+                            user_vector=None, profile=None, recent=empty, sequence_query=None)
             trace = Trace(timings_ms=trace.timings_ms)
             return (query, *self._candidates_scored(query, shared, trace), trace)
 
@@ -370,7 +404,7 @@ class ServedPath:
         items, scores, sources = self.filter(query, shared, items, scores, sources, trace)
         trace.timings_ms["filters"] = (clock() - mark) * 1e3
         mark = clock()
-        scores = self.score(query, items, scores, sources)
+        scores = self.score(query, items, scores, sources, trace.retrieved.get("sequential"))
         trace.timings_ms["ranker"] = (clock() - mark) * 1e3
         return items, scores, sources
 
@@ -400,17 +434,20 @@ class ServedPath:
             scores, idx = catalog.bundle.index.search(query.user_vector[None, :].astype(np.float32), depth)
             found = idx[0] >= 0
             add("retrieval", idx[0][found], scores[0][found], Source.RANKED)
+        sequential = catalog.bundle.sequential
+        if query.mode == PERSONALIZED and query.sequence_query is not None and sequential is not None:
+            # The sequence model's top items for what the user engaged with lately, as deep as ALS's.
+            depth = min(sequential.n_candidates + len(query.seen), catalog.n_items)
+            scores, idx = sequential.search(query.sequence_query[None, :], depth)
+            found = idx[0] >= 0
+            trace.retrieved["sequential"] = idx[0][found]
+            add("sequential", idx[0][found], scores[0][found], Source.SEQUENTIAL)
         popular = self._popular[band]
         add("popular", popular, catalog.popularity_score[popular], Source.POPULAR)
         mainstream = self._mainstream[band]
         add("mainstream", mainstream, catalog.popularity_score[mainstream], Source.MAINSTREAM)
-        items = np.concatenate(parts_items)
-        scores = np.concatenate(parts_scores)
-        sources = np.concatenate(parts_sources)
-        # One row per item: keep the first occurrence (pins, retrieval, popular, mainstream).
-        _, first = np.unique(items, return_index=True)
-        first.sort()
-        return items[first], scores[first], sources[first]
+        # One row per item, the first source naming it (pins, retrieval, sequential, popular, mainstream).
+        return merge_sources(parts_items, parts_scores, parts_sources)
 
     def _pins_for(self, query: Query, shared: SharedState) -> np.ndarray:
         """Items pinned on this surface and page (the pin rules of `select` place them)."""
@@ -460,12 +497,18 @@ class ServedPath:
         return items[keep], scores[keep], sources[keep]
 
     # -- stage 4: scorer ------------------------------------------------------------------------
-    def score(self, query: Query, items: np.ndarray, scores: np.ndarray, sources: np.ndarray) -> np.ndarray:
+    def score(self, query: Query, items: np.ndarray, scores: np.ndarray, sources: np.ndarray,
+              sequential_found: np.ndarray | None = None) -> np.ndarray:
+        """The ranker's scores of the filtered candidates (personalized), from both retrieval
+        sources' scores (`sequential_found`: the items the sequential source retrieved); the
+        candidates' own scores otherwise."""
         if query.mode != PERSONALIZED or query.user_vector is None or not len(items):
             return scores  # popularity: the same for everyone in the same situation
         bundle = self.catalog.bundle
         retrieval_scores = bundle.item_factors[items] @ query.user_vector
-        features = bundle.features(query.user_vector, query.history, items, retrieval_scores)
+        from_sequential = None if sequential_found is None else np.isin(items, sequential_found)
+        features = bundle.features(query.user_vector, query.history, items, retrieval_scores, query.sequence_query,
+                                   from_sequential)
         return np.asarray(bundle.ranker.score(features), dtype=np.float32)
 
     # -- stage 5: the policy engine (Art. 11, Art. 12, Art. 14 (draft 13)) ---------------------------------------------

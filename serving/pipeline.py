@@ -98,8 +98,9 @@ class RecommendationPipeline:
 
     def hydrate(self, request: RecommendationRequest, audience: Audience, request_id: str) -> tuple[Query, SharedState]:
         """The query and the shared state, from ONE read of the state database: this session's
-        earlier pages, for a user the model knows the items recently shown and the items of their
-        stored events, and the versions of the shared state (reloaded only when they moved).
+        earlier pages, for a user the model knows the items recently shown, the items of their
+        stored events and those they engaged with in time order (the sequential source's
+        recent history), and the versions of the shared state (reloaded only when they moved).
         Nothing is written here: the page is recorded by `serve` once the list is logged."""
         personal = (audience.personalization_allowed and audience.user.personalization
                     and request.user_id in self.catalog.bundle.user_index)
@@ -107,13 +108,15 @@ class RecommendationPipeline:
                                          page=request.page, recent_pages=self.recent_pages_excluded, personal=personal,
                                          version_names=SHARED_STATE_VERSIONS)
         shared = self._load_shared(state.versions)
-        recent = known = None
+        recent = known = engaged = None
         if personal:
             recent = np.asarray(state.recent_items, dtype=np.int64)
             index = self.catalog.bundle.item_index
             known = np.asarray([index[i] for i in state.event_items if i in index], dtype=np.int64)
+            engaged = np.asarray([index[i] for i in state.engaged_items if i in index], dtype=np.int64)
         query = self.path.make_query(request, audience, request_id, session_id=state.session_id or uuid.uuid4().hex,
-                                     earlier_pages=state.earlier_pages, recent=recent, known_items=known)
+                                     earlier_pages=state.earlier_pages, recent=recent, known_items=known,
+                                     engaged=engaged)
         return query, shared
 
     def record(self, recommendation: Recommendation, now: datetime) -> None:

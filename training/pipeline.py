@@ -1,10 +1,11 @@
-"""The training pipeline: split ► ranker on a validation split ► retrieval ► index ► bundle ►
-evaluate ► periodic review (Art. 8) ► one MLflow run with a registered model version, given the
+"""The training pipeline: split ► ranker on a validation split ► retrieval (ALS, and the
+sequential source unless switched off) ► indexes ► bundle ► evaluate ► periodic review (Art. 8) ► one MLflow run with a registered model version, given the
 serving alias only when the review passed.
 
 The ranker is trained on retrieval candidates of a validation split carved from train exactly
-like test (ALS fitted on the inner part, candidates labelled with the held-out positives); the
-final model refits ALS on all train positives and keeps that ranker. Candidates never hold an
+like test (ALS and the sequence model fitted on the inner part, both sources' candidates merged
+and labelled with the held-out positives); the final model refits both on all train positives
+and keeps that ranker. Candidates never hold an
 item the user has rated (any rating) before the held-out part, in training as in serving; ALS and
 the labels use positives only. Evaluation goes through the written bundle, the same code path
 serving uses, under both exclusion rules of `recsys.evaluation` (the served reality `unseen_*`,
@@ -56,11 +57,12 @@ from recsys.evaluation import (
 from recsys.ranking.features import FEATURE_NAMES, ItemStats, encode_categories, item_stats
 from recsys.ranking.importance import permutation_importance
 from recsys.ranking.model import Ranker, make_ranker
-from recsys.ranking.train import list_metrics, ranking_lists, retrieve, split_lists
+from recsys.ranking.train import list_metrics, ranking_lists, split_lists
 from recsys.retrieval import Recommender, model_class
 from recsys.retrieval.als import ALS
 from recsys.retrieval.baselines import MostPopular
 from recsys.retrieval.index import build_index
+from recsys.retrieval.sequential import SequentialSource, fit_sequential
 from recsys.schema import Dataset
 from training.config import TrainingConfig
 from training.engine import Engine, LocalEngine
@@ -143,6 +145,15 @@ def fit_retrieval(history: Histories, config: TrainingConfig, engine: Engine | N
     return (engine or LocalEngine()).fit_als(history.matrix(), config.als)
 
 
+def fit_sequence_source(history: Histories, config: TrainingConfig) -> SequentialSource | None:
+    """The sequential candidate source fitted on `history` (time-ordered positives), or None when
+    `config.sequential.enabled` is off. Fitted in this process whatever the engine (a small
+    CPU model; the engines distribute ALS and the ranker)."""
+    if not config.sequential.enabled:
+        return None
+    return fit_sequential(history, config.sequential.sasrec, config.index, config.sequential.n_candidates)
+
+
 def stats_for(model: ALS, history: Histories, catalog: Catalog, config: TrainingConfig) -> ItemStats:
     return item_stats(model.item_factors, history.items, history.timestamps, catalog.codes, catalog.n_categories,
                       catalog.release_year, config.features)
@@ -162,8 +173,11 @@ def train_ranker(split: Split, catalog: Catalog, config: TrainingConfig, progres
     # candidates it will be given.
     active = validation.train.lengths > 0
     index = build_index(retrieval.item_factors, config=config.index, sample_queries=retrieval.user_factors[active])
+    # The sequential source too, fitted on the same inner part (never on the labels), so the ranker
+    # learns how far to trust each source on candidates like serving's.
+    sequential = fit_sequence_source(validation.train, config)
     lists, candidates = ranking_lists(stats, retrieval.user_factors, validation, index.search, config.n_candidates,
-                                      config.features, progress)
+                                      config.features, progress, retrieval.item_factors, sequential)
     fit_lists, stop_lists = split_lists(lists, config.ranker.early_stopping_share, config.seed)
     if not len(fit_lists.labels):
         raise ValueError("ranker: no validation user has a held-out positive among the candidates; "
@@ -182,9 +196,11 @@ def train_ranker(split: Split, catalog: Catalog, config: TrainingConfig, progres
 
 
 def assemble(directory: Path, dataset: Dataset, user_ids: np.ndarray, history: Histories, seen: Histories,
-             retrieval: ALS, ranker: Ranker, catalog: Catalog, config: TrainingConfig, manifest: dict[str, Any]) -> Path:
+             retrieval: ALS, ranker: Ranker, catalog: Catalog, config: TrainingConfig, manifest: dict[str, Any],
+             sequential: SequentialSource | None = None) -> Path:
     """Build the index over `retrieval`'s item vectors and write the bundle (`seen`: every
-    interaction of the training window at any rating, what serving excludes)."""
+    interaction of the training window at any rating, what serving excludes; `sequential`: the
+    second candidate source, None when switched off)."""
     stats = stats_for(retrieval, history, catalog, config)
     active = history.lengths > 0
     index = build_index(retrieval.item_factors, config=config.index, sample_queries=retrieval.user_factors[active])
@@ -199,6 +215,7 @@ def assemble(directory: Path, dataset: Dataset, user_ids: np.ndarray, history: H
         stats=stats,
         index=index,
         ranker=ranker,
+        sequential=sequential,
         manifest={
             "retrieval": {"kind": config.retrieval, "factors": config.als.factors,
                           "regularization": config.als.regularization, "alpha": config.als.alpha},
@@ -222,8 +239,7 @@ def evaluate_bundle(bundle: ModelBundle, split: Split, config: TrainingConfig) -
     users = split.test_users()
     lists, recall_n = {}, {}
     for rule, exclude in ((EXCLUDE_SEEN, split.seen), (EXCLUDE_POSITIVES, None)):
-        candidates = retrieve(bundle.index.search, bundle.user_factors, split.train, users, config.n_candidates,
-                              exclude=exclude)
+        candidates = bundle.candidates(split.train, users, config.n_candidates, exclude)
         lists[rule] = bundle.rank(candidates, config.protocol.k)
         recall_n[rule] = candidate_recall(candidates.items, users, split.test)
     return summarize_rules(lists, users, split, bundle.item_category, config.protocol.k), recall_n
@@ -288,10 +304,12 @@ def run_offline(dataset: Dataset, config: TrainingConfig, workdir: Path, *, full
         ranker, validation = train_ranker(split, catalog, config, progress, engine)
     with stages.stage("retrieval"):
         retrieval = fit_retrieval(split.train, config, engine)
+    with stages.stage("sequential"):
+        sequential = fit_sequence_source(split.train, config)
     honest_dir = workdir / ("honest-bundle" if full else "bundle")
     with stages.stage("index+bundle"):
         assemble(honest_dir, dataset, split.user_ids, split.train, split.known(), retrieval, ranker, catalog, config,
-                 {**manifest, "trained_on": "train split", "full": False})
+                 {**manifest, "trained_on": "train split", "full": False}, sequential)
     with stages.stage("evaluate"):
         bundle = ModelBundle.load(honest_dir, serving=False)
         two_stage, recall_n = evaluate_bundle(bundle, split, config)
@@ -307,9 +325,10 @@ def run_offline(dataset: Dataset, config: TrainingConfig, workdir: Path, *, full
         with stages.stage("refit on all"):
             user_ids, item_ids, everything = positive_histories(dataset, config.protocol.min_rating)
             retrieval_all = fit_retrieval(everything, config, engine)
+            sequential_all = fit_sequence_source(everything, config)
             final_dir = assemble(workdir / "bundle", dataset, user_ids, everything,
                                  interaction_histories(dataset, user_ids, item_ids), retrieval_all, ranker, catalog,
-                                 config, {**manifest, "trained_on": "all positives", "full": True})
+                                 config, {**manifest, "trained_on": "all positives", "full": True}, sequential_all)
     final_manifest = json.loads((final_dir / "manifest.json").read_text())
     n = config.n_candidates
     final_manifest["metrics"] = {"test": table, "validation": validation,
@@ -581,7 +600,8 @@ def model_card(offline: OfflineResult, config: TrainingConfig, manifest: dict, f
 **Architecture**: implicit ALS ({config.als.factors} factors, regularization {config.als.regularization},
 alpha {config.als.alpha}, {config.als.iterations} iterations) ► Faiss index `{manifest['index']['kind']}`
 (build {manifest['index_build_id']}, recall {manifest['index'].get('recall', 1.0):.3f}) ► top-{config.n_candidates}
-candidates ► `{config.ranker.kind}` ranker trained on those candidates of a validation split carved from train.
+candidates{sequential_line(config)} ► `{config.ranker.kind}` ranker trained on those candidates of a validation split
+carved from train.
 
 **Evaluation** (protocol: positives rating >= {config.protocol.min_rating:g}; per-user time split, last
 ceil({config.protocol.test_share:g} n) to test; full ranking; averaged over users with a test item). `unseen_*`
@@ -599,6 +619,16 @@ excluded), {offline.candidate_recall:.4f} (train positives excluded).
 **Limitations**: offline metrics on historical data; popularity and time features favour recent,
 popular items; users without a history receive the non-personalised list.
 """
+
+
+def sequential_line(config: TrainingConfig) -> str:
+    """The model card's words for the second candidate source (nothing when it is switched off)."""
+    if not config.sequential.enabled:
+        return ""
+    sasrec = config.sequential.sasrec
+    return (f", merged with the top-{config.sequential.n_candidates} of a SASRec+ sequence model ({sasrec.blocks} "
+            f"block(s), {sasrec.hidden} dims, the last {sasrec.max_len} items, {sasrec.epochs} epochs) from its own "
+            "Faiss index")
 
 
 def _register(model_info, name: str, fingerprint: str, config_hash: str, full: bool, dataset: str,

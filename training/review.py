@@ -6,7 +6,8 @@ data and results, and forbids models that induce users into addiction. Here "reg
 
 1. `OfflineServing` runs the served path (`served.path.ServedPath`, the code the server runs) for
    one user history without a server: the user vector (the stored one for a user's own history,
-   else recomputed), Faiss top-N, every seen item removed (any rating, `ModelBundle.user_seen`),
+   else recomputed), Faiss top-N, the sequential source's top items for the same history (when
+   the model carries one), every seen item removed (any rating, `ModelBundle.user_seen`),
    flagged items removed, the popular and editorial sources, the ranker, the one constraint engine
    with the declared policy (page 0 of the home surface) — for an adult with default settings.
 2. Over the test users of the protocol split (a seeded sample of `list_users` on big data) it measures what the lists served would show:
@@ -92,14 +93,31 @@ class OfflineServing:
         found = self.bundle.index.search(vector[None, :], depth)[1][0]
         return history, vector, found[(found >= 0) & ~np.isin(found, known)][: self.n_candidates]
 
+    def _sequential_candidates(self, history: np.ndarray, known: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """(the sequential source's query, its top items with `known` removed); (None, empty)
+        when the bundle has no sequential source."""
+        source = self.bundle.sequential
+        query = self.bundle.sequence_query(history)
+        if source is None or query is None:
+            return None, np.empty(0, dtype=np.int64)
+        depth = min(len(self.bundle.item_ids), source.n_candidates + len(known))
+        found = source.search(query[None, :], depth)[1][0]
+        return query, found[(found >= 0) & ~np.isin(found, known)][: source.n_candidates]
+
     def model_list(self, history: np.ndarray, k: int, seen: np.ndarray | None = None, user_id: str | None = None) -> np.ndarray:
-        """Top-k of the two-stage model alone (no filter but the seen items, no policy); empty for an
-        empty history."""
+        """Top-k of the two-stage model alone (both retrieval sources, no filter but the seen items,
+        no policy); empty for an empty history."""
         history, vector, items = self._candidates(history, seen)
         if not len(items):
             return items
+        known = history if seen is None else np.union1d(history, np.asarray(seen, dtype=np.int64))
+        query, sequential = self._sequential_candidates(history, known)
+        if len(sequential):
+            items = np.concatenate([items, sequential[~np.isin(sequential, items)]])
         retrieval_scores = self.bundle.item_factors[items] @ vector
-        scores = np.asarray(self.bundle.ranker.score(self.bundle.features(vector, history, items, retrieval_scores)))
+        features = self.bundle.features(vector, history, items, retrieval_scores, query,
+                                        None if query is None else np.isin(items, sequential))
+        scores = np.asarray(self.bundle.ranker.score(features))
         return items[np.argsort(-scores, kind="stable")[:k]]
 
     def served_list(self, history: np.ndarray, k: int, seen: np.ndarray | None = None, user_id: str | None = None) -> np.ndarray:

@@ -13,7 +13,7 @@ from typing import SupportsInt
 
 import numpy as np
 
-__all__ = ["CandidateSet", "Source", "int_set", "int_tuple"]
+__all__ = ["CandidateSet", "Source", "int_set", "int_tuple", "merge_sources"]
 
 
 class Source(enum.IntEnum):
@@ -24,6 +24,7 @@ class Source(enum.IntEnum):
     POPULAR = 2
     PINNED = 3  # an operator's pin
     TRENDING = 4
+    SEQUENTIAL = 5  # the sequence model's retrieval (recsys/retrieval/sequential.py), personalized
 
 
 _COLUMNS: dict[str, type] = {
@@ -129,6 +130,22 @@ class CandidateSet:
             pools={name: mask[back] for name, mask in merged.items()},
             extra={name: column[keep] for name, column in extra.items()},
         )
+
+
+def merge_sources(items: Sequence[np.ndarray], scores: Sequence[np.ndarray],
+                  sources: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Several sources' candidates (parts in priority order) as one row per item: each item keeps
+    its first row, so the earlier source names it (pins before retrieval, ALS before the
+    sequential source, both before popular and editorial), rows in concatenation order. The
+    server's candidate stage and the ranker's training lists merge their sources with this."""
+    if not items:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int8)
+    all_items = np.concatenate([np.asarray(part, dtype=np.int64) for part in items])
+    all_scores = np.concatenate([np.asarray(part, dtype=np.float32) for part in scores])
+    all_sources = np.concatenate([np.asarray(part, dtype=np.int8) for part in sources])
+    _, first = np.unique(all_items, return_index=True)
+    first.sort()
+    return all_items[first], all_scores[first], all_sources[first]
 
 
 def _column(values: object, label: str, dtype: type) -> np.ndarray:

@@ -35,7 +35,12 @@ FEATURE_NAMES: list[str] = [
     "cosine_last_item",  # cosine to the user's most recent item
     "history_log_length",  # log1p(history length)
     "popularity_gap",  # item log-popularity minus the mean over the user's history
+    "sequential_score",  # the sequence model's logit of the item after the user's sequence (0: no such source)
+    "sequential_score_gap",  # that logit minus the best candidate's
+    "sequential_rank_log",  # log1p of the rank among the candidates, by the sequential logit
+    "from_sequential",  # 1 when the sequential source retrieved the item (in its top-N), else 0
 ]
+SEQUENTIAL_FEATURES = FEATURE_NAMES[-4:]  # zero when the bundle has no sequential source
 
 
 class FeatureConfig(BaseModel):
@@ -153,6 +158,13 @@ def item_stats(
     )
 
 
+def _score_rank(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(score minus the best, log1p of the rank by score) among one request's candidates."""
+    rank = np.empty(len(scores), dtype=np.float32)
+    rank[np.argsort(-scores, kind="stable")] = np.arange(len(scores), dtype=np.float32)
+    return scores - scores.max(), np.log1p(rank)
+
+
 def build_features(
     stats: ItemStats,
     user_vector: np.ndarray,
@@ -160,12 +172,17 @@ def build_features(
     cand_idx: np.ndarray,
     retrieval_scores: np.ndarray,
     config: FeatureConfig,
+    sequential_scores: np.ndarray | None = None,
+    from_sequential: np.ndarray | None = None,
 ) -> np.ndarray:
     """Feature matrix (len(cand_idx), len(FEATURE_NAMES)) float32 for one request.
 
     `history_idx` is the history the model may see (time order, oldest first); `retrieval_scores`
-    align with `cand_idx`. `user_vector` is accepted for rankers that read it; the features here
-    reach it through `retrieval_scores`.
+    (ALS) and `sequential_scores` (the sequence model's logits, None without that source) align
+    with `cand_idx`; `from_sequential` marks the candidates the sequential source retrieved.
+    `user_vector` is accepted for rankers that read it; the features here reach it through
+    `retrieval_scores`. Training (`recsys.ranking.train.featurise`) and serving
+    (`ModelBundle.features`) both call this function, so the ranker sees the same features.
     """
     cand = np.asarray(cand_idx, dtype=np.int64)
     history = np.asarray(history_idx, dtype=np.int64)
@@ -177,10 +194,13 @@ def build_features(
     recent = history[-config.recent_items :]
 
     out[:, 0] = scores
-    out[:, 1] = scores - scores.max()
-    rank = np.empty(n, dtype=np.float32)
-    rank[np.argsort(-scores, kind="stable")] = np.arange(n, dtype=np.float32)
-    out[:, 2] = np.log1p(rank)
+    out[:, 1], out[:, 2] = _score_rank(scores)
+    if sequential_scores is not None:
+        sequential = np.asarray(sequential_scores, dtype=np.float32)
+        out[:, 16] = sequential
+        out[:, 17], out[:, 18] = _score_rank(sequential)
+    if from_sequential is not None:
+        out[:, 19] = np.asarray(from_sequential, dtype=np.float32)
     log_pop = stats.log_popularity[cand]
     out[:, 3] = log_pop
     out[:, 4] = stats.recent_log_popularity[cand]

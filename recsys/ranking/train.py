@@ -17,7 +17,9 @@ from tqdm.auto import tqdm
 
 from recsys.evaluation import Histories, Split, candidate_recall, ranking_metrics
 from recsys.ranking.features import FEATURE_NAMES, FeatureConfig, ItemStats, build_features
+from recsys.pipeline.candidates import Source, merge_sources
 from recsys.ranking.model import Ranker, RankingLists
+from recsys.retrieval.sequential import SequentialSource
 
 Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 """(queries (b, d) float32, k) -> (scores, item indices), best first; -1 pads (e.g. ItemIndex.search)."""
@@ -25,11 +27,17 @@ Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 @dataclass(frozen=True)
 class Candidates:
-    """Top-N retrieval candidates per user (history and excluded items removed); -1 pads, scores -inf there."""
+    """Top-N retrieval candidates per user (history and excluded items removed); -1 pads, scores -inf there.
+
+    With a sequential source (`with_sequential`) each row is ALS's top-N then the sequence model's
+    top-M items ALS did not find; `scores` is the ALS score of every candidate, `sequential` the
+    sequence model's logit and `from_sequential` whether that source retrieved it."""
 
     users: np.ndarray
     items: np.ndarray  # int64 (users, n)
     scores: np.ndarray  # float32 (users, n)
+    sequential: np.ndarray | None = None  # float32 (users, n): the sequence model's logits
+    from_sequential: np.ndarray | None = None  # bool (users, n)
 
 
 def retrieve(search: Search, user_vectors: np.ndarray, histories: Histories, users: np.ndarray, n: int,
@@ -56,6 +64,36 @@ def retrieve(search: Search, user_vectors: np.ndarray, histories: Histories, use
     return Candidates(users, items, scores)
 
 
+def with_sequential(als: Candidates, item_factors: np.ndarray, user_vectors: np.ndarray, source: SequentialSource,
+                    histories: Histories, exclude: Histories | None = None) -> Candidates:
+    """`als`'s candidates merged with the sequential source's top `source.n_candidates` for the same
+    users (the same items excluded), through the served path's merge (`merge_sources`: ALS first).
+    Every candidate gets both sources' scores: ALS's from `user_vectors`/`item_factors`, the
+    sequence model's from each user's `histories` row encoded as the server encodes it."""
+    users = als.users
+    queries = np.zeros((histories.n_users, source.model.config.hidden), dtype=np.float32)
+    if len(users):
+        queries[users] = source.queries([histories.of(int(u)) for u in users])
+    found = retrieve(source.search, queries, histories, users, source.n_candidates, exclude=exclude)
+    width = als.items.shape[1] + source.n_candidates
+    items = np.full((len(users), width), -1, dtype=np.int64)
+    scores = np.full((len(users), width), -np.inf, dtype=np.float32)
+    sequential = np.full((len(users), width), -np.inf, dtype=np.float32)
+    from_sequential = np.zeros((len(users), width), dtype=bool)
+    item_vectors = source.item_vectors()
+    for row, user in enumerate(users):
+        parts = [als.items[row][als.items[row] >= 0], found.items[row][found.items[row] >= 0]]
+        merged, _, origin = merge_sources(parts, [np.zeros(len(p), dtype=np.float32) for p in parts],
+                                          [np.full(len(parts[0]), int(Source.RANKED), dtype=np.int8),
+                                           np.full(len(parts[1]), int(Source.SEQUENTIAL), dtype=np.int8)])
+        n = len(merged)
+        items[row, :n] = merged
+        scores[row, :n] = item_factors[merged] @ user_vectors[user]
+        sequential[row, :n] = item_vectors[merged] @ queries[user]
+        from_sequential[row, :n] = np.isin(merged, parts[1])
+    return Candidates(users, items, scores, sequential, from_sequential)
+
+
 def featurise(stats: ItemStats, user_vectors: np.ndarray, histories: Histories, candidates: Candidates,
               config: FeatureConfig, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(features (users, n, f), mask (users, n)) through the same `build_features` serving calls."""
@@ -69,8 +107,11 @@ def featurise(stats: ItemStats, user_vectors: np.ndarray, histories: Histories, 
         for row in rows:
             user = candidates.users[row]
             real = mask[row]
+            sequential = None if candidates.sequential is None else candidates.sequential[row, real]
+            origin = None if candidates.from_sequential is None else candidates.from_sequential[row, real]
             features[row, real] = build_features(
-                stats, user_vectors[user], histories.of(user), candidates.items[row, real], candidates.scores[row, real], config
+                stats, user_vectors[user], histories.of(user), candidates.items[row, real], candidates.scores[row, real],
+                config, sequential, origin,
             )
     return features, mask
 
@@ -84,11 +125,17 @@ def label(candidates: Candidates, held_out: Histories) -> np.ndarray:
 
 
 def ranking_lists(stats: ItemStats, user_vectors: np.ndarray, split: Split, search: Search, n_candidates: int,
-                  config: FeatureConfig, progress: bool = False) -> tuple[RankingLists, Candidates]:
+                  config: FeatureConfig, progress: bool = False, item_factors: np.ndarray | None = None,
+                  sequential: SequentialSource | None = None) -> tuple[RankingLists, Candidates]:
     """Lists for every user with both a history and a held-out positive in `split`; the candidates
-    exclude every item the user rated before the held-out part (`split.seen`), as serving does."""
+    exclude every item the user rated before the held-out part (`split.seen`), as serving does.
+    With a `sequential` source (and the ALS `item_factors`) its candidates join ALS's."""
     users = np.flatnonzero((split.train.lengths > 0) & (split.test.lengths > 0))
     candidates = retrieve(search, user_vectors, split.train, users, n_candidates, exclude=split.seen)
+    if sequential is not None:
+        if item_factors is None:
+            raise ValueError("ranking_lists: a sequential source needs the ALS item_factors to score its candidates")
+        candidates = with_sequential(candidates, item_factors, user_vectors, sequential, split.train, split.seen)
     features, mask = featurise(stats, user_vectors, split.train, candidates, config, progress)
     return RankingLists(features, label(candidates, split.test), mask), candidates
 

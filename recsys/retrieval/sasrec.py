@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -56,6 +57,9 @@ class SASRecConfig(BaseModel):
     eval_every: int = Field(default=5, ge=1)  # epochs between monitor calls
     patience: int = Field(default=2, ge=1)  # monitor calls without improvement before stopping
     time_limit_s: float | None = Field(default=None, gt=0.0)  # stop training after this long (None: no limit)
+    # None: the full softmax over the catalog (SASRec+). N: a sampled softmax against N items drawn
+    # uniformly per batch, shared by its rows (catalogs too large for the full softmax on a CPU).
+    negatives: int | None = Field(default=None, ge=1)
     threads: int = Field(default=1, ge=1)  # torch intra-op threads during fit and scores
     seed: int = 0
 
@@ -209,7 +213,7 @@ class SASRecPlus(HistoryRecommender):
                     batch_targets = torch.from_numpy(targets[rows, -width:])
                     hidden = network(batch_inputs)
                     mask = batch_targets >= 0
-                    loss = functional.cross_entropy(network.logits(hidden[mask]), batch_targets[mask])
+                    loss = self._loss(network, hidden[mask], batch_targets[mask], train.n_items)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()  # type: ignore[no-untyped-call]  # torch declares Tensor.backward without annotations
                     optimizer.step()
@@ -237,26 +241,84 @@ class SASRecPlus(HistoryRecommender):
         self.fit_seconds = time.perf_counter() - started
         return self
 
+    def _loss(self, network: _Network, hidden: torch.Tensor, targets: torch.Tensor, n_items: int) -> torch.Tensor:
+        """Cross-entropy of the next item: over the whole catalog, or (`negatives`) over the target
+        and a batch-shared uniform sample of items."""
+        negatives = self.config.negatives
+        if negatives is None or negatives >= n_items:
+            return functional.cross_entropy(network.logits(hidden), targets)
+        sampled = torch.randint(1, n_items + 1, (negatives,))
+        positive = (hidden * network.items(targets + 1)).sum(dim=-1, keepdim=True)
+        logits = torch.cat([positive, hidden @ network.items(sampled).T], dim=1)
+        return functional.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long))
+
     # -- scores ----------------------------------------------------------------------------------
 
     def scores(self, user_idx: np.ndarray) -> np.ndarray:
         """The next-item logits after each user's training sequence, (len(user_idx), n_items)."""
-        network, history = fitted(self, self.network), fitted(self, self.history)
+        history = fitted(self, self.history)
         users = np.asarray(user_idx, dtype=np.int64)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(self.config.threads)
+        out = self.encode([history.of(int(u)) for u in users]) @ self.item_embeddings().T
+        return np.asarray(out, dtype=np.float32)
+
+    def item_embeddings(self) -> np.ndarray:
+        """(n_items, hidden) float32: the output layer's item vectors (tied with the input
+        embeddings). A user's logits are `encode(...)` times these, so an inner-product index over
+        them retrieves the model's top items."""
+        network = fitted(self, self.network)
+        return np.ascontiguousarray(network.items.weight[1:].detach().numpy(), dtype=np.float32)
+
+    def encode(self, sequences: Sequence[np.ndarray], threads: int | None = None) -> np.ndarray:
+        """(len(sequences), hidden) float32: the hidden state after each item sequence (item
+        indices, oldest first; the last `max_len` are read), the query of `item_embeddings`. An
+        empty sequence gives zeros. `threads` (default `config.threads`) bounds torch's pool."""
+        network = fitted(self, self.network)
+        length = self.config.max_len
+        out = np.zeros((len(sequences), self.config.hidden), dtype=np.float32)
+        threads_before = torch.get_num_threads()
+        wanted = threads or self.config.threads
+        if wanted != threads_before:
+            torch.set_num_threads(wanted)
         was_training = network.training
         network.eval()
         try:
-            out = np.empty((len(users), history.n_items), dtype=np.float32)
-            for start in range(0, len(users), 256):
-                batch = users[start:start + 256]
-                tokens = self._tokens(batch, history, self.config.max_len)
-                width = max(1, int((tokens > 0).sum(axis=1).max()) if len(tokens) else 1)
+            for start in range(0, len(sequences), 256):
+                batch = [np.asarray(s, dtype=np.int64)[-length:] for s in sequences[start:start + 256]]
+                width = max(1, max(len(s) for s in batch))
+                tokens = np.zeros((len(batch), width), dtype=np.int64)
+                for row, items in enumerate(batch):
+                    if len(items):
+                        tokens[row, width - len(items):] = items + 1
+                real = tokens[:, -1] > 0
                 with torch.inference_mode():
-                    hidden = network(torch.from_numpy(tokens[:, -width:]))[:, -1]
-                    out[start:start + len(batch)] = network.logits(hidden).numpy()
+                    hidden = network(torch.from_numpy(tokens))[:, -1]
+                out[start:start + len(batch)] = hidden.numpy() * real[:, None]
             return out
         finally:
             network.train(was_training)
-            torch.set_num_threads(threads)
+            if wanted != threads_before:
+                torch.set_num_threads(threads_before)
+
+    # -- persistence (a bundle stores tensors and plain values, never pickled code) ---------------
+
+    def save(self, path: Path) -> Path:
+        """Write the configuration, the catalog size and the network's tensors to `path`."""
+        network = fitted(self, self.network)
+        torch.save({"config": self.config.model_dump(mode="json"), "n_items": int(network.items.num_embeddings - 1),
+                    "best_epoch": self.best_epoch, "state": network.state_dict()}, Path(path))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: Path) -> SASRecPlus:
+        """A fitted model from `save`'s file, for encoding sequences (no training history)."""
+        try:
+            saved = torch.load(Path(path), map_location="cpu", weights_only=True)
+            model = cls(SASRecConfig(**saved["config"]))
+            network = _network(int(saved["n_items"]), model.config)
+            network.load_state_dict(saved["state"])
+        except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise RetrievalError(f"{path}: not a saved SASRec+ model ({' '.join(str(exc).split())[:200]})") from None
+        network.eval()
+        model.network = network
+        model.best_epoch = saved.get("best_epoch")
+        return model

@@ -85,7 +85,8 @@ def _surfaces(services: Services) -> list[dict]:
     bundle = catalog.bundle if catalog else None
     importance = bundle.manifest.get("feature_importance") if bundle is not None else None
     names = list(bundle.feature_names) if bundle is not None else list(FEATURE_NAMES)
-    return parameters.surface_parameters(settings.surfaces, by_surface, importance, names)
+    return parameters.surface_parameters(settings.surfaces, by_surface, importance, names,
+                                         sequential_source=bundle is not None and bundle.sequential is not None)
 
 
 def user_options(settings) -> list[str]:

@@ -18,7 +18,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from sqlalchemy import (
@@ -56,6 +56,9 @@ TAG_STATES = ("deleted", "added", "not_interested")
 # The admin-edited state every worker keeps a copy of (interventions, the feature library), by the
 # names of its version rows: a worker reloads its copy when one moved.
 SHARED_STATE_VERSIONS = ("interventions", "features")
+# Event types that say the user engaged with an item (an impression only says it was shown): the
+# sequential candidate source reads these, in time order, after the user's stored history.
+ENGAGEMENT_EVENTS = ("click", "like", "share")
 
 # The request path's statements, built once: executing a prebuilt statement only binds values,
 # three times faster than building it per call (measured: 0.05 vs 0.15 ms for `load_user`).
@@ -115,22 +118,24 @@ class RequestState:
     earlier_pages: list[ServedPage]  # this session's pages before the one asked for, in page order
     recent_items: list[int]  # items of the user's last pages, newest page first (personal only)
     event_items: list[str]  # items of the user's stored events, distinct (personal only)
+    engaged_items: list[str] = field(default_factory=list)  # items of engagement events, by latest event, oldest first (personal only)
 
 
 def _request_state_statement(personal: bool, session: str | None):
     """One UNION ALL over the state a list needs, each row tagged with what it is: the state
     versions, this session's earlier pages (`session`: "given" the request's session id, "latest"
     the newest on the surface, None: page 0 reads none), and when `personal` the recent pages' items
-    and the event items. JSON columns come back as text, decoded by `request_state`."""
+    and the event items, and the items of engagement events (not impressions) with their latest
+    time. JSON columns come back as text, decoded by `request_state`."""
     pages, events, versions = db.served_pages, db.events, db.state_versions
-    text_null, int_null = cast(null(), Text), cast(null(), Integer)
+    text_null, int_null, time_null = cast(null(), Text), cast(null(), Integer), cast(null(), db.UTCDateTime())
 
     def tagged(kind: str):
         return literal_column(f"'{kind}'", String).label("kind")
 
     parts = [select(tagged("version"), versions.c.version.label("number"), int_null.label("row_id"),
                     versions.c.name.label("name"), text_null.label("items"), text_null.label("categories"),
-                    text_null.label("contents"))
+                    text_null.label("contents"), time_null.label("stamp"))
              .where(versions.c.name.in_(bindparam("names", expanding=True)))]
     if session is not None:
         latest = (select(pages.c.session_id)
@@ -138,18 +143,23 @@ def _request_state_statement(personal: bool, session: str | None):
                   .order_by(pages.c.id.desc()).limit(1).scalar_subquery())
         wanted = bindparam("session_id", type_=String) if session == "given" else latest
         parts.append(select(tagged("page"), pages.c.page, pages.c.id, pages.c.session_id, cast(pages.c["items"], Text),
-                            cast(pages.c.categories, Text), cast(pages.c.contents, Text))
+                            cast(pages.c.categories, Text), cast(pages.c.contents, Text), time_null)
                      .where(and_(pages.c.user_id == bindparam("user_id"), pages.c.surface == bindparam("surface"),
                                  pages.c.session_id == wanted, pages.c.page < bindparam("before_page"))))
         if session == "latest":
-            parts.append(select(tagged("latest"), int_null, int_null, latest, text_null, text_null, text_null))
+            parts.append(select(tagged("latest"), int_null, int_null, latest, text_null, text_null, text_null, time_null))
     if personal:
         recent = (select(pages.c.id, pages.c["items"]).where(pages.c.user_id == bindparam("user_id"))
                   .order_by(pages.c.id.desc()).limit(bindparam("pages", type_=Integer)).subquery("recent"))
         parts.append(select(tagged("recent"), int_null, recent.c.id, text_null, cast(recent.c["items"], Text), text_null,
-                            text_null))
-        parts.append(select(tagged("event"), int_null, int_null, events.c.item_id, text_null, text_null, text_null)
+                            text_null, time_null))
+        parts.append(select(tagged("event"), int_null, int_null, events.c.item_id, text_null, text_null, text_null, time_null)
                      .where(events.c.user_id == bindparam("user_id")).distinct())
+        # What the user engaged with, for the sequential candidate source: each item once, at its latest event.
+        parts.append(select(tagged("engaged"), int_null, int_null, events.c.item_id, text_null, text_null, text_null,
+                            func.max(events.c.ts))
+                     .where(and_(events.c.user_id == bindparam("user_id"), events.c.type.in_(ENGAGEMENT_EVENTS)))
+                     .group_by(events.c.item_id))
     return union_all(*parts)
 
 
@@ -325,8 +335,9 @@ class StateStore:
         pages: list[tuple[int, int, str, str, str, str]] = []
         recent: list[tuple[int, str]] = []
         events: list[str] = []
+        engaged: list[tuple[datetime, str]] = []
         latest = None
-        for kind, number, row_id, name, items, categories, contents in rows:
+        for kind, number, row_id, name, items, categories, contents, stamp in rows:
             if kind == "version":
                 found[name] = number
             elif kind == "page":
@@ -335,6 +346,8 @@ class StateStore:
                 latest = name
             elif kind == "recent":
                 recent.append((row_id, items))
+            elif kind == "engaged":
+                engaged.append((stamp, name))
             else:
                 events.append(name)
         pages.sort(key=lambda row: (row[0], row[1]))  # by page, then as written (as `session_pages`)
@@ -355,6 +368,7 @@ class StateStore:
             earlier_pages=earlier,
             recent_items=recent_items,
             event_items=events if personal else [],
+            engaged_items=[item for _, item in sorted(engaged)] if personal else [],
         )
 
     def record_page(self, *, request_id: str, user_id: str, surface: str, session_id: str, page: int,

@@ -37,7 +37,7 @@ def bundle(offline):
 
 def test_seen_arrays_round_trip(offline, bundle):
     known = offline.split.known()
-    assert bundle.manifest["format_version"] == FORMAT_VERSION == 2 and not bundle.seen_fallback
+    assert bundle.manifest["format_version"] == FORMAT_VERSION == 3 and not bundle.seen_fallback
     for name in ("indptr", "items", "timestamps", "ratings"):
         assert np.array_equal(getattr(bundle.seen, name), getattr(known, name)), name
     assert bundle.seen.items.dtype == np.int64 and bundle.seen.ratings.dtype == np.float32

@@ -47,9 +47,11 @@ def test_features_have_the_declared_names_and_no_user_attribute():
     assert np.isfinite(features).all()
     assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
     assert banned_features(FEATURE_NAMES, TagPolicy()) == []
-    # The builder has no parameter through which a demographic attribute could arrive.
+    # The builder has no parameter through which a demographic attribute could arrive (the sequential
+    # source's scores and which candidates it retrieved are behavioural, like the retrieval scores).
     assert list(inspect.signature(build_features).parameters) == [
-        "stats", "user_vector", "history_idx", "cand_idx", "retrieval_scores", "config"]
+        "stats", "user_vector", "history_idx", "cand_idx", "retrieval_scores", "config", "sequential_scores",
+        "from_sequential"]
 
 
 def test_features_are_deterministic_and_follow_candidate_order():

@@ -261,6 +261,21 @@ def test_complaints(store):
 
 
 # -- events and accounts --------------------------------------------------------------------------------------
+def test_request_state_lists_engaged_items_oldest_first(store):
+    """The sequential candidate source reads what the user engaged with (clicks, likes, shares; not
+    impressions), each item once at its latest event, oldest first."""
+    store.add_events([event("a", item="i1", ts=T0), event("b", item="i2", ts=T0 + timedelta(minutes=5), kind="like"),
+                      event("c", item="i3", ts=T0 + timedelta(minutes=10), kind="impression"),
+                      event("d", item="i1", ts=T0 + timedelta(minutes=20), kind="share"),
+                      event("e", item="i4", ts=T0 + timedelta(minutes=15)), event("f", user="u2", item="i5")])
+    got = store.request_state("u1", "feed", session_id=None, page=0, recent_pages=2, personal=True,
+                              version_names=("interventions",))
+    assert got.engaged_items == ["i2", "i4", "i1"]
+    assert sorted(got.event_items) == ["i1", "i2", "i3", "i4"]  # every event, impressions too, is "seen"
+    assert store.request_state("u1", "feed", session_id=None, page=0, recent_pages=2, personal=False,
+                               version_names=("interventions",)).engaged_items == []
+
+
 def test_events_are_idempotent_and_feed_the_history_queries(store):
     batch = [event("e1", item="i1"), event("e2", item="i2", ts=T0 + timedelta(hours=1)), event("e1", item="ignored")]
     assert store.add_events(batch) == 2  # a repeated id in one batch counts once, and its first copy is kept
