@@ -305,10 +305,11 @@ def bench_in_process(bundle, version: str, users: list[str], config: LatencyConf
                 request = RecommendationRequest(body.user_id, body.surface, body.page, body.k, body.session_id)
                 started = clock()
                 now = services.clock()
-                audience = services.gate.admit_list(body.user_id, now, route="bench", request_id="bench")
+                audience, state = services.gate.admit_list_reading(body.user_id, now, pipeline.list_read(request),
+                                                                   route="bench", request_id="bench")
                 admitted = clock()
                 rec = pipeline.serve(request, audience, new_request_id(), services.logstore,
-                                     timings={"gate": (admitted - started) * 1e3})
+                                     timings={"gate": (admitted - started) * 1e3}, state=state)
                 ended = clock()
                 if i >= warmup:
                     rows.append(dict(rec.trace.timings_ms))

@@ -32,7 +32,7 @@ from compliance import elderly, minors
 from compliance.logstore import LogStore
 from serving import metrics
 from served.query import Audience, UserState
-from serving.state.store import StateStore
+from serving.state.store import ListRead, RequestState, StateStore
 from serving.usage import UsageCounter
 
 log = logging.getLogger("recsys.serving")
@@ -80,19 +80,41 @@ class ContentGate:
         """`admit` for a list the pipeline's one writer serves: nothing is written here; an admitted
         minor's audience carries the `charge` that `RecommendationPipeline.serve` must count."""
         user = self.store.load_user(user_id)
+        if not self.is_minor(user):
+            return self.decide(user, None, None, now, route=route, request_id=request_id)
+        return self.decide(user, self.guardian_controls(user_id), self.usage.read(user_id, now), now, route=route,
+                           request_id=request_id)
+
+    def admit_list_reading(self, user_id: str, now: datetime, read: ListRead, *, route: str,
+                           request_id: str) -> tuple[Audience, RequestState]:
+        """`admit_list`, and the request's state for hydrate (`read`), from ONE read of the state
+        database (`StateStore.list_state`): the user, a minor's guardian controls and usage of the
+        day (read for everyone: an adult has none, and reading them costs no round trip), and the
+        list's pages, events and versions. The gate decides on what it read, as `admit_list` does."""
+        self.usage.settle(user_id)  # a minor's counts queued on this worker are read back
+        day = minors.local_day(now, self.config)
+        state = self.store.list_state(user_id, day, read)
+        controls = usage = None
+        if self.is_minor(state.user):
+            controls = self.validated_controls(user_id, state.guardian)
+            usage = self.usage.from_stored(day, state.usage)
+        return self.decide(state.user, controls, usage, now, route=route, request_id=request_id), state.request
+
+    def decide(self, user: UserState, controls: minors.GuardianControls | None, usage: minors.UsageState | None,
+               now: datetime, *, route: str, request_id: str) -> Audience:
+        """The audience of `user` from the state read for them (a minor's guardian controls and usage
+        of the day), or AccessDenied (logged, counted) when minors mode refuses the request."""
         config = self.config
-        minor = minors.is_minor(user.age, user.minor_mode, config)
+        minor = self.is_minor(user)
         decision = minors.AccessDecision(allowed=True)
-        controls = charge = None
+        charge = None
         if minor:
-            controls = self.guardian_controls(user_id)
-            usage = self.usage.read(user_id, now)
             decision = minors.check_access(now, user.age, user.minor_mode, usage, config, controls)
             if not decision.allowed:
-                raise refusal(self.logstore, decision, user_id=user_id, route=route, request_id=request_id, now=now)
+                raise refusal(self.logstore, decision, user_id=user.user_id, route=route, request_id=request_id, now=now)
             # continuous use including this request: the usage rule applied to the state it was admitted on
             decision = minors.rest_reminder(decision, minors.add_activity(usage, now, config).continuous_since, now, config)
-            charge = minors.usage_charge(user_id, now, user.age, user.minor_mode, usage, decision, config, controls)
+            charge = minors.usage_charge(user.user_id, now, user.age, user.minor_mode, usage, decision, config, controls)
         return Audience(
             user=user,
             now=now,
@@ -105,10 +127,13 @@ class ContentGate:
         )
 
     def guardian_controls(self, user_id: str) -> minors.GuardianControls | None:
-        """What the user's guardian set, validated as it was on write. A stored value that no
+        """What the user's guardian set, validated as it was on write (`validated_controls`)."""
+        return self.validated_controls(user_id, self.store.guardian(user_id))
+
+    def validated_controls(self, user_id: str, stored: tuple[str, object, datetime] | None) -> minors.GuardianControls | None:
+        """The stored guardian row's controls, validated as they were on write. A stored value that no
         longer validates is logged and counted, and the configured rules (the regulated
         minimum) apply alone: it never takes serving down."""
-        stored = self.store.guardian(user_id)
         if stored is None:
             return None
         try:

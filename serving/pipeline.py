@@ -1,7 +1,8 @@
 """The server's request path: read the user's state, run the served path, remember the page.
 
     gate (serving/gate.py) ► hydrate: this session's pages, recent items, the user's events and
-    the shared state's versions, in one statement (`StateStore.request_state`)
+    the shared state's versions, read with the gate's read of the user in one statement
+    (`list_read`, `ContentGate.admit_list_reading`, `StateStore.list_state`)
     ► ServedPath (served/path.py): sources ► filters ► ranker ► policy engine ► explanations
     ► serve, the one writer: a minor's usage at the budget's edge (before anything is released),
       the log record (before the response), the page, the metrics, a minor's usage otherwise (after)
@@ -27,7 +28,7 @@ from compliance.logstore import LogStore, new_request_id
 from served.query import Audience, RecommendationRequest
 from serving import metrics
 from serving.gate import refusal
-from serving.state.store import SHARED_STATE_VERSIONS, StateStore
+from serving.state.store import SHARED_STATE_VERSIONS, ListRead, RequestState, StateStore
 from serving.usage import UsageCounter
 
 __all__ = ["NON_PERSONALIZED", "PERSONALIZED", "Recommendation", "RecommendationPipeline", "RecommendationRequest",
@@ -60,15 +61,16 @@ class RecommendationPipeline:
         return self.path.index_build_id
 
     def serve(self, request: RecommendationRequest, audience: Audience, request_id: str, logstore: LogStore,
-              timings: Mapping[str, float] | None = None) -> Recommendation:
+              timings: Mapping[str, float] | None = None, state: RequestState | None = None) -> Recommendation:
         """The one place a served list is written: computed; a minor's activity counted toward the day's
         budget (`audience.charge`, serving/usage.py); logged before the response (Art. 28 (draft 24);
         `LogStoreUnavailable` refuses the request); remembered as a page of the session; counted in the
         metrics. At the budget's edge the activity is counted first, and only while the budget is not
         spent (else `AccessDenied`, logged: the list is never released); otherwise it is counted after
         the list is logged, by the worker's usage thread, without holding the response.
-        `timings` are stages measured before this one (the gate's), for the stage metrics."""
-        recommendation = self.run(request, audience, request_id)
+        `timings` are stages measured before this one (the gate's), for the stage metrics; `state`: the
+        request's state already read with the gate's read (`list_read`), else hydrate reads it."""
+        recommendation = self.run(request, audience, request_id, state)
         recommendation.trace.timings_ms = {**(timings or {}), **recommendation.trace.timings_ms}
         started = time.perf_counter()
         charge = audience.charge
@@ -87,26 +89,40 @@ class RecommendationPipeline:
             metrics.VIOLATIONS.labels(violation["rule"]).inc()
         return recommendation
 
-    def run(self, request: RecommendationRequest, audience: Audience, request_id: str | None = None) -> Recommendation:
-        """One list for `request`, for the `audience` the gate admitted."""
+    def run(self, request: RecommendationRequest, audience: Audience, request_id: str | None = None,
+            state: RequestState | None = None) -> Recommendation:
+        """One list for `request`, for the `audience` the gate admitted (`state`: see `hydrate`)."""
         started = time.perf_counter()
-        query, shared = self.hydrate(request, audience, request_id or new_request_id())
+        query, shared = self.hydrate(request, audience, request_id or new_request_id(), state)
         hydrate_ms = (time.perf_counter() - started) * 1e3
         recommendation = self.path.run(query, shared)
         recommendation.trace.timings_ms = {"hydrate": hydrate_ms, **recommendation.trace.timings_ms}
         return recommendation
 
-    def hydrate(self, request: RecommendationRequest, audience: Audience, request_id: str) -> tuple[Query, SharedState]:
+    def list_read(self, request: RecommendationRequest) -> ListRead:
+        """What hydrate reads for `request`, for the gate to read with the user in one round trip
+        (`ContentGate.admit_list_reading`). The personal parts are read for every user the model
+        knows, since whether the list is personal is only known once the gate has read the user;
+        `hydrate` uses them only for a personal list."""
+        return ListRead(surface=request.surface, session_id=request.session_id, page=request.page,
+                        recent_pages=self.recent_pages_excluded,
+                        personal=request.user_id in self.catalog.bundle.user_index,
+                        version_names=SHARED_STATE_VERSIONS)
+
+    def hydrate(self, request: RecommendationRequest, audience: Audience, request_id: str,
+                state: RequestState | None = None) -> tuple[Query, SharedState]:
         """The query and the shared state, from ONE read of the state database: this session's
         earlier pages, for a user the model knows the items recently shown, the items of their
         stored events and those they engaged with in time order (the sequential source's
         recent history), and the versions of the shared state (reloaded only when they moved).
+        `state`: that read, already made with the gate's (`list_read`); None: read here.
         Nothing is written here: the page is recorded by `serve` once the list is logged."""
         personal = (audience.personalization_allowed and audience.user.personalization
                     and request.user_id in self.catalog.bundle.user_index)
-        state = self.store.request_state(request.user_id, request.surface, session_id=request.session_id,
-                                         page=request.page, recent_pages=self.recent_pages_excluded, personal=personal,
-                                         version_names=SHARED_STATE_VERSIONS)
+        if state is None:
+            state = self.store.request_state(request.user_id, request.surface, session_id=request.session_id,
+                                             page=request.page, recent_pages=self.recent_pages_excluded,
+                                             personal=personal, version_names=SHARED_STATE_VERSIONS)
         shared = self._load_shared(state.versions)
         recent = known = engaged = None
         if personal:

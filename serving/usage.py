@@ -25,7 +25,7 @@ import logging
 import queue
 import threading
 from collections import Counter
-from datetime import datetime
+from datetime import date, datetime
 
 from compliance import minors
 from serving import metrics
@@ -53,7 +53,11 @@ class UsageCounter:
         """The user's usage of the local day of `now`, after this worker's queued counts of the user."""
         self.settle(user_id)
         day = minors.local_day(now, self.config)
-        stored = self.store.usage_state(user_id, day)
+        return self.from_stored(day, self.store.usage_state(user_id, day))
+
+    @staticmethod
+    def from_stored(day: date, stored: tuple[datetime, float, datetime | None] | None) -> minors.UsageState | None:
+        """The usage state of `day` from its stored row (`StateStore.usage_state`), None before any activity."""
         if stored is None:
             return None
         last, used, since = stored

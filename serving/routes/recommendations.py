@@ -114,10 +114,12 @@ def serve_list(body: RecommendationIn, services, pipeline, request_id: str) -> R
     """The blocking part of the route: the gate, then the pipeline's one write path (serve)."""
     single_thread_inference()
     started = time.perf_counter()
-    audience = services.gate.admit_list(body.user_id, services.clock(), route="recommendations", request_id=request_id)
-    gate_ms = (time.perf_counter() - started) * 1e3
     request = RecommendationRequest(body.user_id, body.surface, body.page, body.k, body.session_id)
-    rec = pipeline.serve(request, audience, request_id, services.logstore, timings={"gate": gate_ms})
+    # one read of the state database: the gate's (the user) and hydrate's (the request's state)
+    audience, state = services.gate.admit_list_reading(body.user_id, services.clock(), pipeline.list_read(request),
+                                                       route="recommendations", request_id=request_id)
+    gate_ms = (time.perf_counter() - started) * 1e3
+    rec = pipeline.serve(request, audience, request_id, services.logstore, timings={"gate": gate_ms}, state=state)
     out = recommendation_out(rec, services.settings.filing_number)
     if audience.usage.rest_reminder:
         minutes = audience.usage.continuous_minutes or 0.0

@@ -167,6 +167,65 @@ _REQUEST_STATE = {(personal, session): _request_state_statement(personal, sessio
                   for personal in (False, True) for session in (None, "given", "latest")}
 
 
+@dataclass(frozen=True)
+class ListRead:
+    """What `list_state` reads for one list besides the user: the request's part of `request_state`."""
+
+    surface: str
+    session_id: str | None
+    page: int
+    recent_pages: int
+    personal: bool
+    version_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ListState:
+    """Everything a list reads from the state database, in ONE statement (`list_state`): the gate's
+    read (the user; a minor's guardian controls and usage of the day, as `guardian` and
+    `usage_state` return them) and hydrate's (`RequestState`)."""
+
+    user: UserState
+    guardian: tuple[str, object, datetime] | None
+    usage: tuple[datetime, float, datetime | None] | None
+    request: RequestState
+
+
+def _list_state_statement(personal: bool, session: str | None):
+    """`_LOAD_USER`, `_REQUEST_STATE[(personal, session)]`, the guardian and the usage of a day as
+    the parts of one UNION ALL (one round trip), in one row shape: the load_user columns, then the
+    request_state columns, then the usage's seconds and continuous start; a part leaves the others
+    NULL; a request row's `stamp` rides in created_at. The guardian row is ("guardian", name=guardian id, items=controls as text,
+    created_at=updated at); the usage row ("usage", created_at=last activity, seconds, since)."""
+    user, request = _LOAD_USER.subquery("user_part"), _REQUEST_STATE[(personal, session)].subquery("request_part")
+    guardians, usage = db.guardians, db.usage
+    text_null, str_null, int_null = cast(null(), Text), cast(null(), String), cast(null(), Integer)
+    bool_null, time_null, float_null = cast(null(), Boolean), cast(null(), db.UTCDateTime()), cast(null(), Float)
+
+    def padded(part: str, *, name=str_null, items=text_null, created_at=time_null, seconds=float_null, since=time_null):
+        return select(literal_column(f"'{part}'", String), str_null, int_null, str_null, bool_null, bool_null,
+                      bool_null, bool_null, str_null, str_null, created_at, int_null, int_null, name, items, text_null,
+                      text_null, seconds, since)
+
+    return union_all(
+        select(*user.c, int_null.label("number"), int_null.label("row_id"), str_null.label("name"),
+               text_null.label("items"), text_null.label("categories"), text_null.label("contents"),
+               float_null.label("seconds"), time_null.label("since")),
+        select(request.c.kind, str_null, int_null, str_null, bool_null, bool_null, bool_null, bool_null, str_null,
+               str_null, request.c.stamp, request.c.number, request.c.row_id, request.c.name, request.c["items"],
+               request.c.categories, request.c.contents, float_null, time_null),
+        padded("guardian", name=guardians.c.guardian_id, items=cast(guardians.c.controls, Text),
+               created_at=guardians.c.updated_at).where(guardians.c.minor_id == bindparam("user_id")),
+        padded("usage", created_at=usage.c.last_activity, seconds=usage.c.seconds_used,
+               since=usage.c.continuous_since).where(
+            and_(usage.c.user_id == bindparam("user_id"), usage.c.day == bindparam("day"))),
+    )
+
+
+_LIST_STATE = {(personal, session): _list_state_statement(personal, session)
+               for personal in (False, True) for session in (None, "given", "latest")}
+
+
 def _page_lists(user_id: str, *texts: str) -> list[list[int]] | None:
     """The JSON lists of integers of one served page's columns, or None when a row cannot be read
     (a hand edit: SQLite checks no JSON): that page is skipped, logged and counted, and the user's
@@ -180,6 +239,85 @@ def _page_lists(user_id: str, *texts: str) -> list[list[int]] | None:
     log.warning("a served page of %s is unreadable and skipped: %.80r", user_id, texts)
     metrics.UNREADABLE_READS.labels("served_page").inc()
     return None
+
+
+def _user_from_rows(user_id: str, rows) -> UserState:
+    """The `UserState` of `_LOAD_USER`'s rows (parts "user" and "feedback")."""
+    feedback = sorted((row for row in rows if row.part == "feedback"), key=lambda row: row.created_at)
+    rows = [row for row in rows if row.part == "user"]
+    first = rows[0]
+    known_settings = first.settings is not None
+    return UserState(
+        user_id=user_id,
+        known=first.profile is not None or known_settings,
+        age=first.age,
+        personalization=first.personalization if known_settings else True,
+        minor_mode=first.minor_mode if known_settings else None,
+        tag_states={row.tag: row.state for row in rows if row.tag is not None},
+        elderly_mode=first.elderly_mode if known_settings else None,
+        broaden_feed=bool(first.broaden_feed) if known_settings else False,
+        feedback=tuple(Feedback(r.profile, r.settings, r.tag, r.created_at, r.state) for r in feedback),
+    )
+
+
+def _request_params(user_id: str, surface: str, session_id: str | None, page: int, recent_pages: int,
+                    version_names: tuple[str, ...]) -> dict:
+    return {"names": list(version_names), "user_id": user_id, "surface": surface, "session_id": session_id,
+            "before_page": page, "pages": max(int(recent_pages), 1)}
+
+
+def _request_state_from_rows(user_id: str, rows: list[tuple], *, session_id: str | None, recent_pages: int,
+                             personal: bool, version_names: tuple[str, ...]) -> RequestState:
+    """The `RequestState` of `_REQUEST_STATE`'s rows (kind, number, row_id, name, items, categories, contents, stamp)."""
+    personal_recent = personal and recent_pages > 0
+    found: dict[str, int] = {}
+    pages: list[tuple[int, int, str, str, str, str]] = []
+    recent: list[tuple[int, str]] = []
+    events: list[str] = []
+    engaged: list[tuple[datetime, str]] = []
+    latest = None
+    for kind, number, row_id, name, items, categories, contents, stamp in rows:
+        if kind == "version":
+            found[name] = number
+        elif kind == "page":
+            pages.append((number, row_id, name, items, categories, contents))
+        elif kind == "latest":
+            latest = name
+        elif kind == "recent":
+            recent.append((row_id, items))
+        elif kind == "engaged":
+            engaged.append((stamp, name))
+        else:
+            events.append(name)
+    pages.sort(key=lambda row: (row[0], row[1]))  # by page, then as written (as `session_pages`)
+    recent.sort(key=lambda row: -row[0])  # newest page first
+    earlier = []
+    for number, _, sid, *columns in pages:
+        decoded = _page_lists(user_id, *columns)
+        if decoded is not None:
+            earlier.append(ServedPage(number, sid, *decoded))
+    recent_items: list[int] = []
+    if personal_recent:
+        for _, items in recent:
+            decoded = _page_lists(user_id, items)
+            recent_items.extend(decoded[0] if decoded is not None else [])
+    return RequestState(
+        versions=tuple(found.get(name, 0) for name in version_names),
+        session_id=session_id if session_id is not None else latest,
+        earlier_pages=earlier,
+        recent_items=recent_items,
+        event_items=events if personal else [],
+        engaged_items=[item for _, item in sorted(engaged)] if personal else [],
+    )
+
+
+def _json_or_text(text: str | None) -> object:
+    """Stored JSON decoded; text that is not JSON (a hand edit on SQLite) as that text, which no
+    model accepts, so the caller skips and counts it like any other unreadable record."""
+    try:
+        return json.loads(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return text
 
 
 class StateStore:
@@ -215,21 +353,7 @@ class StateStore:
         """Profile, settings, tag decisions and feedback (oldest first) of a user, in one statement."""
         with self._read() as conn:
             rows = conn.execute(_LOAD_USER, {"user_id": user_id}).all()
-        feedback = sorted((row for row in rows if row.part == "feedback"), key=lambda row: row.created_at)
-        rows = [row for row in rows if row.part == "user"]
-        first = rows[0]
-        known_settings = first.settings is not None
-        return UserState(
-            user_id=user_id,
-            known=first.profile is not None or known_settings,
-            age=first.age,
-            personalization=first.personalization if known_settings else True,
-            minor_mode=first.minor_mode if known_settings else None,
-            tag_states={row.tag: row.state for row in rows if row.tag is not None},
-            elderly_mode=first.elderly_mode if known_settings else None,
-            broaden_feed=bool(first.broaden_feed) if known_settings else False,
-            feedback=tuple(Feedback(r.profile, r.settings, r.tag, r.created_at, r.state) for r in feedback),
-        )
+        return _user_from_rows(user_id, rows)
 
     def seed_profiles(self, rows: list[dict], source: str) -> int:
         """Insert the profiles (user_id, age, created_at) of a model's users that are not there
@@ -326,50 +450,36 @@ class StateStore:
         user's last `recent_pages` pages and of their events. The same answers as `versions`,
         `latest_session`, `session_pages`, `recent_items` and `event_items` asked one by one."""
         session = None if page <= 0 else ("given" if session_id is not None else "latest")
-        personal_recent = personal and recent_pages > 0
-        params = {"names": list(version_names), "user_id": user_id, "surface": surface, "session_id": session_id,
-                  "before_page": page, "pages": max(int(recent_pages), 1)}
         with self._read() as conn:
-            rows = conn.execute(_REQUEST_STATE[(personal, session)], params).all()
-        found: dict[str, int] = {}
-        pages: list[tuple[int, int, str, str, str, str]] = []
-        recent: list[tuple[int, str]] = []
-        events: list[str] = []
-        engaged: list[tuple[datetime, str]] = []
-        latest = None
-        for kind, number, row_id, name, items, categories, contents, stamp in rows:
-            if kind == "version":
-                found[name] = number
-            elif kind == "page":
-                pages.append((number, row_id, name, items, categories, contents))
-            elif kind == "latest":
-                latest = name
-            elif kind == "recent":
-                recent.append((row_id, items))
-            elif kind == "engaged":
-                engaged.append((stamp, name))
-            else:
-                events.append(name)
-        pages.sort(key=lambda row: (row[0], row[1]))  # by page, then as written (as `session_pages`)
-        recent.sort(key=lambda row: -row[0])  # newest page first
-        earlier = []
-        for number, _, sid, *columns in pages:
-            decoded = _page_lists(user_id, *columns)
-            if decoded is not None:
-                earlier.append(ServedPage(number, sid, *decoded))
-        recent_items: list[int] = []
-        if personal_recent:
-            for _, items in recent:
-                decoded = _page_lists(user_id, items)
-                recent_items.extend(decoded[0] if decoded is not None else [])
-        return RequestState(
-            versions=tuple(found.get(name, 0) for name in version_names),
-            session_id=session_id if session_id is not None else latest,
-            earlier_pages=earlier,
-            recent_items=recent_items,
-            event_items=events if personal else [],
-            engaged_items=[item for _, item in sorted(engaged)] if personal else [],
-        )
+            rows = conn.execute(_REQUEST_STATE[(personal, session)],
+                                _request_params(user_id, surface, session_id, page, recent_pages, version_names)).all()
+        return _request_state_from_rows(user_id, [tuple(row) for row in rows], session_id=session_id,
+                                        recent_pages=recent_pages, personal=personal, version_names=version_names)
+
+    def list_state(self, user_id: str, day: str | date, read: ListRead) -> ListState:
+        """The gate's read of the user (`load_user`, and the `guardian` and `usage_state` of `day` a
+        minor is decided on) and hydrate's (`request_state` of `read`) in ONE statement: a list costs
+        one read round trip. The same answers as those methods asked one by one."""
+        session = None if read.page <= 0 else ("given" if read.session_id is not None else "latest")
+        params = {**_request_params(user_id, read.surface, read.session_id, read.page, read.recent_pages,
+                                    read.version_names), "day": _day(day)}
+        with self._read() as conn:
+            rows = conn.execute(_LIST_STATE[(read.personal, session)], params).all()
+        user_rows = [row for row in rows if row.part in ("user", "feedback")]
+        guardian = usage = None
+        request_rows = []
+        for row in rows:
+            if row.part == "guardian":
+                guardian = (row.name, _json_or_text(row.items), row.created_at)
+            elif row.part == "usage":
+                usage = (row.created_at, float(row.seconds), row.since)
+            elif row.part not in ("user", "feedback"):
+                request_rows.append((row.part, row.number, row.row_id, row.name, row.items, row.categories, row.contents,
+                                     row.created_at))
+        request = _request_state_from_rows(user_id, request_rows, session_id=read.session_id,
+                                           recent_pages=read.recent_pages, personal=read.personal,
+                                           version_names=read.version_names)
+        return ListState(user=_user_from_rows(user_id, user_rows), guardian=guardian, usage=usage, request=request)
 
     def record_page(self, *, request_id: str, user_id: str, surface: str, session_id: str, page: int,
                     items: list[int], categories: list[int], contents: list[int], now: datetime) -> None:
@@ -611,11 +721,7 @@ class StateStore:
                                .where(t.c.minor_id == minor_id)).first()
         if row is None:
             return None
-        try:
-            controls = json.loads(row.controls)
-        except (TypeError, ValueError):
-            controls = row.controls
-        return row.guardian_id, controls, row.updated_at
+        return row.guardian_id, _json_or_text(row.controls), row.updated_at
 
     def minors_of(self, guardian_id: str) -> list[str]:
         """The minors in the care of `guardian_id`, sorted."""

@@ -124,7 +124,7 @@ def test_an_unexpected_error_is_json_with_both_headers_and_logged(client, adults
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(services.store, "load_user", broken)
+    monkeypatch.setattr(services.store, "list_state", broken)
     with caplog.at_level(logging.ERROR, logger="recsys.serving"):
         response = client.post("/v1/recommendations", json={"user_id": adults[0]})
     assert response.status_code == 500

@@ -176,3 +176,31 @@ def test_metrics_and_health(client, adults):
     assert health["ready"] is True and health["model_version"]
     text = client.get("/metrics").text
     assert "recsys_recommendations_total" in text and "recsys_stage_seconds_bucket" in text
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_list_reads_the_state_database_once(backend, request, client_factory, adults, minors_ids):
+    """Issue 17: a list costs ONE read round trip to the state database (the gate's read of the user,
+    a minor's guardian and usage included, and hydrate's, in `StateStore.list_state`), on both
+    backends, for an adult and a minor, on page 0 and on a later page of the same session; the
+    only other statements of a list are its writes (the page; a minor's usage)."""
+    from sqlalchemy import event as sqlalchemy_event
+
+    overrides = {} if backend == "sqlite" else {"database_url": request.getfixturevalue("postgres_url")}
+    client = client_factory(**overrides)
+    engine = client.app.state.services.store.engine
+    for user in (adults[0], minors_ids[0]):
+        session = recommend(client, user, surface="home")["session_id"]  # warm: the shared state is loaded
+        for page in (0, 1, 2):
+            reads: list[str] = []
+
+            def count(_conn, _cursor, statement, *_args, reads=reads) -> None:
+                if statement.lstrip().upper().startswith(("SELECT", "WITH")):
+                    reads.append(statement)
+
+            sqlalchemy_event.listen(engine, "before_cursor_execute", count)
+            try:
+                recommend(client, user, surface="home", session_id=session, page=page)
+            finally:
+                sqlalchemy_event.remove(engine, "before_cursor_execute", count)
+            assert len(reads) == 1, (user, page, reads)

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from compliance import minors
 from serving.state import db
 from serving.state.db import make_engine
-from serving.state.store import StateStore
+from serving.state.store import ListRead, StateStore
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -189,6 +189,67 @@ def test_load_user_is_one_statement(store):
     assert (b.known, b.age, b.personalization, b.minor_mode, b.tag_states) == (True, 9, True, None, {})
     assert (nobody.known, nobody.age, nobody.personalization, nobody.minor_mode, nobody.tag_states) == (
         False, None, True, None, {})
+
+
+def test_list_state_is_the_gate_and_hydrate_reads_in_one_statement(store):
+    """A list reads the state database ONCE (`list_state`): the gate's read of the user (profile,
+    settings, tags, feedback; a minor's guardian controls and usage of the day) and hydrate's
+    (`request_state`), with the same answers as `load_user`, `guardian`, `usage_state` and
+    `request_state` asked one by one, for adults, minors with and without a guardian or usage,
+    unknown users, and every kind of request."""
+    from sqlalchemy import event as sqlalchemy_event
+
+    store.seed_profiles([{"user_id": "adult", "age": 30, "created_at": T0}, {"user_id": "kid", "age": 12, "created_at": T0},
+                         {"user_id": "kid2", "age": 15, "created_at": T0}], "src")
+    store.put_settings("adult", T0, personalization=False, minor_mode=None, elderly_mode=True)
+    store.set_tag_state("adult", "drama", "deleted", T0)
+    store.put_feedback("adult", "i2", "fewer_like_this", "req-2", "Drama", T0 + timedelta(minutes=2))
+    store.put_feedback("adult", "i1", "not_interested", "req-1", None, T0 + timedelta(minutes=1))
+    store.link_guardian("kid", "mum", "op", T0)
+    store.put_guardian_controls("kid", "mum", {"daily_minutes": 20}, T0 + timedelta(seconds=1))
+    store.add_usage("kid", "2026-03-02", T0, 120, 60)
+    store.add_usage("kid", "2026-03-02", T0 + timedelta(seconds=30), 120, 60)
+    store.add_usage("kid2", "2026-03-01", T0 - timedelta(days=1), 120, 60)  # another day: not read
+    for user in ("adult", "kid"):
+        for n, (session, number) in enumerate([("s1", 0), ("s1", 1), ("s2", 0)]):
+            page(store, f"{user}-r{n}", user=user, session=session, number=number, items=[n, n + 10])
+        store.add_events([event(f"{user}-e1", user=user, item="i1"), event(f"{user}-e2", user=user, item="i7"),
+                          event(f"{user}-e3", user=user, item="i3", ts=T0 - timedelta(hours=1), kind="like")])
+    store.add_intervention({"kind": "block", "item_id": "i9", "operator": "op", "reason": "rights", "created_at": T0})
+    names = ("interventions", "features")
+    statements: list[str] = []
+
+    def count(*args) -> None:
+        statements.append(args[2])
+
+    for user in ("adult", "kid", "kid2", "nobody"):
+        for session_id in (None, "s1", "missing"):
+            for number in (0, 1, 2):
+                for personal in (False, True):
+                    read = ListRead(surface="home", session_id=session_id, page=number, recent_pages=2,
+                                    personal=personal, version_names=names)
+                    sqlalchemy_event.listen(store.engine, "before_cursor_execute", count)
+                    statements.clear()
+                    try:
+                        got = store.list_state(user, date(2026, 3, 2), read)
+                    finally:
+                        sqlalchemy_event.remove(store.engine, "before_cursor_execute", count)
+                    assert len(statements) == 1
+                    assert got.user == store.load_user(user)
+                    assert got.guardian == store.guardian(user)
+                    assert got.usage == store.usage_state(user, "2026-03-02")
+                    expected = store.request_state(user, "home", session_id=session_id, page=number, recent_pages=2,
+                                                   personal=personal, version_names=names)
+                    assert (got.request.versions, got.request.session_id, got.request.earlier_pages,
+                            got.request.recent_items, sorted(got.request.event_items), got.request.engaged_items) == (
+                        expected.versions, expected.session_id, expected.earlier_pages, expected.recent_items,
+                        sorted(expected.event_items), expected.engaged_items)
+                    if personal and user in ("adult", "kid"):  # the sequential source's history, oldest first
+                        assert got.request.engaged_items[0] == "i3" and set(got.request.engaged_items) == {"i1", "i3", "i7"}
+    kid = store.list_state("kid", "2026-03-02", ListRead("home", None, 0, 2, False, names))
+    assert kid.guardian is not None and kid.guardian[:2] == ("mum", {"daily_minutes": 20})
+    assert kid.usage is not None and kid.usage[1] == 90.0 and utc(kid.usage[0])
+    assert store.list_state("kid2", "2026-03-02", ListRead("home", None, 0, 2, False, names)).usage is None
 
 
 # -- versions, interventions, feature library -------------------------------------------------------------
