@@ -218,6 +218,9 @@ http {{
     upstream recsys_replicas {{
 {servers}
         keepalive 32;
+        # Idle kept-alive connections close on nginx's side first (uvicorn closes them after 5 s): a
+        # POST sent on a connection the replica is closing would be a 502 that nginx may not replay.
+        keepalive_timeout 4s;
     }}
 
     server {{
