@@ -274,3 +274,13 @@ def state_url(request, tmp_path_factory) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path_factory.mktemp('state') / 'state.db'}"
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(scope="module")
+def state_engine(state_url):
+    """An engine over `state_url` for this module, disposed after it."""
+    from serving.state.db import make_engine
+
+    engine = make_engine(state_url)
+    yield engine
+    engine.dispose()

@@ -20,13 +20,6 @@ T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
-@pytest.fixture(scope="module")
-def state_engine(state_url):
-    engine = make_engine(state_url)
-    yield engine
-    engine.dispose()
-
-
 @pytest.fixture
 def store(state_engine) -> StateStore:
     with state_engine.begin() as conn:
