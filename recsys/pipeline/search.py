@@ -237,12 +237,14 @@ def greedy(stream: RankedStream, length: int, fixed: dict[int, int], checks: lis
     slots: list[int | None] = [fixed.get(p) for p in range(length)]
     used: dict[int, int] = {}
     head = 0
-    restricted = [c for c in checks if c.restricted]
+    masked = [c for c in checks if c.restrict_mask is not None]
     pool_ranks: dict[int, list[int]] = {}
     for pos in range(length):
         if slots[pos] is not None:
             continue
-        restrict = next((c for c in restricted if pos in c.restricted), None)
+        # A position only a pool's rows may take (a fixed slot, or the last places a flexible count
+        # still owes) is filled from that pool's rows in stream order, not by scanning the stream.
+        restrict = next((c for c in masked if c.forces_mask(pos, slots)), None)
         chosen = -1
         if restrict is None:
             while head in used or (stream.scan_to(head) and stream.status[head] != KEPT):

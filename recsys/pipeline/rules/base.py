@@ -115,6 +115,11 @@ class BoundConstraint(abc.ABC):
         """Like `allows`, for a position further right than the next one to fill."""
         return self.allows(pos, row, slots)
 
+    def forces_mask(self, pos: int, slots: Slots) -> bool:
+        """Whether only `restrict_mask` rows may go at `pos` now (every position left of it filled):
+        the greedy pass then looks among those rows alone instead of scanning the whole stream."""
+        return pos in self.restricted
+
     def capacity_ok(self, pos: int, free_left: Sequence[int], supply: Mapping[object, int]) -> bool:
         """Necessary condition for filling `free_left` given unused rows per key value."""
         return True

@@ -146,10 +146,14 @@ class PoolCountCheck(BoundConstraint):
         return sum(1 for row in placed if row is not None and self.mask[row])
 
     def allows(self, pos: int, row: int, slots: Slots) -> bool:
-        if pos not in self._set or self.mask[row]:
-            return True
+        return self.mask[row] or not self.forces_mask(pos, slots)
+
+    def forces_mask(self, pos: int, slots: Slots) -> bool:
+        """A pool row is owed here: the listed positions after `pos` cannot hold what is still owed."""
+        if pos not in self._set:
+            return False
         after = sum(1 for q in self.positions if q > pos)
-        return self.needed - self._have(pos, slots) <= after
+        return self.needed - self._have(pos, slots) > after
 
     def shown(self, rows: Sequence[int]) -> list[int]:
         """Positions of the final `rows` whose pool item this rule counts: the first `needed` pool
