@@ -310,12 +310,16 @@ class SASRecPlus(HistoryRecommender):
 
     @classmethod
     def load(cls, path: Path) -> SASRecPlus:
-        """A fitted model from `save`'s file, for encoding sequences (no training history)."""
+        """A fitted model from `save`'s file, for encoding sequences (no training history). The
+        tensors stay mapped from the file (torch.load mmap, assigned, never copied; the network is
+        built on the meta device first): serving workers of one host share the item embeddings'
+        pages as they share the catalog's, and nothing writes them (inference only)."""
         try:
-            saved = torch.load(Path(path), map_location="cpu", weights_only=True)
+            saved = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
             model = cls(SASRecConfig(**saved["config"]))
-            network = _network(int(saved["n_items"]), model.config)
-            network.load_state_dict(saved["state"])
+            with torch.device("meta"):
+                network = _network(int(saved["n_items"]), model.config)
+            network.load_state_dict(saved["state"], assign=True)
         except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise RetrievalError(f"{path}: not a saved SASRec+ model ({' '.join(str(exc).split())[:200]})") from None
         network.eval()

@@ -98,13 +98,13 @@ class SequentialSource:
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
             raise RetrievalError(f"{directory / SOURCE_FILE}: unreadable ({exc})") from None
         model = SASRecPlus.load(directory / MODEL_FILE)
-        index = ItemIndex.load(directory / INDEX_DIR)
+        index = ItemIndex.load(directory / INDEX_DIR, mmap=True)  # read-only and shared, like the catalog's
         if index.n_items != len(model.item_embeddings()):
             raise RetrievalError(f"{directory / INDEX_DIR}: {index.n_items} items, the model has "
                                  f"{len(model.item_embeddings())}")
         user_queries = None
         if (directory / USER_QUERIES_FILE).exists():
-            user_queries = np.load(directory / USER_QUERIES_FILE, allow_pickle=False)
+            user_queries = np.load(directory / USER_QUERIES_FILE, allow_pickle=False, mmap_mode="r")
             if user_queries.ndim != 2 or user_queries.shape[1] != model.config.hidden:
                 raise RetrievalError(f"{directory / USER_QUERIES_FILE}: shape {user_queries.shape}, expected (users, "
                                      f"{model.config.hidden})")

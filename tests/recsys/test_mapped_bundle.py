@@ -76,6 +76,16 @@ def test_arrays_and_index_are_mapped_read_only(bundle_dir):
     index_file = str((bundle_dir / "index" / "index.faiss").resolve())
     assert maps.get(index_file, "").startswith("r--s"), "the Faiss index is mapped shared and read-only"
     assert maps.get(str((bundle_dir / COLUMNS_DIR / "titles.npy").resolve()), "").startswith("r--s")
+    # the second candidate source too: its index shared read-only, its network's tensors mapped from the file
+    sequential = bundle.sequential
+    assert sequential is not None, "the sequential source is on by default"
+    assert maps.get(str((bundle_dir / "sequential" / "index" / "index.faiss").resolve()), "").startswith("r--s")
+    model_file = str((bundle_dir / "sequential" / "model.pt").resolve())
+    ranges = [tuple(int(x, 16) for x in line.split()[0].split("-"))
+              for line in Path("/proc/self/maps").read_text().splitlines() if line.endswith(model_file)]
+    pointer = sequential.model.network.items.weight.data_ptr()
+    assert any(start <= pointer < end for start, end in ranges), "the item embeddings are the file's pages, not a copy"
+    assert sequential.user_queries is None or isinstance(sequential.user_queries, np.memmap)
 
 
 def test_mapped_columns_equal_the_items_frame(bundle_dir):
