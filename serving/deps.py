@@ -32,9 +32,6 @@ async def get_pipeline(services: ServicesDep) -> RecommendationPipeline:
     return services.pipeline
 
 
-PipelineDep = Annotated[RecommendationPipeline, Depends(get_pipeline)]
-
-
 def get_operator(
     services: ServicesDep,
     authorization: Annotated[str | None, Header(description="Bearer: the admin token (service account) or an operator token")] = None,
