@@ -143,11 +143,11 @@ class ContentGate:
             metrics.UNREADABLE_READS.labels("guardian_controls").inc()
             return None
 
-    def record_activity(self, user_id: str, moments: list[datetime]) -> None:
+    def record_activity(self, user_id: str, moments: list[datetime], now: datetime) -> None:
         """Count activities that are not item requests (a minor's events) toward their daily usage:
         one atomic statement each (`StateStore.add_usage`, the rule of `minors.add_activity` in SQL),
         so activity on two workers at once never loses time."""
-        self.usage.record(user_id, moments)
+        self.usage.record(user_id, moments, now)
 
     def is_minor(self, user: UserState) -> bool:
         return minors.is_minor(user.age, user.minor_mode, self.config)

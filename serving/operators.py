@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from argon2 import PasswordHasher
@@ -54,6 +54,9 @@ class Operator:
     name: str
     role: Role
     service: bool = False  # the admin bearer token's service account
+    # The digest of the password hash this account was authenticated with (`login`, `from_token`):
+    # a token or session made from it ends with that password, whatever changed since.
+    password_mark: str = field(default="", compare=False, repr=False)
 
 
 class AccountError(ValueError):
@@ -113,15 +116,32 @@ class OperatorAccounts:
         if row is None or row["disabled_at"] is not None:
             return None
         if self._hasher.check_needs_rehash(row["password_hash"]):
-            self.store.set_password(name, self._hasher.hash(password), self.clock(), revoke_sessions=False)
-        return Operator(row["name"], row["role"])
+            rehashed = self._hasher.hash(password)
+            self.store.set_password(name, rehashed, self.clock(), revoke_sessions=False)
+            return Operator(row["name"], row["role"], password_mark=_password_mark(rehashed))
+        return Operator(row["name"], row["role"], password_mark=_password_mark(row["password_hash"]))
+
+    def still_current(self, operator: Operator) -> bool:
+        """Whether `operator` (as `login` authenticated it) is still enabled under the same password.
+        A console session opened after the password was checked is checked again with this once it
+        is stored: a reset (or a disable) that landed in between has revoked the sessions it found,
+        and this finds the change, so a stolen password racing its own reset opens nothing."""
+        row = self.store.get(operator.name)
+        return (row is not None and row["disabled_at"] is None and bool(operator.password_mark)
+                and hmac.compare_digest(operator.password_mark, _password_mark(row["password_hash"])))
 
     # -- tokens --------------------------------------------------------------------------------
     def issue_token(self, operator: Operator) -> str:
-        """A signed token naming the account and its current password: a password change (or a reset
-        by `recsys operators password`) ends every token issued before it, as it ends console sessions."""
-        row = self.store.get(operator.name)
-        return TOKEN_PREFIX + self._tokens.dumps([operator.name, _password_mark(row["password_hash"] if row else "")])
+        """A signed token naming the account and the password it was authenticated with
+        (`operator.password_mark`; the stored one for an Operator made otherwise): a password change
+        (or a reset by `recsys operators password`) ends every token issued before it, as it ends
+        console sessions, and one issued after a reset that landed during the login is born ended
+        (the token never reads the password again: the reset's hash is not what was checked)."""
+        mark = operator.password_mark
+        if not mark:
+            row = self.store.get(operator.name)
+            mark = _password_mark(row["password_hash"] if row else "")
+        return TOKEN_PREFIX + self._tokens.dumps([operator.name, mark])
 
     def from_token(self, token: str) -> Operator | None:
         """The (still enabled) account of an unexpired operator token."""
@@ -139,7 +159,7 @@ class OperatorAccounts:
             return None
         if not hmac.compare_digest(mark, _password_mark(row["password_hash"])):
             return None  # the password changed after the token was issued
-        return Operator(row["name"], row["role"])
+        return Operator(row["name"], row["role"], password_mark=mark)
 
     def from_authorization(self, authorization: str | None) -> Operator | None:
         """The account behind `Authorization: Bearer ...`: the service account for the admin token,

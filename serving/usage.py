@@ -48,6 +48,7 @@ class UsageCounter:
         self._written = threading.Condition()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._closed = False  # after `close`, counts are written at once (no thread outlives shutdown)
 
     def read(self, user_id: str, now: datetime) -> minors.UsageState | None:
         """The user's usage of the local day of `now`, after this worker's queued counts of the user."""
@@ -70,17 +71,27 @@ class UsageCounter:
                                        config.activity_floor_seconds, charge.budget_seconds) is not None
 
     def charge_later(self, charge: minors.UsageCharge) -> None:
-        """Count the activity on the usage thread; the caller does not wait for the write."""
-        self._ensure_thread()
-        with self._written:
-            self._pending[charge.user_id] += 1
-        self._queue.put(charge)
+        """Count the activity on the usage thread; the caller does not wait for the write. After
+        `close` (a response finishing during shutdown) it is written at once instead: a thread started
+        then would be killed with the process, its count lost."""
+        with self._start_lock:  # queued before `close` queues the stop, or written here: never both, never neither
+            if not self._closed:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._write_queued, name="minors-usage", daemon=True)
+                    self._thread.start()
+                with self._written:
+                    self._pending[charge.user_id] += 1
+                self._queue.put(charge)
+                return
+        self._write(charge)
 
-    def record(self, user_id: str, moments: list[datetime]) -> None:
+    def record(self, user_id: str, moments: list[datetime], now: datetime) -> None:
         """Count activities that are not requests for items (a minor's events), now, one atomic
-        statement each, whatever the budget (they happened)."""
+        statement each, whatever the budget (they happened). A moment after `now` (the server's
+        clock; a client's clock may run ahead) counts at `now`: a claimed future moment would become
+        the day's last activity, and every list requested before it would count nothing."""
         config = self.config
-        for moment in sorted(moments):
+        for moment in sorted(min(moment, now) for moment in moments):
             self.store.add_usage(user_id, minors.local_day(moment, config), moment,
                                  config.activity_gap_cap_seconds, config.activity_floor_seconds)
 
@@ -93,32 +104,38 @@ class UsageCounter:
                 log.error("usage counts of %s not written within %.0f s; deciding on the stored usage", user_id, timeout_s)
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Write every queued count, then stop the usage thread (at shutdown)."""
-        thread = self._thread
-        if thread is None:
-            return
-        self._queue.put(_STOP)
+        """Write every queued count, then stop the usage thread (at shutdown); counts queued later
+        are written by their caller (`charge_later`). Counts still unwritten after `timeout_s` (a
+        database that does not answer) are logged and counted as lost."""
+        with self._start_lock:
+            self._closed = True
+            thread = self._thread
+            if thread is None:
+                return
+            self._queue.put(_STOP)
         thread.join(timeout=timeout_s)
+        if thread.is_alive():
+            with self._written:
+                lost = sum(self._pending.values())
+            metrics.USAGE_WRITE_FAILURES.inc(lost)
+            log.error("minors' usage: %d queued counts not written within %.0f s of shutdown", lost, timeout_s)
         self._thread = None
 
-    def _ensure_thread(self) -> None:
-        if self._thread is not None:
-            return
-        with self._start_lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._write_queued, name="minors-usage", daemon=True)
-                self._thread.start()
+    def _write(self, charge: minors.UsageCharge) -> None:
+        """Count one served activity; a failure is logged and counted as lost (the list was served)."""
+        config = self.config
+        try:
+            self.store.add_usage(charge.user_id, charge.day, charge.moment, config.activity_gap_cap_seconds,
+                                 config.activity_floor_seconds)
+        except Exception:  # the worker goes on
+            metrics.USAGE_WRITE_FAILURES.inc()
+            log.exception("could not count usage of %s at %s", charge.user_id, charge.moment.isoformat())
 
     def _write_queued(self) -> None:
-        config = self.config
         while (charge := self._queue.get()) is not _STOP:
             assert isinstance(charge, minors.UsageCharge)
             try:
-                self.store.add_usage(charge.user_id, charge.day, charge.moment, config.activity_gap_cap_seconds,
-                                     config.activity_floor_seconds)
-            except Exception:  # the list was served: the count is logged as lost, the worker goes on
-                metrics.USAGE_WRITE_FAILURES.inc()
-                log.exception("could not count usage of %s at %s", charge.user_id, charge.moment.isoformat())
+                self._write(charge)
             finally:
                 with self._written:
                     self._pending[charge.user_id] -= 1

@@ -75,16 +75,17 @@ def post_events(batch: EventBatch, services: ServicesDep, request: Request) -> d
             raise HTTPException(422, detail=f"events.{position}.ts: older than {MAX_EVENT_AGE.days} days")
     rows = [{**e.model_dump(), "received_at": now} for e in batch.events]
     accepted = services.store.add_events(rows)
-    _count_minor_usage(services, batch.events)
+    _count_minor_usage(services, batch.events, now)
     return {"accepted": accepted, "duplicates": len(rows) - accepted}
 
 
-def _count_minor_usage(services: Services, events: list[EventIn]) -> None:
-    """Minors' events are activity too (the usage rule in compliance/minors.py)."""
+def _count_minor_usage(services: Services, events: list[EventIn], now: datetime) -> None:
+    """Minors' events are activity too (the usage rule in compliance/minors.py), counted at most at
+    the server's clock `now` (`UsageCounter.record`)."""
     gate = services.gate
     for user_id in {e.user_id for e in events}:
         if gate.is_minor(services.store.load_user(user_id)):
-            gate.record_activity(user_id, [e.ts for e in events if e.user_id == user_id])
+            gate.record_activity(user_id, [e.ts for e in events if e.user_id == user_id], now)
 
 
 @router.get("/v1/trending")

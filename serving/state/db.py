@@ -196,7 +196,8 @@ events = Table(
     Column("ts", UTCDateTime(), nullable=False),
     Column("received_at", UTCDateTime(), nullable=False),
     Index("ix_events_ts", "ts"),
-    Index("ix_events_user_item", "user_id", "item_id"),  # a user's seen items; accounts' history (trending)
+    Index("ix_events_user_item", "user_id", "item_id"),  # accounts' history (trending)
+    Index("ix_events_user_ts", "user_id", "ts"),  # a user's latest events (a list reads at most MAX_EVENTS_READ)
 )
 
 usage = Table(

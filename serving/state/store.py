@@ -59,6 +59,18 @@ SHARED_STATE_VERSIONS = ("interventions", "features")
 # Event types that say the user engaged with an item (an impression only says it was shown): the
 # sequential candidate source reads these, in time order, after the user's stored history.
 ENGAGEMENT_EVENTS = ("click", "like", "share")
+# A list reads the user's latest events only (newest first, by the index on user and time): the
+# items they have seen and engaged with lately. Unbounded, a user posting events without end (1,000
+# per request) made each of their lists scan them all (200,000 events: 2.2 s per list on SQLite).
+MAX_EVENTS_READ = 2000
+
+
+def _latest_events():
+    """The user's latest `MAX_EVENTS_READ` events (item, type, time), as a subquery."""
+    e = db.events
+    return (select(e.c.item_id, e.c.type, e.c.ts).where(e.c.user_id == bindparam("user_id"))
+            .order_by(e.c.ts.desc()).limit(MAX_EVENTS_READ).subquery("latest_events"))
+
 
 # The request path's statements, built once: executing a prebuilt statement only binds values,
 # three times faster than building it per call (measured: 0.05 vs 0.15 ms for `load_user`).
@@ -77,7 +89,7 @@ _RECENT_ITEMS = (select(_pages.c["items"]).where(_pages.c.user_id == bindparam("
 _RECORD_PAGE = insert(_pages)
 _VERSIONS = select(db.state_versions.c.name, db.state_versions.c.version).where(
     db.state_versions.c.name.in_(bindparam("names", expanding=True)))
-_EVENT_ITEMS = select(db.events.c.item_id).where(db.events.c.user_id == bindparam("user_id")).distinct()
+_EVENT_ITEMS = select(_latest_events().c.item_id).distinct()
 _USAGE = select(db.usage.c.last_activity, db.usage.c.seconds_used, db.usage.c.continuous_since).where(
     and_(db.usage.c.user_id == bindparam("user_id"), db.usage.c.day == bindparam("day")))
 
@@ -127,7 +139,7 @@ def _request_state_statement(personal: bool, session: str | None):
     the newest on the surface, None: page 0 reads none), and when `personal` the recent pages' items
     and the event items, and the items of engagement events (not impressions) with their latest
     time. JSON columns come back as text, decoded by `request_state`."""
-    pages, events, versions = db.served_pages, db.events, db.state_versions
+    pages, versions = db.served_pages, db.state_versions
     text_null, int_null, time_null = cast(null(), Text), cast(null(), Integer), cast(null(), db.UTCDateTime())
 
     def tagged(kind: str):
@@ -153,13 +165,14 @@ def _request_state_statement(personal: bool, session: str | None):
                   .order_by(pages.c.id.desc()).limit(bindparam("pages", type_=Integer)).subquery("recent"))
         parts.append(select(tagged("recent"), int_null, recent.c.id, text_null, cast(recent.c["items"], Text), text_null,
                             text_null, time_null))
-        parts.append(select(tagged("event"), int_null, int_null, events.c.item_id, text_null, text_null, text_null, time_null)
-                     .where(events.c.user_id == bindparam("user_id")).distinct())
+        latest = _latest_events()  # bounded: MAX_EVENTS_READ
+        parts.append(select(tagged("event"), int_null, int_null, latest.c.item_id, text_null, text_null, text_null, time_null)
+                     .distinct())
         # What the user engaged with, for the sequential candidate source: each item once, at its latest event.
-        parts.append(select(tagged("engaged"), int_null, int_null, events.c.item_id, text_null, text_null, text_null,
-                            func.max(events.c.ts))
-                     .where(and_(events.c.user_id == bindparam("user_id"), events.c.type.in_(ENGAGEMENT_EVENTS)))
-                     .group_by(events.c.item_id))
+        parts.append(select(tagged("engaged"), int_null, int_null, latest.c.item_id, text_null, text_null, text_null,
+                            func.max(latest.c.ts))
+                     .where(latest.c.type.in_(ENGAGEMENT_EVENTS))
+                     .group_by(latest.c.item_id))
     return union_all(*parts)
 
 

@@ -67,8 +67,13 @@ async def login(request: Request) -> Response:
     if operator is None:
         return render(request, cookies, session, "console_login.html", status_code=401,
                       login_error="name or password: no enabled operator account matches")
+    opened = await run_in_threadpool(cookies.login, request, operator.name)
+    if not await run_in_threadpool(accounts.still_current, operator):  # reset or disabled while logging in
+        await run_in_threadpool(cookies.logout, request, opened)
+        return render(request, cookies, session, "console_login.html", status_code=401,
+                      login_error="name or password: no enabled operator account matches")
     response = redirect("/console")
-    cookies.save(request, response, await run_in_threadpool(cookies.login, request, operator.name))
+    cookies.save(request, response, opened)
     request.app.state.services.logstore.append("operators", {"action": "login", "name": operator.name, "via": "console"})
     return response
 

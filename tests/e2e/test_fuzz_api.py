@@ -44,7 +44,7 @@ def test_fuzzed_requests_get_no_5xx_and_match_the_schema(live_server):
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 20
     labels = {operation.label for operation in operations}
-    assert NEW_USER_ROUTES <= labels, f"not fuzzed: {NEW_USER_ROUTES - labels}"
+    assert NEW_USER_ROUTES | SESSION_ROUTES <= labels, f"not fuzzed: {(NEW_USER_ROUTES | SESSION_ROUTES) - labels}"
     failures: list[str] = []
     calls = 0
     for operation in operations:
@@ -77,6 +77,9 @@ NEW_USER_ROUTES = {
     "PUT /v1/guardians/{guardian_id}/minors/{minor_id}/controls", "GET /v1/guardians/{guardian_id}/minors/{minor_id}/usage",
     "POST /v1/users/{user_id}/feedback", "GET /v1/users/{user_id}/feedback", "DELETE /v1/users/{user_id}/feedback/{item_id}",
 }
+# The routes of server-side sessions and operator tokens: the fuzzer must reach them too
+SESSION_ROUTES = {"POST /v1/admin/login", "GET /v1/admin/whoami", "POST /me/login", "POST /me/logout",
+                  "POST /console/login", "POST /console/logout"}
 JSON = {"content-type": "application/json"}
 
 HOSTILE = [
@@ -150,6 +153,14 @@ HOSTILE = [
     ("POST", "/me/settings", {"json": {"personalization": False}}),
     ("POST", "/me/tags/" + "%F0%9F%92%A9" * 40 + "/delete", {}),
     ("POST", "/console/interventions/99999999999999999999999/approve", {}),
+    # operator tokens that are not ours: too long, unsigned, signed for another purpose (a page cookie's shape)
+    ("GET", "/v1/admin/whoami", {"headers": {"Authorization": "Bearer op1." + "a" * 600}}),
+    ("GET", "/v1/admin/whoami", {"headers": {"Authorization": "Bearer op1.WyJyb290IiwiMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwIl0.aaaa.bbbb"}}),
+    ("GET", "/v1/admin/whoami", {"headers": {"Authorization": "Bearer op1."}}),
+    ("GET", "/v1/admin/whoami", {"headers": {"Authorization": "Basic " + "b" * 100}}),
+    # an event dated beyond the clock skew the server allows
+    ("POST", "/v1/events", {"json": {"events": [{"event_id": "ahead", "user_id": "1", "item_id": "1", "type": "click",
+                                                 "ts": "2999-01-01T00:00:00Z"}]}}),
     ("PATCH", "/v1/recommendations", {}),
     ("GET", "/nowhere/" + "a" * 5000, {}),
 ]

@@ -138,6 +138,27 @@ def test_logins_and_tokens_fail_closed(client):
         accounts.add("automation", "approver", PASSWORD)
 
 
+def test_a_reset_that_lands_while_a_login_is_checked_leaves_nothing_open(client):
+    """A stolen password racing its own reset: the password is checked (argon2 takes a while), the
+    operator's reset lands, then the token or console session is made. Neither may carry the new
+    password: what was checked was the old one."""
+    services = client.app.state.services
+    accounts = services.accounts
+    accounts.add("mallory", "operator", PASSWORD)
+    checked = accounts.login("mallory", PASSWORD)  # the old password, checked
+    assert checked is not None and accounts.still_current(checked)
+    accounts.store.set_password("mallory", accounts.hash_password(PASSWORD + " reset"), services.clock())  # the reset
+    token = accounts.issue_token(checked)  # made after the reset, from the earlier check
+    assert client.get("/v1/admin/whoami", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert not accounts.still_current(checked)  # the console's login revokes the session it just opened
+    fresh = accounts.login("mallory", PASSWORD + " reset")
+    assert accounts.still_current(fresh)
+    token = accounts.issue_token(fresh)
+    assert client.get("/v1/admin/whoami", headers={"Authorization": f"Bearer {token}"}).json()["name"] == "mallory"
+    accounts.store.disable("mallory", services.clock())
+    assert not accounts.still_current(fresh)
+
+
 FRONT = (["home"], [0])
 
 

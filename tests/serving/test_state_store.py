@@ -330,6 +330,25 @@ def test_request_state_lists_engaged_items_oldest_first(store):
                                version_names=("interventions",)).engaged_items == []
 
 
+def test_a_list_reads_only_the_users_latest_events_however_many_they_post(store):
+    """A user who posts events without end (1,000 per request) must not make each of their lists
+    read them all: the list's read takes the latest MAX_EVENTS_READ, newest by time (whatever order
+    they were posted in), and never another user's."""
+    from serving.state.store import MAX_EVENTS_READ
+
+    old = [event(f"old{i}", item=f"old-{i}", ts=T0 - timedelta(days=2, seconds=i)) for i in range(50)]
+    recent = [event(f"new{i}", item=f"new-{i % 300}", ts=T0 - timedelta(seconds=i), kind=("click", "impression")[i % 2])
+              for i in range(MAX_EVENTS_READ)]
+    store.add_events(recent[: MAX_EVENTS_READ // 2] + old + recent[MAX_EVENTS_READ // 2:])  # the old ones posted in between
+    store.add_events([event("other", user="u2", item="other-item", ts=T0 + timedelta(hours=1))])
+    read = ListRead("feed", None, 0, 2, True, ("interventions",))
+    got = store.list_state("u1", T0.date(), read).request
+    assert sorted(got.event_items) == sorted(f"new-{i}" for i in range(300))  # none of the 50 older ones
+    assert sorted(store.event_items("u1")) == sorted(got.event_items)
+    assert len(got.engaged_items) == 150 and all(item.startswith("new-") for item in got.engaged_items)
+    assert got.engaged_items[-1] == "new-0"  # oldest first: the latest engagement last
+
+
 def test_events_are_idempotent_and_feed_the_history_queries(store):
     batch = [event("e1", item="i1"), event("e2", item="i2", ts=T0 + timedelta(hours=1)), event("e1", item="ignored")]
     assert store.add_events(batch) == 2  # a repeated id in one batch counts once, and its first copy is kept
