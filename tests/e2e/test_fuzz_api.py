@@ -37,6 +37,8 @@ def assert_headers(response) -> None:
     assert header("x-algorithm-filing-number") == "TEST-FILING-0001"
 
 
+# ~2,000 calls: the suite's 300 s hang guard is too close on a shared 2-core machine (seen at 300 s under a load of 12)
+@pytest.mark.timeout(1200)
 def test_fuzzed_requests_get_no_5xx_and_match_the_schema(live_server):
     """Every operation, valid (positive) and invalid (negative) inputs, bounded examples each.
     (Driven through Schemathesis' strategies: its pytest plugin does not support pytest 9.)"""
