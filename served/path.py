@@ -127,6 +127,7 @@ class Recommendation:
     trace: Trace
     request: RecommendationRequest
     served_at: datetime
+    item_rows: list[int] = field(default_factory=list)  # the catalog rows of `items`, in order (the page recorded)
 
     def log_record(self) -> dict[str, Any]:
         """The Art. 28 (draft 24) log record of this list: enough to explain and reproduce it."""
@@ -346,6 +347,7 @@ class ServedPath:
         mark = clock()
 
         served = self.explain(query, shared, items, slate)
+        chosen = items[slate.indices] if len(slate.indices) else np.empty(0, dtype=np.int64)
         trace.timings_ms["explain"] = (clock() - mark) * 1e3
         for violation in slate.dropped:
             trace.dropped["policy"][violation.reason] = trace.dropped["policy"].get(violation.reason, 0) + 1
@@ -371,6 +373,7 @@ class ServedPath:
             trace=trace,
             request=request,
             served_at=query.now,
+            item_rows=chosen.tolist(),
         )
 
     def select_items(self, query: Query, shared: SharedState) -> np.ndarray:
