@@ -169,8 +169,10 @@ def map_array(path: Path) -> np.ndarray:
     try:
         mapped: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError:  # "cannot mmap an empty file" and the like: nothing to share
-        return np.load(path, allow_pickle=False)
-    return mapped.view(np.ndarray)
+        read: np.ndarray = np.load(path, allow_pickle=False)
+        return read
+    view: np.ndarray = mapped.view(np.ndarray)
+    return view
 
 
 def load_columns(bundle_dir: Path, n_items: int) -> Columns:
