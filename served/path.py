@@ -274,7 +274,10 @@ class ServedPath:
                 known.append(np.asarray(known_items, dtype=np.int64))
             # Seen means seen: every item of the training window at any rating (a 2-star film is not
             # recommended back) and every item of the user's stored events, of any type.
-            seen = np.unique(np.concatenate(known))
+            if stored and len(known) == 2:
+                seen = known[0]  # `user_seen` is sorted, distinct and holds the stored history already
+            else:
+                seen = np.unique(np.concatenate(known))
             derived = list(self._stored_tags(user_idx)) if stored else self._derive_tags(history)
             profile = tags.effective_profile(derived, deleted=user.tags_in("deleted"), added=user.tags_in("added"),
                                              not_interested=user.tags_in("not_interested"), policy=self.tag_policy)
