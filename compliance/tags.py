@@ -51,8 +51,11 @@ def normalize_text(text: str) -> str:
     return "".join(ch for ch in folded if unicodedata.category(ch)[0] in "LN")
 
 
+@lru_cache(maxsize=4096)
 def tag_key(name: str) -> str:
-    """The form tag and category names are compared in: case-folded, width-folded, single-spaced."""
+    """The form tag and category names are compared in: case-folded, width-folded, single-spaced.
+    Memoised: a pure function of a few hundred names (the catalog's categories, users' tags), and
+    every personalized list compares its profile's tags."""
     return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
 
 
@@ -87,8 +90,15 @@ def is_banned(text: str, policy: TagPolicy) -> str | None:
     """The banned term `text` contains after normalisation, or None when it is allowed."""
     if not isinstance(text, str):
         raise TypeError(f"is_banned: expected a string, got {type(text).__name__}")
+    return _banned_term(text, policy.banned)
+
+
+@lru_cache(maxsize=4096)
+def _banned_term(text: str, banned: tuple[str, ...]) -> str | None:
+    """`is_banned`, memoised: a pure function of the text and the banned terms, asked for every
+    derived tag of every personalized list (the same few dozen category names)."""
     normalized = normalize_text(text)
-    for term, needle in _normalized_terms(policy.banned):
+    for term, needle in _normalized_terms(banned):
         if needle in normalized:
             return term
     return None

@@ -161,12 +161,18 @@ def _complete(target: Path) -> bool:
 
 def map_array(path: Path) -> np.ndarray:
     """The .npy file at `path` mapped read-only (shared with every process mapping it); an empty
-    array, which cannot be mapped, is read instead."""
+    array, which cannot be mapped, is read instead.
+
+    Returned as a plain ndarray view of the mapping (same pages, still read-only), not the
+    `np.memmap` subclass: every index into a memmap runs its Python-level `__getitem__` and
+    `__array_finalize__` (~1 us each), and the request path indexes these arrays ~150 times per list."""
     try:
         mapped: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError:  # "cannot mmap an empty file" and the like: nothing to share
-        mapped = np.load(path, allow_pickle=False)
-    return mapped
+        read: np.ndarray = np.load(path, allow_pickle=False)
+        return read
+    view: np.ndarray = mapped.view(np.ndarray)
+    return view
 
 
 def load_columns(bundle_dir: Path, n_items: int) -> Columns:

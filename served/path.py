@@ -127,6 +127,7 @@ class Recommendation:
     trace: Trace
     request: RecommendationRequest
     served_at: datetime
+    item_rows: list[int] = field(default_factory=list)  # the catalog rows of `items`, in order (the page recorded)
 
     def log_record(self) -> dict[str, Any]:
         """The Art. 28 (draft 24) log record of this list: enough to explain and reproduce it."""
@@ -273,7 +274,10 @@ class ServedPath:
                 known.append(np.asarray(known_items, dtype=np.int64))
             # Seen means seen: every item of the training window at any rating (a 2-star film is not
             # recommended back) and every item of the user's stored events, of any type.
-            seen = np.unique(np.concatenate(known))
+            if stored and len(known) == 2:
+                seen = known[0]  # `user_seen` is sorted, distinct and holds the stored history already
+            else:
+                seen = np.unique(np.concatenate(known))
             derived = list(self._stored_tags(user_idx)) if stored else self._derive_tags(history)
             profile = tags.effective_profile(derived, deleted=user.tags_in("deleted"), added=user.tags_in("added"),
                                              not_interested=user.tags_in("not_interested"), policy=self.tag_policy)
@@ -346,6 +350,7 @@ class ServedPath:
         mark = clock()
 
         served = self.explain(query, shared, items, slate)
+        chosen = items[slate.indices] if len(slate.indices) else np.empty(0, dtype=np.int64)
         trace.timings_ms["explain"] = (clock() - mark) * 1e3
         for violation in slate.dropped:
             trace.dropped["policy"][violation.reason] = trace.dropped["policy"].get(violation.reason, 0) + 1
@@ -371,6 +376,7 @@ class ServedPath:
             trace=trace,
             request=request,
             served_at=query.now,
+            item_rows=chosen.tolist(),
         )
 
     def select_items(self, query: Query, shared: SharedState) -> np.ndarray:

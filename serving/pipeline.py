@@ -83,7 +83,7 @@ class RecommendationPipeline:
             self.usage.charge_later(charge)
         recommendation.trace.timings_ms["log"] = (time.perf_counter() - started) * 1e3
         for stage, ms in recommendation.trace.timings_ms.items():
-            metrics.STAGE_SECONDS.labels(stage).observe(ms / 1e3)
+            metrics.stage_seconds(stage).observe(ms / 1e3)
         metrics.RECOMMENDATIONS.labels(recommendation.surface, recommendation.mode).inc()
         for violation in recommendation.violations:
             metrics.VIOLATIONS.labels(violation["rule"]).inc()
@@ -137,8 +137,11 @@ class RecommendationPipeline:
 
     def record(self, recommendation: Recommendation, now: datetime) -> None:
         """Side effect: remember the page for session de-duplication and recent impressions."""
-        index = self.catalog.bundle.item_index
-        item_idx = [index[item.item_id] for item in recommendation.items]
+        item_idx = recommendation.item_rows
+        if len(item_idx) != len(recommendation.items):  # built elsewhere than ServedPath.run: look the ids up
+            index = self.catalog.bundle.item_index
+            item_idx = [index[item.item_id] for item in recommendation.items]
+        category, content = self.catalog.category, self.catalog.content
         self.store.record_page(
             request_id=recommendation.request_id,
             user_id=recommendation.user_id,
@@ -146,8 +149,8 @@ class RecommendationPipeline:
             session_id=recommendation.session_id,
             page=recommendation.page,
             items=item_idx,
-            categories=[int(self.catalog.category[i]) for i in item_idx],
-            contents=[int(self.catalog.content[i]) for i in item_idx],
+            categories=category[item_idx].tolist(),
+            contents=content[item_idx].tolist(),
             now=now,
         )
 

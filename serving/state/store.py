@@ -49,6 +49,7 @@ from sqlalchemy.exc import IntegrityError
 from served.query import Feedback, ServedPage, UserState
 from serving import metrics
 from serving.state import db
+from serving.state.prepared import Prepared
 
 log = logging.getLogger("recsys.serving")
 
@@ -87,6 +88,8 @@ _LATEST_SESSION = (select(_pages.c.session_id)
 _RECENT_ITEMS = (select(_pages.c["items"]).where(_pages.c.user_id == bindparam("user_id"))
                  .order_by(_pages.c.id.desc()).limit(bindparam("pages", type_=Integer)))
 _RECORD_PAGE = insert(_pages)
+_RECORD_PAGE_COLUMNS = ("request_id", "user_id", "surface", "session_id", "page", "items", "categories", "contents",
+                        "created_at")
 _VERSIONS = select(db.state_versions.c.name, db.state_versions.c.version).where(
     db.state_versions.c.name.in_(bindparam("names", expanding=True)))
 _EVENT_ITEMS = select(_latest_events().c.item_id).distinct()
@@ -345,6 +348,11 @@ class StateStore:
         self._bump_statement = _bump_statement(dialect)
         self._add_usage_statement = _add_usage_statement(dialect)
         self._charge_usage_statement = _add_usage_statement(dialect, within_budget=True)
+        # The two statements of every list (its one read, its page), prepared for this dialect
+        # (serving/state/prepared.py: the same SQL, values and rows as `conn.execute`, without its per-call work).
+        self._list_state = {key: Prepared(statement, engine.dialect, sizes={"names": len(SHARED_STATE_VERSIONS)})
+                            for key, statement in _LIST_STATE.items()}
+        self._record_page = Prepared(_RECORD_PAGE, engine.dialect, column_keys=_RECORD_PAGE_COLUMNS)
 
     def _read(self) -> Connection:
         """A connection for reads (autocommit on PostgreSQL: no transaction to open and roll back)."""
@@ -476,8 +484,12 @@ class StateStore:
         session = None if read.page <= 0 else ("given" if read.session_id is not None else "latest")
         params = {**_request_params(user_id, read.surface, read.session_id, read.page, read.recent_pages,
                                     read.version_names), "day": _day(day)}
+        key = (read.personal, session)
         with self._read() as conn:
-            rows = conn.execute(_LIST_STATE[(read.personal, session)], params).all()
+            if len(read.version_names) == len(SHARED_STATE_VERSIONS):
+                rows = self._list_state[key].rows(conn, params)
+            else:
+                rows = conn.execute(_LIST_STATE[key], params).all()
         user_rows = [row for row in rows if row.part in ("user", "feedback")]
         guardian = usage = None
         request_rows = []
@@ -497,9 +509,9 @@ class StateStore:
     def record_page(self, *, request_id: str, user_id: str, surface: str, session_id: str, page: int,
                     items: list[int], categories: list[int], contents: list[int], now: datetime) -> None:
         with self._write() as conn:
-            conn.execute(_RECORD_PAGE, {"request_id": request_id, "user_id": user_id, "surface": surface,
-                                        "session_id": session_id, "page": page, "items": items,
-                                        "categories": categories, "contents": contents, "created_at": now})
+            self._record_page.run(conn, {"request_id": request_id, "user_id": user_id, "surface": surface,
+                                         "session_id": session_id, "page": page, "items": items,
+                                         "categories": categories, "contents": contents, "created_at": now})
 
     def recent_requests(self, user_id: str, limit: int) -> list[dict]:
         """The user's last `limit` served pages (request id, surface, page, time), newest first:

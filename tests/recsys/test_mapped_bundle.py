@@ -63,6 +63,18 @@ def mapped_paths(pid: int | str = "self") -> dict[str, str]:
     return found
 
 
+def in_file_mapping(values: np.ndarray) -> bool:
+    """Whether the array's data lies in a shared file mapping of this process (not a private copy)."""
+    pointer = values.__array_interface__["data"][0]
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) == 6 and parts[5].startswith("/") and parts[1].endswith("s"):
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            if start <= pointer < end:
+                return True
+    return False
+
+
 def test_arrays_and_index_are_mapped_read_only(bundle_dir):
     bundle = ModelBundle.load(bundle_dir, serving=False)
     columns = bundle.columns
@@ -71,7 +83,9 @@ def test_arrays_and_index_are_mapped_read_only(bundle_dir):
                          ("unit_factors", bundle.stats.unit_factors), ("titles", columns.titles),
                          ("category_codes", columns.category_codes), ("item ids sorted", columns.item_id_sorted),
                          ("popular_order", columns.popular_order)]:
-        assert isinstance(values, np.memmap) and not values.flags.writeable, name
+        # a plain ndarray view (no memmap indexing overhead) of the file's shared pages, read-only
+        assert type(values) is np.ndarray and not values.flags.writeable, name
+        assert in_file_mapping(values), f"{name} is the file's pages, not a copy"
     maps = mapped_paths()
     index_file = str((bundle_dir / "index" / "index.faiss").resolve())
     assert maps.get(index_file, "").startswith("r--s"), "the Faiss index is mapped shared and read-only"

@@ -245,6 +245,41 @@ def test_list_state_is_the_gate_and_hydrate_reads_in_one_statement(store):
     assert store.list_state("kid2", "2026-03-02", ListRead("home", None, 0, 2, False, names)).usage is None
 
 
+def test_prepared_statements_read_and_write_what_sqlalchemy_does(store):
+    """The list's read and page write run as statements prepared once per dialect
+    (serving/state/prepared.py): every variant of the read returns the rows `conn.execute` returns,
+    value for value and type for type (aware datetimes, booleans, floats), and a list of the wrong
+    size for an IN parameter is refused rather than silently cut."""
+    from serving.state.prepared import Prepared
+    from serving.state.store import _LIST_STATE, _request_params
+
+    store.seed_profiles([{"user_id": "kid", "age": 12, "created_at": T0}], "src")
+    store.put_settings("kid", T0, personalization=True, minor_mode=True, elderly_mode=False)
+    store.set_tag_state("kid", "drama", "deleted", T0)
+    store.put_feedback("kid", "i2", "fewer_like_this", "req-2", "Drama", T0)
+    store.link_guardian("kid", "mum", "op", T0)
+    store.add_usage("kid", "2026-03-02", T0, 120, 60)
+    for n in range(3):
+        page(store, f"r{n}", user="kid", session="s1", number=n)
+    store.add_events([event("e1", user="kid"), event("e2", user="kid", item="i3", kind="like")])
+    names = ("interventions", "features")
+    for key, statement in _LIST_STATE.items():
+        prepared = Prepared(statement, store.engine.dialect, sizes={"names": 2})
+        params = {**_request_params("kid", "home", "s1" if key[1] == "given" else None, 2 if key[1] else 0, 2, names),
+                  "day": "2026-03-02"}
+        with store.engine.connect() as conn:
+            expected = [tuple(row) for row in conn.execute(statement, params).all()]
+            got = prepared.rows(conn, params)
+        assert expected and [tuple(row) for row in got] == expected, key
+        assert [[type(v) for v in row] for row in got] == [[type(v) for v in row] for row in expected], key
+        assert all(utc(row.created_at) for row in got if row.created_at is not None)
+        with pytest.raises(ValueError, match="names"), store.engine.connect() as conn:
+            prepared.rows(conn, {**params, "names": ["interventions"]})
+    pages = store.session_pages("kid", "home", "s1", 3)
+    assert [(p.page, p.items, p.categories) for p in pages] == [(n, [n * 10 + i for i in range(3)],
+                                                                 [(n * 10 + i) % 4 for i in range(3)]) for n in range(3)]
+
+
 # -- versions, interventions, feature library -------------------------------------------------------------
 def test_versions_interventions_and_their_version(store):
     assert store.version("interventions") == 0 and store.versions("interventions", "features", "x") == (0, 0, 0)
