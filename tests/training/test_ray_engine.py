@@ -31,6 +31,9 @@ SMALL = {
     "als": {"factors": 16, "regularization": 1.0, "iterations": 8},
     "n_candidates": 60,
     "ranker": {"params": {"hidden": [16], "epochs": 12}},
+    # A small SASRec (the tests check the pipeline, not its quality): the default 64-dim, 2-block, 20-epoch model
+    # is trained twice per run and was most of each run's time.
+    "sequential": {"n_candidates": 30, "sasrec": {"max_len": 20, "hidden": 16, "blocks": 1, "epochs": 3}},
 }
 
 
