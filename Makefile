@@ -42,7 +42,7 @@ test: install
 	$(BIN)/recsys data fetch $(DATASET)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # The deployment topology on this machine (README: "Deploy on several machines"): PostgreSQL, an MLflow
 # server, two replicas and nginx on $(CLUSTER_PORT), under var/cluster; Ctrl-C stops all of it.

@@ -129,6 +129,9 @@ def fork_model(mlflow_store, podcast_dir):
         "als": {"factors": 16, "regularization": 1.0, "iterations": 8},
         "n_candidates": 60,
         "ranker": {"kind": "linear", "params": {"epochs": 40}},  # the training config names the new ranker
+        # A small SASRec and a short Art. 8 review simulation: the guide's point is the new ranker, not quality.
+        "sequential": {"n_candidates": 30, "sasrec": {"max_len": 20, "hidden": 16, "blocks": 1, "epochs": 3}},
+        "review": {"simulation_users": 20, "simulation_sessions": 5, "list_users": 100},
     })
     result = train(str(podcast_dir), config, progress=False)
     assert result.alias_set, result.review

@@ -4,6 +4,7 @@ the dataset's items, trains through the real CLI, and serves with one entry in t
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import numpy as np
@@ -15,6 +16,10 @@ from tests.conftest import RECSYS
 
 pytestmark = pytest.mark.e2e
 
+# The rule is checked, not the model's quality: a small SASRec and a short review simulation (the defaults
+# train the 64-dim, 2-block, 20-epoch SASRec twice, most of this module's time). Same CLI, same stages.
+QUICK_TRAINING = {"sequential": {"n_candidates": 30, "sasrec": {"max_len": 20, "hidden": 16, "blocks": 1, "epochs": 3}},
+                  "review": {"simulation_users": 20, "simulation_sessions": 5, "list_users": 100}}
 CREATOR_RULE = {"type": "dispersal", "attribute": "creator", "window": 10, "max_per_window": 1,
                 "name": "creator_dispersal", "title": "One item per creator"}
 
@@ -29,8 +34,10 @@ def creator_model(synthetic_dir, model_env, tmp_path_factory):
     env = {**model_env, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
            "RECSYS_MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
            "RECSYS_MLFLOW_ARTIFACTS_DIR": str(root / "mlartifacts"), "RECSYS_VAR_DIR": str(root / "var")}
-    result = subprocess.run([RECSYS, "train", "--dataset", str(root / "data"), "--seed", "0"], env=env,
-                            capture_output=True, text=True, timeout=600)
+    config = root / "quick.json"
+    config.write_text(json.dumps(QUICK_TRAINING))
+    result = subprocess.run([RECSYS, "train", "--dataset", str(root / "data"), "--seed", "0", "--config", str(config)],
+                            env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     from recsys.config import core_settings, environment
     from recsys.registry import load_bundle

@@ -25,6 +25,12 @@ SMALL = {
     "als": {"factors": 16, "regularization": 1.0, "iterations": 8},
     "n_candidates": 60,
     "ranker": {"params": {"hidden": [16], "epochs": 12}},
+    # A small SASRec (the tests check the pipeline, not its quality): the default 64-dim, 2-block, 20-epoch model
+    # is trained twice per run and was most of each run's time.
+    "sequential": {"n_candidates": 30, "sasrec": {"max_len": 20, "hidden": 16, "blocks": 1, "epochs": 3}},
+    # A shorter Art. 8 review simulation (its default, 100 users x 20 sessions and 2,000 checked lists, was half
+    # of each run): every check still runs and is logged; the thresholds are unchanged.
+    "review": {"simulation_users": 20, "simulation_sessions": 5, "list_users": 100},
 }
 
 
@@ -259,7 +265,7 @@ def test_a_run_that_fails_the_review_is_registered_without_the_alias(trained, da
     name = core_settings().model_name
     before = client().get_model_version_by_alias(name, core_settings().model_alias).version
     config = tmp_path / "strict.json"
-    config.write_text(json.dumps({**SMALL, "seed": 5, "review": {"min_category_diversity": 11.0}}))
+    config.write_text(json.dumps({**SMALL, "seed": 5, "review": {**SMALL["review"], "min_category_diversity": 11.0}}))
     outcome = CliRunner().invoke(typer_app(train_command), ["--dataset", str(dataset_dir), "--config", str(config),
                                                             "--no-progress"])
     assert outcome.exit_code == 3, outcome.output
