@@ -200,6 +200,20 @@ events = Table(
     Index("ix_events_user_ts", "user_id", "ts"),  # a user's latest events (a list reads at most MAX_EVENTS_READ)
 )
 
+# Every item each user has had an event for (any type, impressions included): what a personalized
+# list excludes as seen (issue 16), one row per (user, item) however many events, so a heavy user's
+# items seen long ago stay seen while the events a list reads are bounded (`MAX_EVENTS_READ`).
+# Derived from `events`: written in the same transaction as each event insert
+# (`StateStore.add_events`), backfilled from `events` by migration 0007. Nothing deletes or exports a
+# user's events today; whatever comes to delete them must delete these rows in the same transaction,
+# and an export of a user's data takes their events (these rows say nothing more).
+seen_items = Table(
+    "seen_items",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("item_id", String(128), primary_key=True),
+)
+
 usage = Table(
     "usage",
     metadata,

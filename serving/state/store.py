@@ -60,9 +60,10 @@ SHARED_STATE_VERSIONS = ("interventions", "features")
 # Event types that say the user engaged with an item (an impression only says it was shown): the
 # sequential candidate source reads these, in time order, after the user's stored history.
 ENGAGEMENT_EVENTS = ("click", "like", "share")
-# A list reads the user's latest events only (newest first, by the index on user and time): the
-# items they have seen and engaged with lately. Unbounded, a user posting events without end (1,000
-# per request) made each of their lists scan them all (200,000 events: 2.2 s per list on SQLite).
+# The sequential source reads the user's latest events only (newest first, by the index on user and
+# time): what they engaged with lately. Unbounded, a user posting events without end (1,000 per
+# request) made each of their lists scan them all (200,000 events: 2.2 s per list on SQLite). What
+# they have seen, however long ago, a list reads from the seen set (`db.seen_items`, one row per item).
 MAX_EVENTS_READ = 2000
 
 
@@ -92,7 +93,7 @@ _RECORD_PAGE_COLUMNS = ("request_id", "user_id", "surface", "session_id", "page"
                         "created_at")
 _VERSIONS = select(db.state_versions.c.name, db.state_versions.c.version).where(
     db.state_versions.c.name.in_(bindparam("names", expanding=True)))
-_EVENT_ITEMS = select(_latest_events().c.item_id).distinct()
+_EVENT_ITEMS = select(db.seen_items.c.item_id).where(db.seen_items.c.user_id == bindparam("user_id"))
 _USAGE = select(db.usage.c.last_activity, db.usage.c.seconds_used, db.usage.c.continuous_since).where(
     and_(db.usage.c.user_id == bindparam("user_id"), db.usage.c.day == bindparam("day")))
 
@@ -132,15 +133,16 @@ class RequestState:
     session_id: str | None  # the session asked for, else the latest on this surface (page > 0), else None
     earlier_pages: list[ServedPage]  # this session's pages before the one asked for, in page order
     recent_items: list[int]  # items of the user's last pages, newest page first (personal only)
-    event_items: list[str]  # items of the user's stored events, distinct (personal only)
+    event_items: list[str]  # every item the user has an event for, distinct: the seen set (personal only)
     engaged_items: list[str] = field(default_factory=list)  # items of engagement events, by latest event, oldest first (personal only)
 
 
 def _request_state_statement(personal: bool, session: str | None):
     """One UNION ALL over the state a list needs, each row tagged with what it is: the state
     versions, this session's earlier pages (`session`: "given" the request's session id, "latest"
-    the newest on the surface, None: page 0 reads none), and when `personal` the recent pages' items
-    and the event items, and the items of engagement events (not impressions) with their latest
+    the newest on the surface, None: page 0 reads none), and when `personal` the recent pages' items,
+    the event items (the seen set: every item of any event, however old), and the items of
+    engagement events (not impressions) among the latest `MAX_EVENTS_READ` events with their latest
     time. JSON columns come back as text, decoded by `request_state`."""
     pages, versions = db.served_pages, db.state_versions
     text_null, int_null, time_null = cast(null(), Text), cast(null(), Integer), cast(null(), db.UTCDateTime())
@@ -168,9 +170,10 @@ def _request_state_statement(personal: bool, session: str | None):
                   .order_by(pages.c.id.desc()).limit(bindparam("pages", type_=Integer)).subquery("recent"))
         parts.append(select(tagged("recent"), int_null, recent.c.id, text_null, cast(recent.c["items"], Text), text_null,
                             text_null, time_null))
+        seen = db.seen_items  # every item the user has an event for, one row each (not bounded by MAX_EVENTS_READ)
+        parts.append(select(tagged("event"), int_null, int_null, seen.c.item_id, text_null, text_null, text_null, time_null)
+                     .where(seen.c.user_id == bindparam("user_id")))
         latest = _latest_events()  # bounded: MAX_EVENTS_READ
-        parts.append(select(tagged("event"), int_null, int_null, latest.c.item_id, text_null, text_null, text_null, time_null)
-                     .distinct())
         # What the user engaged with, for the sequential candidate source: each item once, at its latest event.
         parts.append(select(tagged("engaged"), int_null, int_null, latest.c.item_id, text_null, text_null, text_null,
                             func.max(latest.c.ts))
@@ -616,19 +619,27 @@ class StateStore:
 
         One INSERT ... ON CONFLICT DO NOTHING RETURNING: the database says which rows it inserted,
         so concurrent posts of the same ids count each id exactly once between them. Rows go in in
-        event_id order: two batches sharing ids lock them in the same order and cannot deadlock."""
+        event_id order: two batches sharing ids lock them in the same order and cannot deadlock.
+        The (user, item) pairs of the inserted events join the seen set (`db.seen_items`) in the
+        same transaction, INSERT ... ON CONFLICT DO NOTHING in (user, item) order, after every
+        event: a batch waits on another's seen rows only once its own events are in, so no cycle."""
         if not rows:
             return 0
         first: dict[str, dict] = {}
         for row in rows:
             first.setdefault(row["event_id"], row)  # the first copy of each id
         unique = [first[event_id] for event_id in sorted(first)]
-        statement = _dialect_insert(self.engine.dialect.name)(db.events).on_conflict_do_nothing().returning(db.events.c.event_id)
-        inserted = 0
-        with (self._write() if len(unique) <= 500 else self.engine.begin()) as conn:
+        dialect_insert = _dialect_insert(self.engine.dialect.name)
+        e = db.events
+        statement = dialect_insert(e).on_conflict_do_nothing().returning(e.c.event_id, e.c.user_id, e.c.item_id)
+        inserted: list[tuple[str, str, str]] = []
+        with self.engine.begin() as conn:
             for start in range(0, len(unique), 500):
-                inserted += len(conn.execute(statement, unique[start : start + 500]).all())
-        return inserted
+                inserted += conn.execute(statement, unique[start : start + 500]).tuples().all()
+            seen = [{"user_id": user, "item_id": item} for user, item in sorted({(u, i) for _, u, i in inserted})]
+            for start in range(0, len(seen), 500):
+                conn.execute(dialect_insert(db.seen_items).on_conflict_do_nothing(), seen[start : start + 500])
+        return len(inserted)
 
     def event_items(self, user_id: str) -> list[str]:
         """Every item the user has an event for (any type): items they already know."""

@@ -248,6 +248,35 @@ def test_a_database_made_by_the_previous_release_is_stamped_upgraded_and_keeps_i
     assert revision_and_drift(url)[0] == migrate.head()
 
 
+def test_the_seen_set_is_backfilled_from_the_events_of_a_database_at_0006(new_url):
+    """0007 adds `seen_items` (one row per user and item) and fills it from the events already
+    stored, so every item a user had an event for stays seen after the upgrade, however old."""
+    url = new_url("seen_backfill")
+    command.upgrade(migrate.alembic_config(url), "0006")
+    engine = create_engine(db.normalize_url(url))
+    rows = [("e1", "u1", "i1", "impression"), ("e2", "u1", "i1", "click"), ("e3", "u1", "i2", "like"),
+            ("e4", "u2", "i1", "impression")]
+    with engine.begin() as conn:
+        assert "seen_items" not in inspect(conn).get_table_names()
+        conn.execute(insert(db.events), [{"event_id": e, "user_id": u, "item_id": i, "type": k, "ts": T0, "received_at": T0}
+                                         for e, u, i, k in rows])
+    engine.dispose()
+
+    engine = make_engine(url)
+    assert revision_and_drift(url) == (migrate.head(), [])
+    with engine.connect() as conn:
+        seen = conn.execute(text("SELECT user_id, item_id FROM seen_items ORDER BY user_id, item_id")).all()
+    assert [tuple(row) for row in seen] == [("u1", "i1"), ("u1", "i2"), ("u2", "i1")]
+    store = StateStore(engine)
+    assert sorted(store.event_items("u1")) == ["i1", "i2"] and store.event_items("u2") == ["i1"]
+    store.add_events([{"event_id": "e5", "user_id": "u2", "item_id": "i3", "type": "click", "ts": T0, "received_at": T0}])
+    assert sorted(store.event_items("u2")) == ["i1", "i3"]
+    engine.dispose()
+    command.downgrade(migrate.alembic_config(url), "0006")  # and undone
+    with create_engine(db.normalize_url(url)).connect() as conn:
+        assert "seen_items" not in inspect(conn).get_table_names()
+
+
 CHILD = """
 import pathlib, sys, time
 from serving.state import migrate

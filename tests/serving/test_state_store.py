@@ -378,10 +378,41 @@ def test_a_list_reads_only_the_users_latest_events_however_many_they_post(store)
     store.add_events([event("other", user="u2", item="other-item", ts=T0 + timedelta(hours=1))])
     read = ListRead("feed", None, 0, 2, True, ("interventions",))
     got = store.list_state("u1", T0.date(), read).request
-    assert sorted(got.event_items) == sorted(f"new-{i}" for i in range(300))  # none of the 50 older ones
+    # the seen set holds every item, the 50 older ones too (one row per item, not per event)...
+    assert sorted(got.event_items) == sorted([f"new-{i}" for i in range(300)] + [f"old-{i}" for i in range(50)])
     assert sorted(store.event_items("u1")) == sorted(got.event_items)
+    # ...and the sequential source reads the latest events only
     assert len(got.engaged_items) == 150 and all(item.startswith("new-") for item in got.engaged_items)
     assert got.engaged_items[-1] == "new-0"  # oldest first: the latest engagement last
+
+
+def test_an_item_seen_only_before_the_latest_events_stays_seen(store):
+    """Seen means seen for heavy users too (issue 16): impressions of X, then more than
+    MAX_EVENTS_READ newer events on other items (a heavy user's ~200 lists), and X is still among
+    the items a list excludes (the seen set, written with each event), while the sequential source
+    reads the latest events only. An event whose id another user's event already holds is not
+    stored, and makes nothing seen."""
+    from serving.state.store import MAX_EVENTS_READ
+
+    old = [event(f"x{i}", item="X", ts=T0 - timedelta(days=3, minutes=i), kind="impression") for i in range(3)]
+    old += [event("y", item="Y", ts=T0 - timedelta(days=2), kind="like")]
+    newer = [event(f"n{i}", item=f"n-{i % 400}", ts=T0 - timedelta(seconds=i), kind=("impression", "click")[i % 2])
+             for i in range(MAX_EVENTS_READ + 1)]
+    assert store.add_events(old) == 4 and store.add_events(newer) == MAX_EVENTS_READ + 1
+    assert store.add_events([event("y", user="u3", item="Z")]) == 0  # the id is taken: not stored, not seen
+    expected = sorted(["X", "Y"] + [f"n-{i}" for i in range(400)])
+    for personal_read in (
+        store.list_state("u1", T0.date(), ListRead("feed", None, 0, 2, True, ("interventions",))).request,
+        store.list_state("u1", T0.date(), ListRead("feed", "s1", 1, 2, True, ("interventions",))).request,
+        store.request_state("u1", "feed", session_id=None, page=0, recent_pages=2, personal=True,
+                            version_names=("interventions",)),
+    ):
+        assert sorted(personal_read.event_items) == expected
+        assert "Y" not in personal_read.engaged_items and len(personal_read.engaged_items) == 200  # the latest events
+    assert sorted(store.event_items("u1")) == expected
+    assert store.event_items("u3") == []
+    with store.engine.connect() as conn:  # one row per (user, item), however many events
+        assert conn.execute(text("SELECT count(*) FROM seen_items WHERE user_id = 'u1'")).scalar() == 402
 
 
 def test_events_are_idempotent_and_feed_the_history_queries(store):
