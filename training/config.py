@@ -65,6 +65,11 @@ class RankerConfig(BaseModel):
     kind: str = "mlp"
     params: dict[str, Any] = Field(default_factory=lambda: MLPConfig().model_dump(mode="json"))
     early_stopping_share: float = Field(default=0.15, gt=0.0, lt=1.0)  # of the validation lists
+    # The served path's non-personalized sources join the training lists as they join a request's
+    # candidates: the `popular_candidates` most popular items and as many of the editorial pool
+    # (serving's POPULAR_CANDIDATES), so the ranker also learns to order the items the front screen
+    # draws from; 0: the retrieval sources' candidates only.
+    popular_candidates: int = Field(default=0, ge=0)
 
     @field_validator("kind")
     @classmethod

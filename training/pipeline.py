@@ -39,6 +39,7 @@ import polars as pl
 
 from compliance.policy import PolicyConfig, config_hash as policy_hash
 from recsys.bundle import FORMAT_VERSION, BundleParts, ModelBundle, write_bundle, write_manifest
+from recsys.columns import popularity_orders
 from recsys.config import core_settings
 from recsys.evaluation import (
     EXCLUDE_POSITIVES,
@@ -133,12 +134,26 @@ class Catalog:
     n_categories: int
     primary: np.ndarray
     release_year: np.ndarray
+    mainstream: np.ndarray | None = None  # bool per item: the editorial pool (None: the dataset names none)
 
     @classmethod
     def of(cls, dataset: Dataset) -> Catalog:
         categories = encode_categories(dataset.items.get_column("categories"))
         year = dataset.items.get_column("release_year").cast(pl.Float64).fill_null(float("nan")).to_numpy()
-        return cls(categories.codes, len(categories.names), categories.primary, year)
+        mainstream = (dataset.items.get_column("mainstream").fill_null(False).to_numpy().astype(bool)
+                      if "mainstream" in dataset.items.columns else None)
+        return cls(categories.codes, len(categories.names), categories.primary, year, mainstream)
+
+    def served_sources(self, history: Histories, n: int) -> list[np.ndarray]:
+        """The served path's non-personalized candidate sources over `history`'s popularity, as
+        serving orders them (`recsys.columns.popularity_orders`): the `n` most popular items, then
+        the editorial pool's `n` most popular; [] for n = 0."""
+        if not n:
+            return []
+        popularity = np.bincount(history.items, minlength=history.n_items).astype(np.float32)
+        pool = self.mainstream if self.mainstream is not None else np.zeros(history.n_items, dtype=bool)
+        orders = popularity_orders(popularity, self.primary, pool)
+        return [orders["popular_order"][:n], orders["mainstream_order"][:n]]
 
 
 def fit_retrieval(history: Histories, config: TrainingConfig, engine: Engine | None = None) -> ALS:
@@ -177,7 +192,9 @@ def train_ranker(split: Split, catalog: Catalog, config: TrainingConfig, progres
     # learns how far to trust each source on candidates like serving's.
     sequential = fit_sequence_source(validation.train, config)
     lists, candidates = ranking_lists(stats, retrieval.user_factors, validation, index.search, config.n_candidates,
-                                      config.features, progress, retrieval.item_factors, sequential)
+                                      config.features, progress, retrieval.item_factors, sequential,
+                                      catalog.served_sources(validation.train, config.ranker.popular_candidates),
+                                      catalog.mainstream)
     fit_lists, stop_lists = split_lists(lists, config.ranker.early_stopping_share, config.seed)
     if not len(fit_lists.labels):
         raise ValueError("ranker: no validation user has a held-out positive among the candidates; "

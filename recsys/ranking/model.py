@@ -31,20 +31,26 @@ class RankerError(ValueError):
 
 @dataclass(frozen=True)
 class RankingLists:
-    """Training lists of equal length: features (users, n, f), labels (users, n), mask of real rows."""
+    """Training lists of equal length: features (users, n, f), labels (users, n), mask of real rows,
+    and optionally each candidate's groups (users, n, g): its code in each of g groupings (e.g. its
+    primary category, the editorial pool), -1 for none, for a ranker's within-group loss."""
 
     features: np.ndarray  # float32
     labels: np.ndarray  # float32 in {0, 1}
     mask: np.ndarray  # bool; False pads lists shorter than n
+    groups: np.ndarray | None = None  # int32 (users, n, g)
 
     def __post_init__(self) -> None:
         if self.features.ndim != 3 or self.features.shape[:2] != self.labels.shape or self.labels.shape != self.mask.shape:
             raise RankerError(
                 f"RankingLists: features {self.features.shape}, labels {self.labels.shape}, mask {self.mask.shape} do not align"
             )
+        if self.groups is not None and (self.groups.ndim != 3 or self.groups.shape[:2] != self.labels.shape):
+            raise RankerError(f"RankingLists: groups {self.groups.shape} do not align with labels {self.labels.shape}")
 
     def subset(self, rows: np.ndarray) -> RankingLists:
-        return RankingLists(self.features[rows], self.labels[rows], self.mask[rows])
+        groups = None if self.groups is None else self.groups[rows]
+        return RankingLists(self.features[rows], self.labels[rows], self.mask[rows], groups)
 
 
 class Ranker(abc.ABC):
@@ -159,6 +165,11 @@ class MLPConfig(BaseModel):
     epochs: int = Field(default=40, ge=1)
     batch_lists: int = Field(default=64, ge=1)  # user lists per optimisation step
     patience: int = Field(default=6, ge=1)  # epochs without validation improvement before stopping
+    # Weight of the within-group term (`_group_losses`): the same softmax loss inside each group of
+    # a list (each primary category, the editorial pool) that holds a positive. The policy fills a
+    # page with the best few of each category and the pool's best items, so it ranks by order
+    # within those groups as much as by the list's order; 0 trains on the whole list only.
+    group_loss: float = Field(default=0.0, ge=0.0)
 
 
 class _Network(nn.Module):
@@ -212,6 +223,7 @@ class MLPRanker(Ranker):
         self.network.scale.copy_(torch.from_numpy(np.maximum(rows.std(axis=0), 1e-6)))
         network = replica.wrap(self.network)
         features, labels, mask = (torch.from_numpy(a) for a in (train.features, train.labels, train.mask))
+        groups = _group_tensor(train, config.group_loss)
         optimiser = torch.optim.Adam(self.network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         best, best_state, stale, epoch, loss_value = np.inf, None, 0, 0, float("nan")
         for epoch in range(1, config.epochs + 1):
@@ -221,7 +233,10 @@ class MLPRanker(Ranker):
             for start in range(0, len(order), config.batch_lists):
                 batch = order[start : start + config.batch_lists]
                 mine = replica.share(batch)
-                losses = _list_losses(network(features[mine]), labels[mine], mask[mine])
+                scores = network(features[mine])
+                losses = _list_losses(scores, labels[mine], mask[mine])
+                if groups is not None:
+                    losses = losses + config.group_loss * _group_losses(scores, labels[mine], mask[mine], groups[mine])
                 # The all-reduce averages replicas' gradients: scaled so the average is the batch mean's.
                 loss = losses.sum() / (len(batch) / replica.world_size)
                 optimiser.zero_grad()
@@ -320,3 +335,32 @@ def _list_losses(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor)
     log_probs = torch.log_softmax(scores, dim=-1)
     positives = labels.sum(dim=-1).clamp_min(1.0)
     return -(labels * log_probs).sum(dim=-1) / positives
+
+
+def _group_tensor(lists: RankingLists, weight: float) -> torch.Tensor | None:
+    """The lists' groups as a long tensor when the group term is on and the lists carry groups."""
+    if not weight or lists.groups is None or not lists.groups.shape[-1]:
+        return None
+    return torch.from_numpy(lists.groups.astype(np.int64))
+
+
+def _group_losses(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Per list: the mean, over the (grouping, group) pairs holding a positive, of the softmax loss
+    restricted to that group's candidates (`_list_losses` inside each group); 0 for a list without
+    any. groups: (lists, n, g) codes, -1 for none."""
+    total = torch.zeros(scores.shape[0], dtype=scores.dtype)
+    counted = torch.zeros(scores.shape[0], dtype=scores.dtype)
+    for column in range(groups.shape[-1]):
+        codes = groups[..., column]
+        width = int(codes.max()) + 1
+        if width <= 0:
+            continue
+        member = torch.nn.functional.one_hot((codes + 1).clamp_min(0), width + 1)[..., 1:].bool()  # (lists, n, c)
+        member = (member & mask.unsqueeze(-1)).transpose(1, 2)  # (lists, c, n)
+        positives = (labels.unsqueeze(1) * member).sum(dim=-1)  # (lists, c)
+        held = positives > 0
+        log_probs = torch.log_softmax(scores.unsqueeze(1).masked_fill(~member, -1e9), dim=-1)
+        loss = -(labels.unsqueeze(1) * member * log_probs).sum(dim=-1) / positives.clamp_min(1.0)
+        total = total + (loss * held).sum(dim=-1)
+        counted = counted + held.sum(dim=-1)
+    return total / counted.clamp_min(1.0)

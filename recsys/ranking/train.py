@@ -8,7 +8,7 @@ train exactly like test, with features built by the serving code path.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,33 +64,56 @@ def retrieve(search: Search, user_vectors: np.ndarray, histories: Histories, use
     return Candidates(users, items, scores)
 
 
-def with_sequential(als: Candidates, item_factors: np.ndarray, user_vectors: np.ndarray, source: SequentialSource,
-                    histories: Histories, exclude: Histories | None = None) -> Candidates:
+def with_sequential(als: Candidates, item_factors: np.ndarray, user_vectors: np.ndarray, source: SequentialSource | None,
+                    histories: Histories, exclude: Histories | None = None,
+                    extra: Sequence[np.ndarray] = ()) -> Candidates:
     """`als`'s candidates merged with the sequential source's top `source.n_candidates` for the same
-    users (the same items excluded), through the served path's merge (`merge_sources`: ALS first).
-    Every candidate gets both sources' scores: ALS's from `user_vectors`/`item_factors`, the
-    sequence model's from each user's `histories` row encoded as the server encodes it."""
+    users (the same items excluded), then with the `extra` item lists (the served path's
+    non-personalized sources: the most popular items, the editorial pool; the same for every user,
+    the user's history and `exclude` items removed), through the served path's merge
+    (`merge_sources`: ALS first). Every candidate gets ALS's score from `user_vectors`/`item_factors`
+    and, with a `source`, the sequence model's, each user's `histories` row encoded as the server
+    encodes it (without a source the sequential columns stay None)."""
     users = als.users
-    queries = np.zeros((histories.n_users, source.model.config.hidden), dtype=np.float32)
-    if len(users):
-        queries[users] = source.queries([histories.of(int(u)) for u in users])
-    found = retrieve(source.search, queries, histories, users, source.n_candidates, exclude=exclude)
-    width = als.items.shape[1] + source.n_candidates
+    found = None
+    queries = item_vectors = None
+    if source is not None:
+        queries = np.zeros((histories.n_users, source.model.config.hidden), dtype=np.float32)
+        if len(users):
+            queries[users] = source.queries([histories.of(int(u)) for u in users])
+        found = retrieve(source.search, queries, histories, users, source.n_candidates, exclude=exclude)
+        item_vectors = source.item_vectors()
+    extra = [np.asarray(part, dtype=np.int64) for part in extra]
+    width = als.items.shape[1] + (0 if source is None else source.n_candidates) + sum(len(part) for part in extra)
     items = np.full((len(users), width), -1, dtype=np.int64)
     scores = np.full((len(users), width), -np.inf, dtype=np.float32)
     sequential = np.full((len(users), width), -np.inf, dtype=np.float32)
     from_sequential = np.zeros((len(users), width), dtype=bool)
-    item_vectors = source.item_vectors()
     for row, user in enumerate(users):
-        parts = [als.items[row][als.items[row] >= 0], found.items[row][found.items[row] >= 0]]
-        merged, _, origin = merge_sources(parts, [np.zeros(len(p), dtype=np.float32) for p in parts],
-                                          [np.full(len(parts[0]), int(Source.RANKED), dtype=np.int8),
-                                           np.full(len(parts[1]), int(Source.SEQUENTIAL), dtype=np.int8)])
+        parts = [als.items[row][als.items[row] >= 0]]
+        origins = [Source.RANKED]
+        if found is not None:
+            parts.append(found.items[row][found.items[row] >= 0])
+            origins.append(Source.SEQUENTIAL)
+        if extra:
+            removed = histories.of(int(user)) if exclude is None else np.concatenate([histories.of(int(user)),
+                                                                                       exclude.of(int(user))])
+            for part in extra:
+                parts.append(part[~np.isin(part, removed)])
+                origins.append(Source.POPULAR)
+        merged, _, _ = merge_sources(parts, [np.zeros(len(p), dtype=np.float32) for p in parts],
+                                     [np.full(len(p), int(o), dtype=np.int8) for p, o in zip(parts, origins)])
         n = len(merged)
         items[row, :n] = merged
         scores[row, :n] = item_factors[merged] @ user_vectors[user]
-        sequential[row, :n] = item_vectors[merged] @ queries[user]
-        from_sequential[row, :n] = np.isin(merged, parts[1])
+        if queries is not None and item_vectors is not None:
+            sequential[row, :n] = item_vectors[merged] @ queries[user]
+            from_sequential[row, :n] = np.isin(merged, parts[1])
+    if extra:  # the shared lists overlap the personal ones: keep only the columns some user fills
+        used = int((items >= 0).sum(axis=1).max()) if len(users) else 0
+        items, scores, sequential, from_sequential = (a[:, :used] for a in (items, scores, sequential, from_sequential))
+    if source is None:
+        return Candidates(users, items, scores)
     return Candidates(users, items, scores, sequential, from_sequential)
 
 
@@ -126,18 +149,37 @@ def label(candidates: Candidates, held_out: Histories) -> np.ndarray:
 
 def ranking_lists(stats: ItemStats, user_vectors: np.ndarray, split: Split, search: Search, n_candidates: int,
                   config: FeatureConfig, progress: bool = False, item_factors: np.ndarray | None = None,
-                  sequential: SequentialSource | None = None) -> tuple[RankingLists, Candidates]:
+                  sequential: SequentialSource | None = None, extra: Sequence[np.ndarray] = (),
+                  pool: np.ndarray | None = None) -> tuple[RankingLists, Candidates]:
     """Lists for every user with both a history and a held-out positive in `split`; the candidates
     exclude every item the user rated before the held-out part (`split.seen`), as serving does.
-    With a `sequential` source (and the ALS `item_factors`) its candidates join ALS's."""
+    With a `sequential` source (and the ALS `item_factors`) its candidates join ALS's; the `extra`
+    item lists (the served path's non-personalized sources) join them too, so the ranker learns on
+    the candidates serving gives it. Each candidate's groups (`list_groups`: its primary category,
+    and membership of the editorial `pool` when given) go with the lists for the group loss."""
     users = np.flatnonzero((split.train.lengths > 0) & (split.test.lengths > 0))
     candidates = retrieve(search, user_vectors, split.train, users, n_candidates, exclude=split.seen)
-    if sequential is not None:
+    if sequential is not None or extra:
         if item_factors is None:
-            raise ValueError("ranking_lists: a sequential source needs the ALS item_factors to score its candidates")
-        candidates = with_sequential(candidates, item_factors, user_vectors, sequential, split.train, split.seen)
+            raise ValueError("ranking_lists: merged sources need the ALS item_factors to score their candidates")
+        candidates = with_sequential(candidates, item_factors, user_vectors, sequential, split.train, split.seen,
+                                     extra)
     features, mask = featurise(stats, user_vectors, split.train, candidates, config, progress)
-    return RankingLists(features, label(candidates, split.test), mask), candidates
+    groups = list_groups(candidates.items, stats.category_codes[:, 0], pool)
+    return RankingLists(features, label(candidates, split.test), mask, groups), candidates
+
+
+def list_groups(items: np.ndarray, primary: np.ndarray, pool: np.ndarray | None = None) -> np.ndarray:
+    """int32 (users, n, g): per candidate its code in each grouping the policy selects within, -1
+    for none (and on padded rows): column 0 the primary category (the session cap and dispersal
+    keep a few per category), column 1, with a `pool` mask, 0 for an editorial pool item (the
+    front screen takes the pool's best)."""
+    real = items >= 0
+    safe = np.where(real, items, 0)
+    columns = [np.where(real, primary[safe], -1)]
+    if pool is not None:
+        columns.append(np.where(real & pool[safe], 0, -1))
+    return np.stack(columns, axis=-1).astype(np.int32)
 
 
 def list_top_k(scores: np.ndarray, candidates: Candidates, k: int) -> np.ndarray:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -103,3 +104,32 @@ def test_two_stage_candidates_never_hold_a_seen_item(offline, bundle):
     # Without the seen rule, low-rated items do come back among the candidates.
     loose = retrieve(bundle.index.search, bundle.user_factors, split.train, users, 40)
     assert any(np.isin(row, split.seen.of(user)).any() for row, user in zip(loose.items, users))
+
+
+def test_training_lists_with_the_served_sources_hold_no_seen_item_and_carry_groups(offline):
+    """`ranker.popular_candidates`: the popular and editorial sources join each training list as
+    they join a request's candidates, every seen item still excluded; each candidate carries its
+    primary category and editorial-pool membership for the group loss."""
+    split = offline.split
+    config = TrainingConfig.model_validate(SMALL).effective()
+    validation = validation_split(split)
+    retrieval = fit_retrieval(validation.train, config)
+    catalog = Catalog.of(offline.dataset)
+    assert catalog.mainstream is not None  # the dataset's column (this small one has no pool item: give it one)
+    catalog = dataclasses.replace(catalog, mainstream=np.arange(len(catalog.mainstream)) % 7 == 0)
+    stats = stats_for(retrieval, validation.train, catalog, config)
+    index = build_index(retrieval.item_factors, config=config.index)
+    sources = catalog.served_sources(validation.train, 30)
+    assert catalog.mainstream[sources[1]].all() and len(sources[0]) == 30
+    lists, found = ranking_lists(stats, retrieval.user_factors, validation, index.search, 40, config.features,
+                                 item_factors=retrieval.item_factors, extra=sources, pool=catalog.mainstream)
+    assert lists.groups is not None and lists.groups.shape == found.items.shape + (2,)
+    for row, user in enumerate(found.users):
+        items = found.items[row][found.items[row] >= 0]
+        assert len(items) == len(np.unique(items)) >= 40
+        assert not np.isin(items, validation.seen.of(user)).any() and not np.isin(items, validation.train.of(user)).any()
+        unseen_pool = np.setdiff1d(sources[1], np.union1d(validation.seen.of(user), validation.train.of(user)))
+        assert np.isin(unseen_pool, items).all()
+        real = found.items[row] >= 0
+        assert (lists.groups[row, real, 1] == 0).tolist() == catalog.mainstream[items].tolist()
+        assert (lists.groups[row, ~real] == -1).all()

@@ -22,8 +22,17 @@ from recsys.ranking.features import (
     encode_categories,
     item_stats,
 )
-from recsys.ranking.model import RANKERS, MLPRanker, RankerError, RankingLists, load_ranker, make_ranker
-from recsys.ranking.train import Candidates, label, list_top_k, retrieve, split_lists
+from recsys.ranking.model import (
+    RANKERS,
+    MLPRanker,
+    RankerError,
+    RankingLists,
+    _group_losses,
+    _list_losses,
+    load_ranker,
+    make_ranker,
+)
+from recsys.ranking.train import Candidates, label, list_groups, list_top_k, retrieve, split_lists, with_sequential
 from recsys.retrieval.index import build_index
 
 CONFIG = FeatureConfig(recent_items=5, recent_days=10)
@@ -224,3 +233,85 @@ def test_split_lists_keeps_only_lists_with_a_positive():
 def test_candidates_dataclass_shapes():
     candidates = Candidates(np.array([0]), np.array([[1, 2, -1]]), np.array([[0.5, 0.2, -np.inf]], dtype=np.float32))
     assert list_top_k(np.array([[0.1, 0.9, 5.0]]), candidates, 3).tolist() == [[2, 1, -1]]
+
+
+# -- the policy in the loop: the served path's sources in the lists, the within-group loss ---------------
+
+
+def test_extra_sources_join_the_lists_without_seen_items_or_repeats():
+    rng = np.random.default_rng(5)
+    item_vectors = rng.normal(size=(40, 6)).astype(np.float32)
+    user_vectors = rng.normal(size=(2, 6)).astype(np.float32)
+    history = Histories(np.array([0, 3, 3]), np.array([0, 1, 2]), np.zeros(3, dtype=np.int64), 40)
+    seen = Histories(np.array([0, 1, 1]), np.array([7]), np.zeros(1, dtype=np.int64), 40)
+    als = retrieve(build_index(item_vectors, "flat").search, user_vectors, history, np.array([0, 1]), 10, exclude=seen)
+    popular, pool = np.array([0, 7, 30, 31, als.items[1, 0]]), np.array([1, 32, 33])
+    merged = with_sequential(als, item_vectors, user_vectors, None, history, seen, [popular, pool])
+    assert merged.sequential is None
+    for row, user in enumerate(merged.users):
+        items = merged.items[row][merged.items[row] >= 0]
+        assert len(items) == len(set(items.tolist()))
+        assert items[:10].tolist() == als.items[row].tolist()  # ALS's candidates first, in order
+        assert not set(items.tolist()) & (set(history.of(user).tolist()) | set(seen.of(user).tolist()))
+        assert set(items.tolist()) == (set(als.items[row].tolist()) | set(popular.tolist()) | set(pool.tolist())) - \
+            set(history.of(user).tolist()) - set(seen.of(user).tolist())
+        real = merged.items[row] >= 0
+        assert np.allclose(merged.scores[row, real], item_vectors[items] @ user_vectors[user], atol=1e-5)
+
+
+def test_list_groups_code_the_primary_category_and_the_pool():
+    items = np.array([[3, 0, -1], [1, 2, 3]])
+    primary = np.array([2, 0, -1, 1])
+    pool = np.array([True, False, False, True])
+    groups = list_groups(items, primary, pool)
+    assert groups.shape == (2, 3, 2)
+    assert groups[..., 0].tolist() == [[1, 2, -1], [0, -1, 1]]
+    assert groups[..., 1].tolist() == [[0, 0, -1], [-1, -1, 0]]
+    assert list_groups(items, primary).shape == (2, 3, 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(2, 12), lists=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_the_group_loss_is_the_list_loss_inside_each_group(n, lists, seed):
+    rng = np.random.default_rng(seed)
+    scores = torch.from_numpy(rng.normal(size=(lists, n)).astype(np.float32))
+    labels = torch.from_numpy((rng.random((lists, n)) < 0.3).astype(np.float32))
+    mask = torch.from_numpy(rng.random((lists, n)) < 0.9)
+    labels = labels * mask
+    # One group holding every candidate: the group loss is the list loss (0 for a list without a positive).
+    one = torch.zeros((lists, n, 1), dtype=torch.long)
+    assert torch.allclose(_group_losses(scores, labels, mask, one), _list_losses(scores, labels, mask), atol=1e-5)
+    # No group: nothing to learn from.
+    assert (_group_losses(scores, labels, mask, torch.full((lists, n, 1), -1)) == 0).all()
+    # Two groups: the mean of each group's list loss over the groups with a positive.
+    codes = torch.from_numpy(rng.integers(0, 2, (lists, n)))
+    expected = []
+    for row in range(lists):
+        per_group = []
+        for code in (0, 1):
+            inside = mask[row] & (codes[row] == code)
+            if (labels[row] * inside).sum() > 0:
+                per_group.append(float(_list_losses(scores[row:row + 1], (labels[row] * inside)[None], inside[None])[0]))
+        expected.append(np.mean(per_group) if per_group else 0.0)
+    got = _group_losses(scores, labels, mask, codes[..., None]).numpy()
+    assert np.allclose(got, expected, atol=1e-5)
+
+
+def test_the_group_term_trains_only_on_lists_that_carry_groups():
+    """Lists without groups train exactly as with the term off; lists with groups train to a
+    different network (the term is in the gradient), and groups survive `subset`."""
+    lists = synthetic_lists(n_users=40, n=12)
+    codes = np.random.default_rng(1).integers(-1, 3, lists.labels.shape + (2,)).astype(np.int32)
+    grouped = RankingLists(lists.features, lists.labels, lists.mask, codes)
+    assert grouped.subset(np.array([3, 5])).groups.tolist() == codes[[3, 5]].tolist()
+    with pytest.raises(RankerError):
+        RankingLists(lists.features, lists.labels, lists.mask, codes[:, :5])
+
+    def scores(data, weight):
+        ranker = make_ranker("mlp", FEATURE_NAMES, {"epochs": 3, "hidden": [8], "group_loss": weight}, seed=0)
+        report = ranker.fit(data)
+        assert np.isfinite(report["train_loss"])
+        return ranker.score(lists.features[0])
+
+    assert np.array_equal(scores(lists, 1.0), scores(lists, 0.0))
+    assert not np.array_equal(scores(grouped, 1.0), scores(grouped, 0.0))
