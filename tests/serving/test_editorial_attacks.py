@@ -8,28 +8,19 @@ tests/recsys/test_rerank.py, properties over random candidate sets.)"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 
 import httpx
 import polars as pl
 import pytest
 
-from tests.conftest import ADMIN, MovableClock
-from tests.web.conftest import ThreadedServer
+from tests.conftest import ADMIN
 
-DAYTIME = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Asia/Shanghai: outside the curfew
 SURFACES = ("home", "feed", "related", "trending")
 
 
 @pytest.fixture
-def site(trained, make_settings):
-    from serving.app import create_app
-
-    server = ThreadedServer(create_app(make_settings(), clock=MovableClock(DAYTIME), bundle_loader=lambda uri: trained)).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def site(daytime_site):
+    return daytime_site
 
 
 def lists(http: httpx.Client, user_id: str) -> dict[str, dict]:

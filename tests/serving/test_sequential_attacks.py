@@ -9,28 +9,20 @@ an item above the band or a flagged item: the gate's exclusions hold for every s
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import httpx
 import polars as pl
 import pytest
 
-from tests.conftest import MovableClock
-from tests.web.conftest import ThreadedServer
+from tests.serving.conftest import DAYTIME
 
-DAYTIME = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Asia/Shanghai: outside the curfew
 SURFACES = ("home", "feed", "related", "trending")
 
 
 @pytest.fixture
-def site(trained, make_settings):
-    from serving.app import create_app
-
-    server = ThreadedServer(create_app(make_settings(), clock=MovableClock(DAYTIME), bundle_loader=lambda uri: trained)).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def site(daytime_site):
+    return daytime_site
 
 
 def test_a_minors_engagement_with_forbidden_items_never_serves_them(site, data, trained):
