@@ -127,7 +127,7 @@ class Recommendation:
     trace: Trace
     request: RecommendationRequest
     served_at: datetime
-    item_rows: list[int] = field(default_factory=list)  # the catalog rows of `items`, in order (the page recorded)
+    item_rows: list[int]  # the catalog rows of `items`, in order (the page recorded)
 
     def log_record(self) -> dict[str, Any]:
         """The Art. 28 (draft 24) log record of this list: enough to explain and reproduce it."""
@@ -269,15 +269,18 @@ class ServedPath:
                 assert user_idx is not None  # a cold user without a given history is not personalized
                 history = bundle.user_history(user_idx)
             history = np.asarray(history, dtype=np.int64)
-            known = [history] if user_idx is None else [bundle.user_seen(user_idx), history]
+            # Seen means seen: every item of the training window at any rating (a 2-star film is not
+            # recommended back) and every item of the user's stored events, of any type. `user_seen`
+            # is sorted, distinct and holds the stored history.
+            if user_idx is None:
+                known = [history]
+            elif stored:
+                known = [bundle.user_seen(user_idx)]
+            else:
+                known = [bundle.user_seen(user_idx), history]
             if known_items is not None and len(known_items):
                 known.append(np.asarray(known_items, dtype=np.int64))
-            # Seen means seen: every item of the training window at any rating (a 2-star film is not
-            # recommended back) and every item of the user's stored events, of any type.
-            if stored and len(known) == 2:
-                seen = known[0]  # `user_seen` is sorted, distinct and holds the stored history already
-            else:
-                seen = np.unique(np.concatenate(known))
+            seen = known[0] if user_idx is not None and stored and len(known) == 1 else np.unique(np.concatenate(known))
             derived = list(self._stored_tags(user_idx)) if stored else self._derive_tags(history)
             profile = tags.effective_profile(derived, deleted=user.tags_in("deleted"), added=user.tags_in("added"),
                                              not_interested=user.tags_in("not_interested"), policy=self.tag_policy)

@@ -138,9 +138,6 @@ class RecommendationPipeline:
     def record(self, recommendation: Recommendation, now: datetime) -> None:
         """Side effect: remember the page for session de-duplication and recent impressions."""
         item_idx = recommendation.item_rows
-        if len(item_idx) != len(recommendation.items):  # built elsewhere than ServedPath.run: look the ids up
-            index = self.catalog.bundle.item_index
-            item_idx = [index[item.item_id] for item in recommendation.items]
         category, content = self.catalog.category, self.catalog.content
         self.store.record_page(
             request_id=recommendation.request_id,

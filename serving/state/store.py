@@ -353,8 +353,9 @@ class StateStore:
         self._charge_usage_statement = _add_usage_statement(dialect, within_budget=True)
         # The two statements of every list (its one read, its page), prepared for this dialect
         # (serving/state/prepared.py: the same SQL, values and rows as `conn.execute`, without its per-call work).
-        self._list_state = {key: Prepared(statement, engine.dialect, sizes={"names": len(SHARED_STATE_VERSIONS)})
-                            for key, statement in _LIST_STATE.items()}
+        # A read is prepared for the number of state versions it asks for (the request path always
+        # asks for SHARED_STATE_VERSIONS), on first use.
+        self._list_state: dict[tuple[bool, str | None, int], Prepared] = {}
         self._record_page = Prepared(_RECORD_PAGE, engine.dialect, column_keys=_RECORD_PAGE_COLUMNS)
 
     def _read(self) -> Connection:
@@ -487,12 +488,13 @@ class StateStore:
         session = None if read.page <= 0 else ("given" if read.session_id is not None else "latest")
         params = {**_request_params(user_id, read.surface, read.session_id, read.page, read.recent_pages,
                                     read.version_names), "day": _day(day)}
-        key = (read.personal, session)
+        key = (read.personal, session, len(read.version_names))
+        prepared = self._list_state.get(key)
+        if prepared is None:  # two threads may both prepare it: the same statement, either kept
+            prepared = self._list_state.setdefault(key, Prepared(_LIST_STATE[key[:2]], self.engine.dialect,
+                                                                 sizes={"names": len(read.version_names)}))
         with self._read() as conn:
-            if len(read.version_names) == len(SHARED_STATE_VERSIONS):
-                rows = self._list_state[key].rows(conn, params)
-            else:
-                rows = conn.execute(_LIST_STATE[key], params).all()
+            rows = prepared.rows(conn, params)
         user_rows = [row for row in rows if row.part in ("user", "feedback")]
         guardian = usage = None
         request_rows = []
