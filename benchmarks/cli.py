@@ -163,16 +163,19 @@ def _latency(directory: Path, machine: dict, sizes: str, requests: int, inproces
 
 
 def _quality(directory: Path, machine: dict, dataset: str, seeds: str, mlflow: bool, training_config: Path | None,
-             quick: bool = False) -> None:
-    from benchmarks.quality import QualityConfig, run
+             quick: bool = False, peers: str | None = None) -> None:
+    from benchmarks.quality import PEER_LABELS, QualityConfig, run
     from training.config import ConfigError, load_config
 
     try:
         training = load_config(training_config) if training_config else None
     except ConfigError as exc:
         raise ValueError(f"--training-config: {exc}") from None
-    run(QualityConfig(dataset=dataset, seeds=parse_ints(seeds, "--seeds"), mlflow=mlflow, quick=quick), directory, machine,
-        training)
+    chosen = tuple(PEER_LABELS) if peers is None else tuple(p.strip() for p in peers.split(",") if p.strip())
+    if not chosen:
+        raise ValueError(f"--peers: give peers, comma-separated, from {', '.join(PEER_LABELS)}")
+    run(QualityConfig(dataset=dataset, seeds=parse_ints(seeds, "--seeds"), mlflow=mlflow, quick=quick, peers=chosen),
+        directory, machine, training)
 
 
 def _compliance(directory: Path, machine: dict, url: str | None, admin_token: str | None, workers: int, lists: int,
@@ -261,13 +264,16 @@ def quality_command(
     mlflow: Annotated[bool, typer.Option(help="Log the result to the MLflow experiment 'benchmarks'.")] = True,
     training_config: Annotated[Path | None, typer.Option(help="Training config file (JSON/TOML); default: the defaults.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Small tuning grids and short SASRec+ training (a smoke run).")] = False,
+    peers: Annotated[str | None, typer.Option(help="Peers to score, comma-separated (popular, recency, itemknn, rp3beta, "
+                                              "ease, als, sasrec); default: all. The two-stage rows and the price "
+                                              "tables do not depend on them.")] = None,
 ) -> None:
     """The offline protocol over several seeds under both exclusion rules: the peers (MostPopular,
     recency-popularity, ItemKNN, RP3beta, EASE, ALS, SASRec+, each tuned on validation), the two-stage
-    model, and the served home and feed lists."""
+    model, the served home and feed lists, and where the policy's price on home goes."""
     directory = _run_dir(out)
     machine = _machine(directory)
-    _guarded(lambda: _quality(directory, machine, dataset, seeds, mlflow, training_config, quick))
+    _guarded(lambda: _quality(directory, machine, dataset, seeds, mlflow, training_config, quick, peers))
     _guarded(lambda: _report(directory))
 
 

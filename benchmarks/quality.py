@@ -48,6 +48,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.latency import BenchmarkError, say
+from benchmarks.price_anatomy import editorial_picks, list_changes, mean_over_seeds
+from benchmarks.price_anatomy import markdown_lines as anatomy_lines
 
 EXPERIMENT = "benchmarks"
 DEFAULT_DATASET = "movielens-100k"
@@ -75,6 +77,16 @@ def rule_switch_policies() -> dict[str, dict[str, Any]]:
     out = dict(RULE_SWITCHES)
     out[NO_RULES] = {key: value for override in RULE_SWITCHES.values() for key, value in override.items()}
     return out
+
+
+def only_rule_policies() -> dict[str, dict[str, Any]]:
+    """Label -> policy override: each rule of `RULE_SWITCHES` on alone (every other one off)."""
+    everything_off = rule_switch_policies()[NO_RULES]
+    return {name: {key: value for key, value in everything_off.items() if key not in override}
+            for name, override in RULE_SWITCHES.items()}
+
+
+ALL_RULES = "all of them (the served page)"
 
 
 def served_label(surface: str) -> str:
@@ -230,15 +242,35 @@ def evaluate_seed(dataset, seed: int, config: QualityConfig, training_config=Non
                     lists[served_label(surface)][rule] = path.lists(histories, config.k, seen=seen)
             timings[f"served_{surface}_s"] = round(time.perf_counter() - started, 2)
         rule_ndcg: dict[str, float] = {}
+        anatomy: dict[str, Any] = {}
         if config.rule_prices:
             started = time.perf_counter()
             seen = [known.of(int(u)) for u in users]
+            ndcg_name = f"unseen_ndcg_at_{config.k}"
+
+            def replay(override: dict[str, Any]) -> tuple[np.ndarray, float]:
+                path = OfflineServing(bundle, PolicyConfig.model_validate(override), surface=config.surface)
+                replayed = path.lists(histories, config.k, seen=seen)
+                return replayed, summarize_rules({EXCLUDE_SEEN: replayed}, users, split, bundle.item_category,
+                                                 config.k)[ndcg_name]
+
             with one_thread():
                 for name, override in rule_switch_policies().items():
-                    path = OfflineServing(bundle, PolicyConfig.model_validate(override), surface=config.surface)
-                    replayed = {EXCLUDE_SEEN: path.lists(histories, config.k, seen=seen)}
-                    rule_ndcg[name] = summarize_rules(replayed, users, split, bundle.item_category,
-                                                      config.k)[f"unseen_ndcg_at_{config.k}"]
+                    replayed, rule_ndcg[name] = replay(override)
+                    if name == NO_RULES:
+                        unconstrained = replayed
+                editorial = np.asarray(bundle.mainstream, dtype=bool)
+                rows: dict[str, dict[str, float]] = {}
+                only = {name: replay(override) for name, override in only_rule_policies().items()}
+                served = lists[served_label(config.surface)][EXCLUDE_SEEN]
+                only[ALL_RULES] = (served, summarize_rules({EXCLUDE_SEEN: served}, users, split, bundle.item_category,
+                                                           config.k)[ndcg_name])
+                for name, (replayed, ndcg) in only.items():
+                    rows[name] = {"ndcg": ndcg} | list_changes(unconstrained, replayed, users, split.test, editorial)
+                picks = editorial_picks(OfflineServing(bundle, policy, surface=config.surface), unconstrained, users,
+                                        histories, seen, split.test, editorial, policy.front_screen.required,
+                                        np.bincount(split.train.items, minlength=split.n_items).astype(float), seed)
+                anatomy = {"rules": rows, "editorial_picks": picks}
             timings["rule_prices_s"] = round(time.perf_counter() - started, 2)
         table = {}
         for label in labels:
@@ -249,7 +281,8 @@ def evaluate_seed(dataset, seed: int, config: QualityConfig, training_config=Non
                 row.update({RULE_PREFIX[rule] + name: value for name, value in violations.items()})
             table[label] = row
         reference = offline.metrics.get(TWO_STAGE, {})
-        return {"seed": seed, "metrics": table, "rule_off_ndcg": rule_ndcg, "pipeline_two_stage": reference,
+        return {"seed": seed, "metrics": table, "rule_off_ndcg": rule_ndcg, "anatomy": anatomy,
+                "pipeline_two_stage": reference,
                 "timings_s": timings,
                 "users_evaluated": int(len(users)), "items": int(split.n_items),
                 "candidate_recall": offline.candidate_recall, "unseen_candidate_recall": offline.unseen_candidate_recall,
@@ -292,6 +325,8 @@ def aggregate(per_seed: list[dict], k: int, surfaces: tuple[str, ...] = ("home",
     summary = {"models": out, "price_of_compliance": price}
     if per_seed[0].get("rule_off_ndcg"):
         summary["rule_prices"] = rule_prices(per_seed, k, served_label(surfaces[0]))
+    if per_seed[0].get("anatomy"):
+        summary["anatomy"] = mean_over_seeds([s["anatomy"] for s in per_seed])
     return summary
 
 
@@ -378,6 +413,8 @@ def markdown(result: dict) -> str:
                   for name, p in prices.items()]
         lines += ["", "Item de-duplication cannot be switched off; the minors rules apply to minors' lists only "
                   "(the protocol scores adults'), so neither is replayed.", ""]
+    if result["summary"].get("anatomy"):
+        lines += anatomy_lines(result["summary"]["anatomy"], config["k"])
     price = result["summary"]["price_of_compliance"]
     for surface, values in price.get("by_surface", {}).items():
         lines.append(f"Price of compliance on {surface}: unseen NDCG@{config['k']} "
@@ -433,6 +470,12 @@ def log_to_mlflow(result: dict, artifact: Path) -> str | None:
         for name, values in result["summary"].get("rule_prices", {}).items():
             metrics[f"rule_price.{slug(name)}.mean"] = values["price"]["mean"]
             metrics[f"rule_price.{slug(name)}.relative.mean"] = values["price_relative"]["mean"]
+        anatomy = result["summary"].get("anatomy") or {}
+        for name, row in anatomy.get("rules", {}).items():
+            metrics.update({f"anatomy.{slug(name)}.{key}": value for key, value in row.items() if np.isfinite(value)})
+        for name, rate in anatomy.get("editorial_picks", {}).get("pick_hit_rate", {}).items():
+            if np.isfinite(rate):
+                metrics[f"anatomy.editorial_pick.{slug(name)}.hit_rate"] = rate
         mlflow.log_metrics(metrics)
         mlflow.log_artifact(str(artifact))
         if (artifact.parent / "quality.md").exists():

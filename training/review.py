@@ -51,7 +51,7 @@ from compliance.tags import TagPolicy
 from recsys.bundle import ModelBundle
 from recsys.evaluation import Split, summarize
 from served.catalog import Catalog
-from served.path import POPULAR_CANDIDATES, ServedPath, SharedState
+from served.path import POPULAR_CANDIDATES, ServedPath, SharedState, Trace
 from served.feedback import FEWER_LIKE_THIS, NOT_INTERESTED
 from served.query import Audience, Feedback, RecommendationRequest, ServedPage, UserState
 
@@ -129,6 +129,16 @@ class OfflineServing:
         query = self.path.make_query(request, audience, "review", session_id="review",
                                      history=np.asarray(history, dtype=np.int64), known_items=seen)
         return self.path.select_items(query, self.shared)
+
+    def scored(self, history: np.ndarray, seen: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(candidate items, the ranker's scores) of the first page `served_list` would serve, before
+        the policy: every source's candidates (the editorial pool's included), filtered and scored."""
+        request = RecommendationRequest(OFFLINE_USER, self.surface, 0, 1)
+        audience = Audience.offline(request.user_id, REVIEW_NOW, self.minors)
+        query = self.path.make_query(request, audience, "review", session_id="review",
+                                     history=np.asarray(history, dtype=np.int64), known_items=seen)
+        _, items, scores, _, _ = self.path._ranked(query, self.shared, Trace())
+        return items, np.asarray(scores, dtype=np.float64)
 
     def session(self, history: np.ndarray, k: int, pages: int, *, seen: np.ndarray | None = None,
                 user: UserState | None = None, surface: str | None = None, session_id: str = "review") -> list[np.ndarray]:

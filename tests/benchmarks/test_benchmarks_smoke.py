@@ -167,6 +167,13 @@ def test_real_path_against_the_floor(tiny_model, wrk_installed, tmp_path):
         assert "(real_path.png)" in md
 
 
+def test_quality_rejects_unknown_or_empty_peers_in_one_line(tmp_path):
+    for peers, named in (("als,nope", "nope"), (" , ", "--peers")):
+        result = CliRunner().invoke(app, ["quality", "--peers", peers, "--no-mlflow", "--out", str(tmp_path / "q")])
+        assert result.exit_code == 2 and named in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+
+
 def test_real_path_without_wrk_fails_with_one_line_naming_the_script(tmp_path, monkeypatch):
     with pytest.raises(WrkMissing, match="scripts/bench-deps.sh"):
         run_latency(LatencyConfig(sizes=(), real_path=RealPathConfig(wrk="/nonexistent/wrk")), tmp_path, tmp_path)
@@ -246,6 +253,7 @@ def test_quality_protocol_models_policy_and_mlflow(tiny_model, bench_dirs, mlflo
     run = mlflow.get_run(result["mlflow_run_id"])
     assert mlflow.get_experiment(run.info.experiment_id).name == "benchmarks"
     assert "two_stage_plus_policy.ndcg_at_10.mean" in run.data.metrics
+    assert "anatomy.front_screen.added_per_list" in run.data.metrics
 
 
 def test_compliance_audits_a_fresh_server(tiny_model, bench_dirs):

@@ -164,3 +164,20 @@ def test_config_rejects_unknown_peers_and_empty_grids():
     assert QualityConfig(grids={"ease": [{"regularization": 1.0}]}).grid("ease") == [{"regularization": 1.0}]
     assert QualityConfig().grid("rp3beta") == GRIDS["rp3beta"]
     assert QualityConfig(quick=True).grid("als") == QUICK_GRIDS["als"]
+
+
+def test_the_price_anatomy_of_each_rule_and_of_the_served_page(result):
+    from benchmarks.price_anatomy import PICKERS
+    from benchmarks.quality import ALL_RULES
+
+    saved, md = result
+    anatomy = saved["summary"]["anatomy"]
+    assert list(anatomy["rules"]) == [*RULE_SWITCHES, ALL_RULES]
+    for seed in saved["per_seed"]:
+        rows = seed["anatomy"]["rules"]
+        # The served page is the one the benchmark scored as the served first page of home.
+        assert rows[ALL_RULES]["ndcg"] == pytest.approx(seed["metrics"][SERVED_HOME]["unseen_ndcg_at_10"])
+        for row in rows.values():
+            assert row["dropped_per_list"] == pytest.approx(row["added_per_list"])  # full pages of k
+    assert set(anatomy["editorial_picks"]["pick_hit_rate"]) == set(PICKERS)
+    assert "## Where the price goes" in md and "| oracle (knows the held-out films) |" in md
