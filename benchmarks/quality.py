@@ -28,8 +28,10 @@ positions; duplicates by content key; flagged items), and the "price of complian
 served surface minus that of the two-stage model. The price of each rule separately
 (`RULE_SWITCHES`): the first surface's served lists replayed with that one rule switched off, and
 with every switchable rule off; a rule's price is what switching it off alone gives back (served
-reality, NDCG@k). Results go to quality.json, quality.md (the tables) and the MLflow experiment
-"benchmarks".
+reality, NDCG@k). Where the price goes (`benchmarks.price_anatomy`): each rule alone on and the served
+page against the page with every switchable rule off (items dropped and added, how often each is a
+held-out film), and the editorial items each scorer would add to pages short of the front screen's
+count. Results go to quality.json, quality.md (the tables) and the MLflow experiment "benchmarks".
 """
 
 from __future__ import annotations
