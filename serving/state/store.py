@@ -707,6 +707,12 @@ class StateStore:
             conn.execute(self._upsert(erasures, {"user_id": user_id, "erased_at": now}, ["user_id"], {"erased_at": now}))
         return int(events), int(seen_count), now
 
+    def history_erasures(self, user_ids: list[str]) -> dict[str, datetime]:
+        """The latest history erasure of each of `user_ids` who erased theirs (the others are absent)."""
+        t = db.history_erasures
+        with self._read() as conn:
+            return dict(conn.execute(select(t.c.user_id, t.c.erased_at).where(t.c.user_id.in_(user_ids))).tuples().all())
+
     def event_items(self, user_id: str) -> list[str]:
         """Every item the user has an event for (any type): items they already know."""
         with self._read() as conn:

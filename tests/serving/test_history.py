@@ -185,3 +185,27 @@ def test_the_transparency_page_says_what_an_erasure_keeps(client):
     options = client.get("/v1/transparency").json()["user_options"]
     text = next(o for o in options if "/v1/users/{user_id}/history" in o)
     assert "DELETE" in text and "log" in text and "180 days" in text
+
+
+def test_a_hot_list_computed_from_erased_events_no_longer_verifies_and_the_erasure_is_named(client, clock, data, trained):
+    """The hot list's verification recomputes each logged snapshot from the stored events: an erased
+    user's events are gone, so a snapshot they engaged in no longer recomputes (still a mismatch: the
+    events cannot be re-read, whoever removed them), and the report names the erasure."""
+    from serving.trending import verify_snapshots
+
+    bundle, _ = trained
+    users = data.users.filter(pl.col("age") >= 30)["user_id"].sort().to_list()[:30]
+    now = clock().isoformat()
+    hot = [str(i) for i in bundle.item_ids[:2]]
+    events = [{"event_id": f"hot-{u}", "user_id": u, "item_id": hot[n % 2], "type": "share", "ts": now}
+              for n, u in enumerate(users)]
+    assert client.post("/v1/events", json={"events": events}).status_code == 200
+    assert client.get("/v1/trending", params={"user_id": users[0]}).status_code == 200
+    services = client.app.state.services
+    logs = services.logstore.config.dir
+    assert verify_snapshots(services.store, logs).ok
+    clock.now += timedelta(minutes=1)
+    assert client.delete(f"/v1/users/{users[1]}/history").json()["events_deleted"] == 1
+    outcome = verify_snapshots(services.store, logs)
+    assert not outcome.ok
+    assert any("erased their history" in line and users[1] in line for line in outcome.mismatches), outcome.mismatches

@@ -501,6 +501,8 @@ def test_an_erasure_deletes_the_users_events_and_seen_set_and_marks_them(store):
     assert (after.events_stored, after.seen_items, after.erased_at) == (1, 1, later)
     assert store.erase_history("never-had-any", T0) == (0, 0, T0)
     assert store.load_user("never-had-any").history_erased_at == T0
+    assert store.history_erasures(["u1", "u2", "never-had-any"]) == {"u1": later, "never-had-any": T0}
+    assert store.history_erasures([]) == {}
 
 
 def test_an_erasure_sees_a_concurrent_event_batch_whole_or_not_at_all(store):
