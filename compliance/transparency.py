@@ -48,14 +48,14 @@ DEFAULT_PURPOSE = (
 def erasure_keeps(retention_days: int) -> str:
     """What an erasure of a user's history does not remove: the served-list log."""
     return (f"The log of the lists served to you is kept, as the law requires (Art. 28 (draft 24): tamper-evident, "
-            f"at least {retention_days} days): it records what was shown to you, not what you did, and an erasure "
-            "does not remove it.")
+            f"at least {retention_days} days): it records the lists shown to you and the choices you made about them, "
+            "not your events, and an erasure does not remove it.")
 
 
 def history_rights(retention_days: int) -> str:
     """What a user may do with the interaction history that personalizes their lists (PIPL Art. 45,
     PIPL Art. 47; Provisions Art. 17 (draft 15)), and what an erasure keeps: the served-list log, which the
-    Provisions require kept (Art. 28 (draft 24)) and which records what was shown, not what the user did."""
+    Provisions require kept (Art. 28 (draft 24)) and which records the lists shown, not the events."""
     return (f"Your interaction history: GET {HISTORY_PATH} shows every event stored for you, newest first; "
             f"DELETE {HISTORY_PATH} erases them and the items they mark as seen, at once, and from then on "
             "your lists are no longer built from your past activity, nor from the history the model was trained "

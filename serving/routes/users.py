@@ -349,7 +349,8 @@ def _history_out(user_id: str, page: HistoryPage) -> HistoryOut:
         seen_items=page.seen_items,
         erased=page.erased_at is not None,
         erased_at=page.erased_at,
-        note="These events personalize your lists; DELETE /v1/users/{user_id}/history erases them. "
+        note="Your stored events: a personalized list leaves out the items they mark as seen and reads what you "
+             "engaged with lately from them. DELETE /v1/users/{user_id}/history erases them. "
              + ("Your history was erased: your lists are no longer built from what you did before, nor from the "
                 "history the model was trained with." if page.erased_at is not None else ""),
     )
