@@ -27,6 +27,7 @@ COMPLAINT_PATH = "/v1/complaints"
 TRANSPARENCY_PATH = "/v1/transparency"
 TRENDING_PATH = "/v1/trending"
 INTERVENTIONS_PATH = "/v1/admin/interventions"
+HISTORY_PATH = "/v1/users/{user_id}/history"
 VERIFY_COMMANDS = ("recsys logs verify", "recsys trending verify SNAPSHOT_ID | --all | --since ISO --until ISO")
 
 DEFAULT_PRINCIPLES: tuple[str, ...] = (
@@ -41,6 +42,25 @@ DEFAULT_PURPOSE = (
     "To help you find items you are likely to enjoy, while keeping lists diverse and suitable "
     "for the person using the service."
 )
+
+
+
+def erasure_keeps(retention_days: int) -> str:
+    """What an erasure of a user's history does not remove: the served-list log."""
+    return (f"The log of the lists served to you is kept, as the law requires (Art. 28 (draft 24): tamper-evident, "
+            f"at least {retention_days} days): it records the lists shown to you and the choices you made about them, "
+            "not your events, and an erasure does not remove it.")
+
+
+def history_rights(retention_days: int) -> str:
+    """What a user may do with the interaction history that personalizes their lists (PIPL Art. 45,
+    PIPL Art. 47; Provisions Art. 17 (draft 15)), and what an erasure keeps: the served-list log, which the
+    Provisions require kept (Art. 28 (draft 24)) and which records the lists shown, not the events."""
+    return (f"Your interaction history: GET {HISTORY_PATH} shows every event stored for you, newest first; "
+            f"DELETE {HISTORY_PATH} erases them and the items they mark as seen, at once, and from then on "
+            "your lists are no longer built from your past activity, nor from the history the model was trained "
+            f"with: you are served as a new user is (PIPL Art. 47). {erasure_keeps(retention_days)}")
+
 
 REQUIRED_KEYS = (
     "service", "provider", "filing_number", "uses_algorithmic_recommendation", "notice",

@@ -244,7 +244,9 @@ class ServedPath:
         (all from the server's state). `history` replaces the model's stored history of the
         user (an offline replay of a changed history); `known_items` then also lists every item the
         user rated at any value. The stored user vector is used when the history is the stored one.
-        The sequential source's query reads the history followed by `engaged`.
+        The sequential source's query reads the history followed by `engaged`. A user who erased
+        their history (`UserState.history_erased_at`) has no stored history: without a given
+        `history` their list is the cold path's (mode reason "history_erased").
         """
         if audience.user_id != request.user_id:
             raise ValueError(f"audience is user {audience.user_id!r}, the request is for {request.user_id!r}")
@@ -261,6 +263,10 @@ class ServedPath:
             mode, reason = NON_PERSONALIZED, "model_unavailable"
         elif (user_idx is None and history is None) or (history is not None and not len(history)):
             mode, reason = NON_PERSONALIZED, "cold_user"
+        elif history is None and user.history_erased_at is not None:
+            # The user erased their history (PIPL Art. 47): the model's stored history, vector, tags and
+            # sequence were made from it, so none is used; they are served as a cold user is.
+            mode, reason = NON_PERSONALIZED, "history_erased"
 
         empty = np.empty(0, dtype=np.int64)
         seen = vector = profile = None

@@ -46,6 +46,9 @@ class UserState:
     elderly_mode: bool | None = None  # the Art. 19 setting; None: decided by the profile age
     broaden_feed: bool = False  # "broaden my feed": a lower cap on one category's share of a session
     feedback: tuple[Feedback, ...] = ()  # "not interested" / "fewer like this", oldest first
+    # when the user last erased their interaction history (PIPL Art. 47); None: never. From then on the
+    # model's training-time history of the user is not theirs to be served from (`ServedPath.make_query`)
+    history_erased_at: datetime | None = None
 
     def tags_in(self, state: str) -> set[str]:
         """The tags the user put in `state` (deleted, added or not_interested)."""

@@ -118,7 +118,7 @@ class RecommendationPipeline:
         `state`: that read, already made with the gate's (`list_read`); None: read here.
         Nothing is written here: the page is recorded by `serve` once the list is logged."""
         personal = (audience.personalization_allowed and audience.user.personalization
-                    and request.user_id in self.catalog.bundle.user_index)
+                    and audience.user.history_erased_at is None and request.user_id in self.catalog.bundle.user_index)
         if state is None:
             state = self.store.request_state(request.user_id, request.surface, session_id=request.session_id,
                                              page=request.page, recent_pages=self.recent_pages_excluded,

@@ -177,6 +177,13 @@ def verify_snapshot(store: StateStore, snapshot: TrendingSnapshot, served: list[
         line = verify_served(snapshot, result, record.get("items") or [])
         if line is not None:
             problems.append(f"{sid}: served list {record.get('request_id')}: {line}")
+    erased = sorted((at, user) for user, at in store.history_erasures(snapshot.accounts.user_id).items()
+                    if at > ref.received_by)
+    if problems and erased:  # still a mismatch: the events are not there to recompute from, whoever removed them
+        at, user = erased[0]
+        problems.append(f"{sid}: {len(erased)} of its accounts erased their history since it was computed (PIPL Art. 47; "
+                        f"first {user} at {at.isoformat()}): their events cannot be re-read, which the differences "
+                        "above may come from; the logged snapshot is the record of what was computed")
     return problems
 
 

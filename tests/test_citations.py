@@ -3,7 +3,7 @@
 Code, docs, templates and config cite the FINAL Provisions (in force 2022) by number, with the 2021
 draft's number as an alias where it differs: "Art. 17 (draft 15)", "Art. 8", "Art. 19" (added in the
 final text, no alias). This test scans the repository for "Art. N" / "Article N" (citations of other
-texts, written "DSA Art. 27" or "Cybersecurity Law Art. 21", are skipped) and checks each one: N is a
+texts, written "DSA Art. 27", "PIPL Art. 47" or "Cybersecurity Law Art. 21", are skipped) and checks each one: N is a
 final article; the alias is there exactly when the table has a different draft number, and it names
 that number; lists ("Art. 11, 13", "Art. 19-20") are written as one citation per article. The
 structured fields (`PolicyText.articles`, the hot-list rules' `article`, the filing's safeguards)
@@ -26,9 +26,10 @@ SKIPPED_DIRS = (".venv/", "data/raw/", "node_modules/")
 SELF = {"tests/test_citations.py"}  # its examples of wrong citations are checked by test_the_check_itself
 
 # "Art. 17", "Art 17", "Art.17", "Article 17", with an optional " (draft 15)"; not after "DSA ",
-# "Act ", "Law " or "CSL " (other texts' articles: "DSA Art. 27", "Cybersecurity Law Art. 21").
+# "Act ", "Law ", "CSL " or "PIPL " (other texts' articles: "DSA Art. 27", "Cybersecurity Law Art. 21",
+# "PIPL Art. 47": the Personal Information Protection Law).
 CITATION = re.compile(
-    r"(?<![A-Za-z])(?<!DSA )(?<!Act )(?<!Law )(?<!CSL )(?P<word>Art\. ?|Art |Article )(?P<n>\d+)(?![A-Za-z0-9])"
+    r"(?<![A-Za-z])(?<!DSA )(?<!Act )(?<!Law )(?<!CSL )(?<!PIPL )(?P<word>Art\. ?|Art |Article )(?P<n>\d+)(?![A-Za-z0-9])"
     r"(?P<alias>[ \t]*\(draft (?P<m>\d+)\))?"
 )
 # a second bare number right after a citation: "Art. 11, 13", "Art. 19-20", "Art. 10 and 15"

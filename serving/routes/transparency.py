@@ -105,6 +105,7 @@ def user_options(settings) -> list[str]:
         f"category may take of a session's items from {diversity.max_share:.0%} to "
         f"{diversity.broadened_max_share:.0%} (Art. 17 (draft 15)).",
         elderly.describe(settings.elderly),
+        transparency.history_rights(settings.logs.retention_days),
     ]
 
 

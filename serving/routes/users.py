@@ -1,5 +1,6 @@
-"""User rights (Art. 10, Art. 17 (draft 15), Art. 18 (draft 16), Art. 19): the personalization switch,
-minors mode, elderly mode, "broaden my feed", user tags, and negative feedback on served items.
+"""User rights (Art. 10, Art. 17 (draft 15), Art. 18 (draft 16), Art. 19; PIPL Art. 45, PIPL Art. 47): the
+personalization switch, minors mode, elderly mode, "broaden my feed", user tags, negative feedback on
+served items, and the interaction history that personalizes the lists (see it, erase it).
 
 No onboarding asks a user to pick interest tags: every list works without any tag, and tags
 and feedback are options a user may use, never a step they must take (Art. 17 (draft 15)).
@@ -10,20 +11,20 @@ worker — sees it; every change is also appended to the recommendation log.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from compliance import elderly, minors, tags
+from compliance import elderly, minors, tags, transparency
 from compliance.logstore import request_id_time
 from served.feedback import FEWER_LIKE_THIS
 from serving.deps import PrincipalDep, ServicesDep
 from serving.auth import Principal
 from serving.routes.recommendations import ID_PATTERN, REQUEST_ID_PATTERN
 from serving.services import Services
-from serving.state.store import UserState
+from serving.state.store import HistoryPage, UserState
 
 router = APIRouter(prefix="/v1/users", tags=["user rights"])
 
@@ -142,9 +143,11 @@ def _tags_view(services: Services, user_id: str) -> TagsOut:
 
 
 def _profile(services: Services, user: UserState) -> tags.Profile:
+    """The user's tags: derived from the model's history of the user (none once they erased their
+    history: it is theirs no more to derive from), then their own decisions."""
     catalog = services.catalog
     derived: list[tags.Tag] = []
-    if catalog is not None and user.user_id in catalog.bundle.user_index:
+    if catalog is not None and user.user_id in catalog.bundle.user_index and user.history_erased_at is None:
         history = catalog.bundle.user_history(catalog.bundle.user_index[user.user_id])
         derived = tags.derive_tags([catalog.item_categories[i] for i in history], services.settings.tags)
     return tags.effective_profile(derived, deleted=user.tags_in("deleted"), added=user.tags_in("added"),
@@ -277,3 +280,103 @@ def delete_feedback(user_id: UserId, item_id: Annotated[str, Path(min_length=1, 
     services.logstore.append("feedback", {"user_id": user_id, "action": "undo", "item_id": item_id,
                                           "at": services.clock().isoformat()})
     return _feedback_view(services, user_id)
+
+
+# -- the interaction history (PIPL Art. 45: see it; PIPL Art. 47: erase it) -----------------------------
+MAX_HISTORY_PAGE = 500
+# A page's cursor: the last event's time (microseconds since the epoch) and its event id.
+CURSOR_PATTERN = r"^[0-9]{1,20}:[A-Za-z0-9_.:@\-]{1,128}$"
+
+
+class HistoryEventOut(BaseModel):
+    event_id: str
+    item_id: str
+    type: str = Field(description="impression | click | like | share")
+    ts: datetime
+
+
+class HistoryOut(BaseModel):
+    user_id: str
+    events: list[HistoryEventOut] = Field(description="newest first")
+    next_before: str | None = Field(description="pass as `before` for the next, older page; null: no more")
+    events_stored: int = Field(description="all the events stored for the user")
+    seen_items: int = Field(description="items those events mark as seen (left out of personalized lists)")
+    erased: bool
+    erased_at: datetime | None = Field(description="the user's latest erasure of their history")
+    note: str
+
+
+class ErasureOut(BaseModel):
+    user_id: str
+    events_deleted: int
+    seen_items_deleted: int
+    erased_at: datetime = Field(description="this erasure's time (a repeated erasure moves it to its own)")
+    kept: str = Field(description="what an erasure does not remove, and why")
+
+
+def _require_history_owner(services: Services, user_id: str, principal: Principal) -> None:
+    """The caller is this user (403), known or with something stored (404 otherwise): events may be
+    stored for a user without a profile, and they are still theirs to see and erase."""
+    principal.require(user_id)
+    if services.store.user_exists(user_id):
+        return
+    page = services.store.history(user_id, 1)
+    if not (page.events_stored or page.seen_items or page.erased_at):
+        raise HTTPException(404, detail=f"user_id: unknown user {user_id!r}")
+
+
+def _cursor(before: str | None) -> tuple[datetime, str] | None:
+    if before is None:
+        return None
+    micros, event_id = before.split(":", 1)
+    try:
+        return datetime.fromtimestamp(0, UTC) + timedelta(microseconds=int(micros)), event_id
+    except OverflowError:
+        raise HTTPException(422, detail=f"before: {before!r} is not a cursor this service gave") from None
+
+
+def _cursor_text(cursor: tuple[datetime, str]) -> str:
+    ts, event_id = cursor
+    return f"{(ts - datetime.fromtimestamp(0, UTC)) // timedelta(microseconds=1)}:{event_id}"
+
+
+def _history_out(user_id: str, page: HistoryPage) -> HistoryOut:
+    return HistoryOut(
+        user_id=user_id,
+        events=[HistoryEventOut(**event) for event in page.events],
+        next_before=_cursor_text(page.next_before) if page.next_before is not None else None,
+        events_stored=page.events_stored,
+        seen_items=page.seen_items,
+        erased=page.erased_at is not None,
+        erased_at=page.erased_at,
+        note="Your stored events: a personalized list leaves out the items they mark as seen and reads what you "
+             "engaged with lately from them. DELETE /v1/users/{user_id}/history erases them. "
+             + ("Your history was erased: your lists are no longer built from what you did before, nor from the "
+                "history the model was trained with." if page.erased_at is not None else ""),
+    )
+
+
+@router.get("/{user_id}/history", response_model=HistoryOut)
+def get_history(user_id: UserId, services: ServicesDep, principal: PrincipalDep,
+                limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_PAGE)] = 100,
+                before: Annotated[str | None, Query(max_length=150, pattern=CURSOR_PATTERN,
+                                                    description="the `next_before` of the previous page")] = None,
+                ) -> HistoryOut:
+    """The events stored for the user, newest first, `limit` at a time; with how many there are, the
+    size of their seen set, and whether and when the user erased their history."""
+    _require_history_owner(services, user_id, principal)
+    return _history_out(user_id, services.store.history(user_id, limit, _cursor(before)))
+
+
+@router.delete("/{user_id}/history", response_model=ErasureOut)
+def erase_history(user_id: UserId, services: ServicesDep, principal: PrincipalDep) -> ErasureOut:
+    """Erase the user's interaction history: their stored events and seen set, in one transaction,
+    with a marker from which on their lists are built as a new user's (not from the erased events, nor
+    from the model's training-time history of them). Idempotent: a repeat erases what was stored since
+    (zero counts when nothing was) and moves the marker to its own time. The served-list log is kept."""
+    _require_history_owner(services, user_id, principal)
+    now = services.clock()
+    services.logstore.append("history", {"user_id": user_id, "action": "erase", "at": now.isoformat()})
+    events, seen, erased_at = services.store.erase_history(user_id, now)
+    return ErasureOut(user_id=user_id, events_deleted=events, seen_items_deleted=seen, erased_at=erased_at,
+                      kept=transparency.erasure_keeps(services.settings.logs.retention_days))

@@ -204,14 +204,25 @@ events = Table(
 # list excludes as seen (issue 16), one row per (user, item) however many events, so a heavy user's
 # items seen long ago stay seen while the events a list reads are bounded (`MAX_EVENTS_READ`).
 # Derived from `events`: written in the same transaction as each event insert
-# (`StateStore.add_events`), backfilled from `events` by migration 0007. Nothing deletes or exports a
-# user's events today; whatever comes to delete them must delete these rows in the same transaction,
-# and an export of a user's data takes their events (these rows say nothing more).
+# (`StateStore.add_events`), backfilled from `events` by migration 0007. A user's erasure of their
+# history (`StateStore.erase_history`) deletes these rows with their events in one transaction; the
+# export (`StateStore.history`) takes their events and counts these rows (they say nothing more).
 seen_items = Table(
     "seen_items",
     metadata,
     Column("user_id", String(128), primary_key=True),
     Column("item_id", String(128), primary_key=True),
+)
+
+# One row per user who erased their interaction history (PIPL Art. 47; `DELETE
+# /v1/users/{user_id}/history`), written in the erasure's transaction: the time of their latest
+# erasure. The request path reads it with the user (`StateStore.list_state`) and treats them as
+# having no training-time history from then on (served/path.py `make_query`).
+history_erasures = Table(
+    "history_erasures",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("erased_at", UTCDateTime(), nullable=False),
 )
 
 usage = Table(

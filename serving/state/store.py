@@ -99,12 +99,14 @@ _USAGE = select(db.usage.c.last_activity, db.usage.c.seconds_used, db.usage.c.co
 
 
 def _load_user_statement():
-    """Profile, settings, tags and feedback of one user in ONE statement (one round trip), a UNION ALL
-    of two parts named in column `part`: "user", a one-row table of the id joined to the profile, the
-    settings and each tag (a row per tag; profile and settings repeated, NULL when absent); and
-    "feedback", a row per feedback in the same columns: item id in `profile`, kind in `settings`,
-    category in `tag`, the served list's request id in `state`, and `created_at`."""
+    """Profile, settings, tags, feedback and history erasure of one user in ONE statement (one round
+    trip), a UNION ALL of three parts named in column `part`: "user", a one-row table of the id joined
+    to the profile, the settings and each tag (a row per tag; profile and settings repeated, NULL when
+    absent); "feedback", a row per feedback in the same columns: item id in `profile`, kind in
+    `settings`, category in `tag`, the served list's request id in `state`, and `created_at`; and
+    "erasure", the time of the user's latest history erasure in `created_at` (no row: never erased)."""
     profiles, settings, tags, feedback = db.user_profiles, db.user_settings, db.user_tags, db.user_feedback
+    erasures = db.history_erasures
     asked = select(cast(bindparam("user_id"), String).label("user_id")).subquery("asked")
     no_bool = cast(null(), Boolean)
     user = (
@@ -119,7 +121,14 @@ def _load_user_statement():
     given = (select(literal_column("'feedback'", String), feedback.c.item_id, cast(null(), Integer), feedback.c.kind,
                     no_bool, no_bool, no_bool, no_bool, feedback.c.category, feedback.c.request_id, feedback.c.created_at)
              .where(feedback.c.user_id == bindparam("user_id")))
-    return union_all(user, given)
+    str_null = cast(null(), String)
+    erased = (select(literal_column("'erasure'", String), str_null, cast(null(), Integer), str_null, no_bool, no_bool,
+                     no_bool, no_bool, str_null, str_null, erasures.c.erased_at)
+              .where(erasures.c.user_id == bindparam("user_id")))
+    return union_all(user, given, erased)
+
+
+_USER_PARTS = ("user", "feedback", "erasure")  # the parts of `_LOAD_USER`
 
 
 _LOAD_USER = _load_user_statement()
@@ -184,6 +193,17 @@ def _request_state_statement(personal: bool, session: str | None):
 
 _REQUEST_STATE = {(personal, session): _request_state_statement(personal, session)
                   for personal in (False, True) for session in (None, "given", "latest")}
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """A page of a user's stored events for their export (`StateStore.history`)."""
+
+    events: list[dict]  # event_id, item_id, type, ts; newest first
+    events_stored: int  # all their events stored now
+    seen_items: int  # items in their seen set
+    erased_at: datetime | None  # their latest history erasure, None: never
+    next_before: tuple[datetime, str] | None  # (ts, event_id) cursor of the next page, None: this is the last
 
 
 @dataclass(frozen=True)
@@ -261,8 +281,9 @@ def _page_lists(user_id: str, *texts: str) -> list[list[int]] | None:
 
 
 def _user_from_rows(user_id: str, rows) -> UserState:
-    """The `UserState` of `_LOAD_USER`'s rows (parts "user" and "feedback")."""
+    """The `UserState` of `_LOAD_USER`'s rows (parts "user", "feedback" and "erasure")."""
     feedback = sorted((row for row in rows if row.part == "feedback"), key=lambda row: row.created_at)
+    erased_at = next((row.created_at for row in rows if row.part == "erasure"), None)
     rows = [row for row in rows if row.part == "user"]
     first = rows[0]
     known_settings = first.settings is not None
@@ -276,6 +297,7 @@ def _user_from_rows(user_id: str, rows) -> UserState:
         elderly_mode=first.elderly_mode if known_settings else None,
         broaden_feed=bool(first.broaden_feed) if known_settings else False,
         feedback=tuple(Feedback(r.profile, r.settings, r.tag, r.created_at, r.state) for r in feedback),
+        history_erased_at=erased_at,
     )
 
 
@@ -495,7 +517,7 @@ class StateStore:
                                                                  sizes={"names": len(read.version_names)}))
         with self._read() as conn:
             rows = prepared.rows(conn, params)
-        user_rows = [row for row in rows if row.part in ("user", "feedback")]
+        user_rows = [row for row in rows if row.part in _USER_PARTS]
         guardian = usage = None
         request_rows = []
         for row in rows:
@@ -503,7 +525,7 @@ class StateStore:
                 guardian = (row.name, _json_or_text(row.items), row.created_at)
             elif row.part == "usage":
                 usage = (row.created_at, float(row.seconds), row.since)
-            elif row.part not in ("user", "feedback"):
+            elif row.part not in _USER_PARTS:
                 request_rows.append((row.part, row.number, row.row_id, row.name, row.items, row.categories, row.contents,
                                      row.created_at))
         request = _request_state_from_rows(user_id, request_rows, session_id=read.session_id,
@@ -642,6 +664,54 @@ class StateStore:
             for start in range(0, len(seen), 500):
                 conn.execute(dialect_insert(db.seen_items).on_conflict_do_nothing(), seen[start : start + 500])
         return len(inserted)
+
+    def history(self, user_id: str, limit: int, before: tuple[datetime, str] | None = None) -> HistoryPage:
+        """One page of the user's stored events, newest first (by time, then event id), at most
+        `limit` of them: those strictly before the cursor `before` (a page's `next_before`); with the
+        number of their events stored, the size of their seen set and their latest erasure. The page
+        is a range of the index on user and time, however many events the user has."""
+        e, seen, erasures = db.events, db.seen_items, db.history_erasures
+        query = select(e.c.event_id, e.c.item_id, e.c.type, e.c.ts).where(e.c.user_id == user_id)
+        if before is not None:
+            ts, event_id = before
+            query = query.where(or_(e.c.ts < ts, and_(e.c.ts == ts, e.c.event_id < event_id)))
+        query = query.order_by(e.c.ts.desc(), e.c.event_id.desc()).limit(limit + 1)
+        with self._read() as conn:
+            rows = [dict(row._mapping) for row in conn.execute(query)]
+            stored = conn.execute(select(func.count()).select_from(e).where(e.c.user_id == user_id)).scalar_one()
+            seen_count = conn.execute(select(func.count()).select_from(seen).where(seen.c.user_id == user_id)).scalar_one()
+            erased_at = conn.execute(select(erasures.c.erased_at).where(erasures.c.user_id == user_id)).scalar()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return HistoryPage(events=rows, events_stored=int(stored), seen_items=int(seen_count), erased_at=erased_at,
+                           next_before=(rows[-1]["ts"], rows[-1]["event_id"]) if more else None)
+
+    def erase_history(self, user_id: str, now: datetime) -> tuple[int, int, datetime]:
+        """Delete the user's events and their seen set and record the erasure at `now`, in ONE
+        transaction: (events deleted, seen items deleted, erasure time). A second erasure deletes
+        what was stored since and moves the marker to its own time (the latest erasure).
+
+        On PostgreSQL one statement (the deletes as data-modifying CTEs of the marker's upsert): its
+        one snapshot sees a concurrent `add_events` batch whole or not at all, so an event and its
+        seen row are erased together or kept together. SQLite runs one writer at a time: the first
+        DELETE holds the write lock until the commit."""
+        params = {"user_id": user_id, "now": now}
+        if self.engine.dialect.name == "postgresql":
+            with self._write() as conn:
+                row = conn.execute(_ERASE_HISTORY_PG, params).one()
+            return int(row.events), int(row.seen), row.erased_at
+        e, seen, erasures = db.events, db.seen_items, db.history_erasures
+        with self.engine.begin() as conn:
+            events = conn.execute(delete(e).where(e.c.user_id == user_id)).rowcount
+            seen_count = conn.execute(delete(seen).where(seen.c.user_id == user_id)).rowcount
+            conn.execute(self._upsert(erasures, {"user_id": user_id, "erased_at": now}, ["user_id"], {"erased_at": now}))
+        return int(events), int(seen_count), now
+
+    def history_erasures(self, user_ids: list[str]) -> dict[str, datetime]:
+        """The latest history erasure of each of `user_ids` who erased theirs (the others are absent)."""
+        t = db.history_erasures
+        with self._read() as conn:
+            return dict(conn.execute(select(t.c.user_id, t.c.erased_at).where(t.c.user_id.in_(user_ids))).tuples().all())
 
     def event_items(self, user_id: str) -> list[str]:
         """Every item the user has an event for (any type): items they already know."""
@@ -814,6 +884,25 @@ class StateStore:
             dialect_insert = _dialect_insert(self.engine.dialect.name)
             return dialect_insert(table).on_conflict_do_nothing()
         return insert(table)
+
+
+def _erase_history_pg():
+    """`StateStore.erase_history` on PostgreSQL: one statement, the deletes counted in its RETURNING."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    e, seen, erasures = db.events, db.seen_items, db.history_erasures
+    gone_events = delete(e).where(e.c.user_id == bindparam("user_id")).returning(e.c.event_id).cte("gone_events")
+    gone_seen = delete(seen).where(seen.c.user_id == bindparam("user_id")).returning(seen.c.item_id).cte("gone_seen")
+    marker = pg_insert(erasures).values(user_id=bindparam("user_id"), erased_at=bindparam("now", type_=db.UTCDateTime()))
+    marker = marker.on_conflict_do_update(index_elements=[erasures.c.user_id], set_={"erased_at": marker.excluded.erased_at})
+    return marker.returning(
+        select(func.count()).select_from(gone_events).scalar_subquery().label("events"),
+        select(func.count()).select_from(gone_seen).scalar_subquery().label("seen"),
+        erasures.c.erased_at,
+    ).add_cte(gone_events, gone_seen)
+
+
+_ERASE_HISTORY_PG = _erase_history_pg()
 
 
 def _dialect_insert(name: str):

@@ -78,6 +78,7 @@ NEW_USER_ROUTES = {
     "PUT /v1/admin/guardians/{minor_id}", "GET /v1/guardians/{guardian_id}/minors/{minor_id}/controls",
     "PUT /v1/guardians/{guardian_id}/minors/{minor_id}/controls", "GET /v1/guardians/{guardian_id}/minors/{minor_id}/usage",
     "POST /v1/users/{user_id}/feedback", "GET /v1/users/{user_id}/feedback", "DELETE /v1/users/{user_id}/feedback/{item_id}",
+    "GET /v1/users/{user_id}/history", "DELETE /v1/users/{user_id}/history",
 }
 # The routes of server-side sessions and operator tokens: the fuzzer must reach them too
 SESSION_ROUTES = {"POST /v1/admin/login", "GET /v1/admin/whoami", "POST /me/login", "POST /me/logout",
@@ -85,6 +86,9 @@ SESSION_ROUTES = {"POST /v1/admin/login", "GET /v1/admin/whoami", "POST /me/logi
 JSON = {"content-type": "application/json"}
 
 HOSTILE = [
+    ("GET", "/v1/users/1/history", {"params": {"limit": 10**30}}),
+    ("GET", "/v1/users/1/history", {"params": {"before": "9" * 20 + ":e"}}),
+    ("GET", "/v1/users/1/history", {"params": {"before": "1:" + "\u0000"}}),
     ("POST", "/v1/recommendations", {"json": {"user_id": "1", "k": 10**30}}),
     ("POST", "/v1/recommendations", {"json": {"user_id": "1", "page": -(10**18)}}),
     ("POST", "/v1/recommendations", {"json": {"user_id": "x" * 10_000}}),

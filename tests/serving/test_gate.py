@@ -47,6 +47,8 @@ def requests_for(client, user_id: str, request_id: str, item_id: str) -> dict[tu
         ("post", "/v1/users/{user_id}/feedback"): {"url": f"/v1/users/{user_id}/feedback",
                                                    "json": {"request_id": request_id, "item_id": item_id, "kind": "not_interested"}},
         ("delete", "/v1/users/{user_id}/feedback/{item_id}"): {"url": f"/v1/users/{user_id}/feedback/{item_id}"},
+        ("get", "/v1/users/{user_id}/history"): {"url": f"/v1/users/{user_id}/history"},
+        ("delete", "/v1/users/{user_id}/history"): {"url": f"/v1/users/{user_id}/history"},
         ("post", "/v1/complaints"): {"json": {"user_id": user_id, "kind": "complaint", "subject_type": "other",
                                             "text": "why this list?"}},
         ("get", "/v1/complaints/{complaint_id}"): {"url": "/v1/complaints/0", "params": {"user_id": user_id}},

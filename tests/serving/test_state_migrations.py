@@ -277,6 +277,32 @@ def test_the_seen_set_is_backfilled_from_the_events_of_a_database_at_0006(new_ur
         assert "seen_items" not in inspect(conn).get_table_names()
 
 
+def test_history_erasures_come_after_the_seen_set_and_keep_the_events_of_a_database_at_0007(new_url):
+    """0008 adds the erasure markers (`history_erasures`, empty: nobody has erased anything yet) after
+    0007, keeps every event and seen row, and is undone without touching them."""
+    url = new_url("erasures")
+    command.upgrade(migrate.alembic_config(url), "0007")
+    engine = create_engine(db.normalize_url(url))
+    with engine.begin() as conn:
+        assert "history_erasures" not in inspect(conn).get_table_names()
+        conn.execute(insert(db.events), [{"event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "click", "ts": T0,
+                                          "received_at": T0}])
+        conn.execute(insert(db.seen_items), [{"user_id": "u1", "item_id": "i1"}])
+    engine.dispose()
+    assert migrate.head() == "0008"
+    engine = make_engine(url)
+    assert revision_and_drift(url) == (migrate.head(), [])
+    store = StateStore(engine)
+    exported = store.history("u1", 10)
+    assert (exported.events_stored, exported.seen_items, exported.erased_at) == (1, 1, None)
+    assert store.erase_history("u1", T0) == (1, 1, T0) and store.load_user("u1").history_erased_at == T0
+    engine.dispose()
+    command.downgrade(migrate.alembic_config(url), "0007")
+    with create_engine(db.normalize_url(url)).connect() as conn:
+        assert "history_erasures" not in inspect(conn).get_table_names()
+        assert "seen_items" in inspect(conn).get_table_names()
+
+
 CHILD = """
 import pathlib, sys, time
 from serving.state import migrate

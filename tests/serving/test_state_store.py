@@ -120,6 +120,8 @@ def test_request_state_is_the_one_by_one_reads_in_one_statement(store):
     store.add_events([event("e1", item="i1"), event("e2", item="i2"), event("e3", item="i1", kind="like"),
                       event("e4", user="u2", item="i3")])
     store.add_intervention({"kind": "block", "item_id": "i9", "operator": "op", "reason": "rights", "created_at": T0})
+    store.add_events([event("kid2-e1", user="kid2", item="i1")])
+    store.erase_history("kid2", T0 + timedelta(minutes=3))  # the erasure marker rides in the user's part
     names = ("interventions", "features")
     statements = 0
 
@@ -209,6 +211,8 @@ def test_list_state_is_the_gate_and_hydrate_reads_in_one_statement(store):
         store.add_events([event(f"{user}-e1", user=user, item="i1"), event(f"{user}-e2", user=user, item="i7"),
                           event(f"{user}-e3", user=user, item="i3", ts=T0 - timedelta(hours=1), kind="like")])
     store.add_intervention({"kind": "block", "item_id": "i9", "operator": "op", "reason": "rights", "created_at": T0})
+    store.add_events([event("kid2-e1", user="kid2", item="i1")])
+    store.erase_history("kid2", T0 + timedelta(minutes=3))  # the erasure marker rides in the user's part
     names = ("interventions", "features")
     statements: list[str] = []
 
@@ -243,6 +247,9 @@ def test_list_state_is_the_gate_and_hydrate_reads_in_one_statement(store):
     assert kid.guardian is not None and kid.guardian[:2] == ("mum", {"daily_minutes": 20})
     assert kid.usage is not None and kid.usage[1] == 90.0 and utc(kid.usage[0])
     assert store.list_state("kid2", "2026-03-02", ListRead("home", None, 0, 2, False, names)).usage is None
+    erased = store.list_state("kid2", "2026-03-02", ListRead("home", None, 0, 2, True, names))
+    assert erased.user.history_erased_at == T0 + timedelta(minutes=3) and erased.request.event_items == []
+    assert store.list_state("adult", "2026-03-02", ListRead("home", None, 0, 2, True, names)).user.history_erased_at is None
 
 
 def test_prepared_statements_read_and_write_what_sqlalchemy_does(store):
@@ -444,6 +451,92 @@ def test_events_are_idempotent_and_feed_the_history_queries(store):
 
 
 # -- minors' usage ----------------------------------------------------------------------------------------
+def test_a_users_history_is_exported_page_by_page_and_never_another_users(store):
+    """Newest first by time, then by event id (two events of one time are ordered, not lost at a page
+    boundary); pages of `limit` by the (ts, event id) cursor cover every event once; counts of the
+    user's events and seen set; another user's events never appear."""
+    rows = [event(f"a{i:02d}", item=f"i{i % 7}", ts=T0 - timedelta(minutes=i // 2), kind=("click", "impression")[i % 2])
+            for i in range(25)]  # pairs of events share a time
+    rows += [event(f"b{i}", user="u2", item=f"i{i}", ts=T0 + timedelta(minutes=i)) for i in range(5)]
+    assert store.add_events(rows) == 30
+    first = store.history("u1", 10)
+    assert (first.events_stored, first.seen_items, first.erased_at, len(first.events)) == (25, 7, None, 10)
+    newest_first = sorted(rows[:25], key=lambda r: (r["ts"], r["event_id"]), reverse=True)
+    exported, cursor = [], None
+    while True:
+        page_of = store.history("u1", 10, cursor)
+        exported += page_of.events
+        cursor = page_of.next_before
+        if cursor is None:
+            break
+    assert [e["event_id"] for e in exported] == [r["event_id"] for r in newest_first]
+    assert [(e["item_id"], e["type"], e["ts"]) for e in exported] == [(r["item_id"], r["type"], r["ts"]) for r in newest_first]
+    assert all(set(e) == {"event_id", "item_id", "type", "ts"} and utc(e["ts"]) for e in exported)
+    whole = store.history("u1", 25)
+    assert len(whole.events) == 25 and whole.next_before is None  # exactly one page: no empty page after it
+    assert [e["event_id"] for e in store.history("u2", 500).events] == [f"b{i}" for i in reversed(range(5))]
+    nobody = store.history("nobody", 10)
+    assert (nobody.events, nobody.events_stored, nobody.seen_items, nobody.erased_at, nobody.next_before) == (
+        [], 0, 0, None, None)
+
+
+def test_an_erasure_deletes_the_users_events_and_seen_set_and_marks_them(store):
+    store.seed_profiles([{"user_id": "u1", "age": 30, "created_at": T0}], "erase")
+    store.add_events([event(f"a{i}", item=f"i{i % 4}") for i in range(9)] + [event(f"b{i}", user="u2", item=f"i{i}")
+                                                                            for i in range(3)])
+    erased_at = T0 + timedelta(hours=1)
+    assert store.erase_history("u1", erased_at) == (9, 4, erased_at)
+    gone = store.history("u1", 10)
+    assert (gone.events, gone.events_stored, gone.seen_items, gone.erased_at) == ([], 0, 0, erased_at)
+    assert store.event_items("u1") == [] and store.load_user("u1").history_erased_at == erased_at
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM events WHERE user_id = 'u1'")).scalar() == 0
+        assert conn.execute(text("SELECT count(*) FROM seen_items WHERE user_id = 'u1'")).scalar() == 0
+    assert store.history("u2", 10).events_stored == 3 and sorted(store.event_items("u2")) == ["i0", "i1", "i2"]
+    assert store.load_user("u2").history_erased_at is None
+    later = T0 + timedelta(hours=2)
+    assert store.erase_history("u1", later) == (0, 0, later)  # idempotent: nothing left, the marker moves
+    assert store.add_events([event("after", item="i1")]) == 1  # what comes after the erasure is stored
+    after = store.history("u1", 10)
+    assert (after.events_stored, after.seen_items, after.erased_at) == (1, 1, later)
+    assert store.erase_history("never-had-any", T0) == (0, 0, T0)
+    assert store.load_user("never-had-any").history_erased_at == T0
+    assert store.history_erasures(["u1", "u2", "never-had-any"]) == {"u1": later, "never-had-any": T0}
+    assert store.history_erasures([]) == {}
+
+
+def test_an_erasure_sees_a_concurrent_event_batch_whole_or_not_at_all(store):
+    """PostgreSQL: a batch of the user's events (events and seen rows, one transaction) commits
+    while an erasure runs, right after the erasure's DELETE of events has read its rows: the batch's
+    event and its seen row are both kept (the erasure never saw them), never the event without its
+    seen row. Two DELETE statements in one READ COMMITTED transaction would erase the seen row of an
+    event they kept (each statement reads the rows committed when it starts); the erasure's one
+    statement reads them once. SQLite runs one writer at a time, so no batch can commit mid-erasure."""
+    from sqlalchemy import event as sqlalchemy_event
+
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one writer at a time: an erasure cannot interleave with a batch")
+    store.add_events([event("old", item="i1")])
+    batch = store.engine.connect()
+    pending = batch.begin()  # what add_events writes, not yet committed
+    batch.execute(db.events.insert(), [event("new", item="i2")])
+    batch.execute(db.seen_items.insert(), [{"user_id": "u1", "item_id": "i2"}])
+
+    def commit_the_batch(conn, cursor, statement, *args) -> None:
+        if "DELETE FROM events" in statement and pending.is_active:
+            pending.commit()
+
+    sqlalchemy_event.listen(store.engine, "after_cursor_execute", commit_the_batch)
+    try:
+        assert store.erase_history("u1", T0)[:2] == (1, 1)
+    finally:
+        sqlalchemy_event.remove(store.engine, "after_cursor_execute", commit_the_batch)
+        batch.close()
+    left = store.history("u1", 10)
+    assert ([e["event_id"] for e in left.events], left.seen_items) == (["new"], 1)
+    assert store.event_items("u1") == ["i2"]
+
+
 def test_usage_get_put_and_add(store):
     day = date(2026, 3, 2)
     assert store.get_usage("kid", day) is None and store.get_usage("kid", "2026-03-02") is None
