@@ -4,6 +4,7 @@ authentication (serving/auth.py).
 - personalization switch (effective from the next list), minors mode for a guardian;
 - interest tags with where each came from: delete one, or mark its category "not interested";
 - the last lists served, each item with the reason logged with it ("why am I seeing this");
+- the interaction history that personalizes the lists: the latest events, and erase it (PIPL Art. 45, Art. 47);
 - complaints: file one and follow its status and deadlines.
 
 Login: in `development` mode (`make serve`) the form takes a user id (the mode trusts it, as the JSON
@@ -37,6 +38,7 @@ from serving.web.session import Session, SessionCookies
 router = APIRouter(prefix="/me", tags=["privacy center (pages)"])
 cookies = SessionCookies("me", "/me")
 LISTS_SHOWN = 5
+HISTORY_SHOWN = 20
 
 
 def _user(request: Request, session: Session) -> str | None:
@@ -116,6 +118,7 @@ def privacy_center(request: Request) -> Response:
     try:
         settings = users.get_settings(user_id, services, principal)
         tags = users.get_tags(user_id, services, principal)
+        history = users.get_history(user_id, services, principal, limit=HISTORY_SHOWN)
     except HTTPException as exc:
         return redirect("/me/login", error=str(exc.detail))
     lists, lists_note = last_lists(services, user_id)
@@ -123,8 +126,18 @@ def privacy_center(request: Request) -> Response:
              for minor in services.store.minors_of(user_id)]
     filed = [complaints._public(row) for row in services.store.list_complaints(limit=50, user_id=user_id)]
     return render(request, cookies, session, "me.html", user_id=user_id, settings=settings, tags=tags, lists=lists,
-                  lists_note=lists_note, wards=wards, complaints=filed, kinds=("complaint", "report", "appeal"),
-                  subject_types=_subject_types())
+                  lists_note=lists_note, history=history, titles=item_titles(services, history), wards=wards,
+                  complaints=filed, kinds=("complaint", "report", "appeal"), subject_types=_subject_types())
+
+
+def item_titles(services: Services, history: users.HistoryOut) -> dict[str, str]:
+    """The catalog's title of each item of the shown events (an item the model does not know keeps
+    its id on the page)."""
+    catalog = services.catalog
+    if catalog is None:
+        return {}
+    index = catalog.bundle.item_index
+    return {e.item_id: str(catalog.titles[index[e.item_id]]) for e in history.events if e.item_id in index}
 
 
 def _subject_types() -> tuple[str, ...]:
@@ -172,6 +185,23 @@ async def tag_decision(request: Request, tag: str, decision: str) -> Response:
             return f"tag {tag} deleted: it no longer shapes your lists / 标签已删除"
         users.add_tag(user_id, users.TagIn(tag=tag, action="not_interested"), services, principal)
         return f"not interested in {tag}: its items leave your personalized lists / 已标记不感兴趣"
+
+    return await act("/me", action)
+
+
+@router.post("/history/erase", responses={303: {"description": "erased"}, 403: {}})
+async def erase_history(request: Request) -> Response:
+    """Erase my interaction history (the JSON erasure route's function): the message says what was
+    deleted and, as the route's `kept` does, that the served-list log is kept."""
+    posted = await signed_form(request, cookies, _user, "/me/login")
+    if isinstance(posted, RedirectResponse):
+        return posted
+    user_id, services = posted.who, posted.services
+
+    def action() -> str:
+        erased = users.erase_history(user_id, services, _principal(request, user_id))
+        return (f"history erased / 历史记录已删除: {erased.events_deleted} events and {erased.seen_items_deleted} seen items "
+                f"deleted; your next lists are not built from them. {erased.kept}")
 
     return await act("/me", action)
 
