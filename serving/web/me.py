@@ -28,6 +28,7 @@ from compliance import complaints as complaint_rules
 from compliance import minors
 from compliance.logstore import new_request_id
 from serving.auth import Principal
+from served.query import Audience
 from serving.gate import AccessDenied
 from serving.routes import complaints, guardians, users
 from serving.routes.recommendations import ID_PATTERN
@@ -92,19 +93,20 @@ async def logout(request: Request) -> Response:
     return response
 
 
-def last_lists(services: Services, user_id: str, limit: int = LISTS_SHOWN) -> tuple[list[dict], str]:
+def last_lists(services: Services, user_id: str, limit: int = LISTS_SHOWN) -> tuple[list[dict], str, Audience | None]:
     """The user's last served lists as logged (items, reasons), through the gate like the JSON
-    lookup route; a refusal (minors' rest time) is returned as the message instead."""
+    lookup route, and the audience the gate admitted; a refusal (minors' rest time) is returned as
+    the message instead, with no audience."""
     try:
-        services.gate.admit(user_id, services.clock(), route="me/lists", request_id=new_request_id())
+        audience = services.gate.admit(user_id, services.clock(), route="me/lists", request_id=new_request_id())
     except AccessDenied as exc:
-        return [], exc.decision.message
+        return [], exc.decision.message, None
     lists = []
     for served in services.store.recent_requests(user_id, limit):
         record = services.logstore.lookup(served["request_id"], user_id)
         if record is not None:
             lists.append(record)
-    return lists, ""
+    return lists, "", audience
 
 
 @router.get("", response_class=HTMLResponse)
@@ -121,23 +123,29 @@ def privacy_center(request: Request) -> Response:
         history = users.get_history(user_id, services, principal, limit=HISTORY_SHOWN)
     except HTTPException as exc:
         return redirect("/me/login", error=str(exc.detail))
-    lists, lists_note = last_lists(services, user_id)
+    lists, lists_note, audience = last_lists(services, user_id)
     wards = [(guardians.get_controls(user_id, minor, services, principal), guardians.get_usage(user_id, minor, services, principal))
              for minor in services.store.minors_of(user_id)]
     filed = [complaints._public(row) for row in services.store.list_complaints(limit=50, user_id=user_id)]
     return render(request, cookies, session, "me.html", user_id=user_id, settings=settings, tags=tags, lists=lists,
-                  lists_note=lists_note, history=history, titles=item_titles(services, history), wards=wards,
+                  lists_note=lists_note, history=history, titles=item_titles(services, history, audience), wards=wards,
                   complaints=filed, kinds=("complaint", "report", "appeal"), subject_types=_subject_types())
 
 
-def item_titles(services: Services, history: users.HistoryOut) -> dict[str, str]:
-    """The catalog's title of each item of the shown events (an item the model does not know keeps
-    its id on the page)."""
+def item_titles(services: Services, history: users.HistoryOut, audience: Audience | None) -> dict[str, str]:
+    """The catalog's title of each item of the shown events that the gate's `audience` may receive
+    (the same safety filters as every list: a minor's age band, blocked items, elderly mode's fraud
+    risk). Any other item keeps its bare id on the page, so posting an event for an item id never
+    shows a minor, or anyone, a title their lists could not; with no audience (the gate refused, as
+    in a minor's rest time) every item keeps its id."""
     catalog = services.catalog
-    if catalog is None:
+    if catalog is None or audience is None:
         return {}
+    shared = services.shared_state()
+    allowed = audience.eligible(shared.blocked_items, catalog.age_rating, shared.fraud_risk)
     index = catalog.bundle.item_index
-    return {e.item_id: str(catalog.titles[index[e.item_id]]) for e in history.events if e.item_id in index}
+    return {e.item_id: str(catalog.titles[index[e.item_id]]) for e in history.events
+            if e.item_id in index and allowed[index[e.item_id]]}
 
 
 def _subject_types() -> tuple[str, ...]:

@@ -5,8 +5,10 @@ sessions are signed, the complaints queue puts overdue ones first, and the pages
 from __future__ import annotations
 
 import re
+from html import escape
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -300,3 +302,35 @@ def test_the_privacy_center_of_a_user_without_events_says_so(client, adults):
     page = client.get("/me")
     assert page.status_code == 200 and "No events stored." in page.text and history_rows(page) == []
     assert re.search(r'id="history-counts">.*?: 0 .*?: 0</p>', page.text, re.S) and 'id="erase-history"' in page.text
+
+
+def test_the_history_never_shows_a_minor_a_title_their_lists_could_not(client_factory, synthetic_dir):
+    """An event can name any item id of the catalog; the history section shows its title only when the
+    gate's audience may receive the item (a minor's age band), and no title at all while the gate
+    refuses the minor (rest time): otherwise posting events for item ids would read out titles that
+    minors mode keeps from the minor."""
+    import polars as pl
+
+    from recsys.schema import Dataset
+    from tests.conftest import MovableClock
+    from tests.serving.test_history import post_events
+
+    clock = MovableClock(datetime(2026, 3, 2, 6, 0, tzinfo=UTC))  # 14:00 in Asia/Shanghai
+    client = client_factory(clock=clock)
+    catalog = client.app.state.services.catalog
+    minor = Dataset.load(synthetic_dir).users.filter(pl.col("age").is_between(12, 15))["user_id"].sort()[0]
+    band = client.app.state.services.gate.admit_list(minor, clock.now, route="test", request_id="t").max_age_rating
+    assert band is not None and band < 18
+    adult_only = int(np.flatnonzero(catalog.age_rating > band)[0])
+    allowed = int(np.flatnonzero(catalog.age_rating <= band)[0])
+    ids = [str(catalog.bundle.item_ids[i]) for i in (adult_only, allowed)]
+    post_events(client, minor, ids, "minor-history")
+    logged_in(client, "me", user_id=minor)
+    page = client.get("/me")
+    shown = {event: item for event, item, _ in history_rows(page)}
+    assert shown == {"minor-history-0": ids[0], "minor-history-1": escape(str(catalog.titles[allowed]))}
+    assert f">{escape(str(catalog.titles[adult_only]))}<" not in page.text
+    clock.now = datetime(2026, 3, 2, 15, 30, tzinfo=UTC)  # 23:30: rest time, the gate refuses
+    night = client.get("/me")
+    assert {event: item for event, item, _ in history_rows(night)} == {"minor-history-0": ids[0],
+                                                                         "minor-history-1": ids[1]}
