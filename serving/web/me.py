@@ -4,6 +4,7 @@ authentication (serving/auth.py).
 - personalization switch (effective from the next list), minors mode for a guardian;
 - interest tags with where each came from: delete one, or mark its category "not interested";
 - the last lists served, each item with the reason logged with it ("why am I seeing this");
+- the interaction history that personalizes the lists: the latest events, and erase it (PIPL Art. 45, Art. 47);
 - complaints: file one and follow its status and deadlines.
 
 Login: in `development` mode (`make serve`) the form takes a user id (the mode trusts it, as the JSON
@@ -27,6 +28,7 @@ from compliance import complaints as complaint_rules
 from compliance import minors
 from compliance.logstore import new_request_id
 from serving.auth import Principal
+from served.query import Audience
 from serving.gate import AccessDenied
 from serving.routes import complaints, guardians, users
 from serving.routes.recommendations import ID_PATTERN
@@ -37,6 +39,7 @@ from serving.web.session import Session, SessionCookies
 router = APIRouter(prefix="/me", tags=["privacy center (pages)"])
 cookies = SessionCookies("me", "/me")
 LISTS_SHOWN = 5
+HISTORY_SHOWN = 20
 
 
 def _user(request: Request, session: Session) -> str | None:
@@ -90,19 +93,20 @@ async def logout(request: Request) -> Response:
     return response
 
 
-def last_lists(services: Services, user_id: str, limit: int = LISTS_SHOWN) -> tuple[list[dict], str]:
+def last_lists(services: Services, user_id: str, limit: int = LISTS_SHOWN) -> tuple[list[dict], str, Audience | None]:
     """The user's last served lists as logged (items, reasons), through the gate like the JSON
-    lookup route; a refusal (minors' rest time) is returned as the message instead."""
+    lookup route, and the audience the gate admitted; a refusal (minors' rest time) is returned as
+    the message instead, with no audience."""
     try:
-        services.gate.admit(user_id, services.clock(), route="me/lists", request_id=new_request_id())
+        audience = services.gate.admit(user_id, services.clock(), route="me/lists", request_id=new_request_id())
     except AccessDenied as exc:
-        return [], exc.decision.message
+        return [], exc.decision.message, None
     lists = []
     for served in services.store.recent_requests(user_id, limit):
         record = services.logstore.lookup(served["request_id"], user_id)
         if record is not None:
             lists.append(record)
-    return lists, ""
+    return lists, "", audience
 
 
 @router.get("", response_class=HTMLResponse)
@@ -116,15 +120,32 @@ def privacy_center(request: Request) -> Response:
     try:
         settings = users.get_settings(user_id, services, principal)
         tags = users.get_tags(user_id, services, principal)
+        history = users.get_history(user_id, services, principal, limit=HISTORY_SHOWN)
     except HTTPException as exc:
         return redirect("/me/login", error=str(exc.detail))
-    lists, lists_note = last_lists(services, user_id)
+    lists, lists_note, audience = last_lists(services, user_id)
     wards = [(guardians.get_controls(user_id, minor, services, principal), guardians.get_usage(user_id, minor, services, principal))
              for minor in services.store.minors_of(user_id)]
     filed = [complaints._public(row) for row in services.store.list_complaints(limit=50, user_id=user_id)]
     return render(request, cookies, session, "me.html", user_id=user_id, settings=settings, tags=tags, lists=lists,
-                  lists_note=lists_note, wards=wards, complaints=filed, kinds=("complaint", "report", "appeal"),
-                  subject_types=_subject_types())
+                  lists_note=lists_note, history=history, titles=item_titles(services, history, audience), wards=wards,
+                  complaints=filed, kinds=("complaint", "report", "appeal"), subject_types=_subject_types())
+
+
+def item_titles(services: Services, history: users.HistoryOut, audience: Audience | None) -> dict[str, str]:
+    """The catalog's title of each item of the shown events that the gate's `audience` may receive
+    (the same safety filters as every list: a minor's age band, blocked items, elderly mode's fraud
+    risk). Any other item keeps its bare id on the page, so posting an event for an item id never
+    shows a minor, or anyone, a title their lists could not; with no audience (the gate refused, as
+    in a minor's rest time) every item keeps its id."""
+    catalog = services.catalog
+    if catalog is None or audience is None:
+        return {}
+    shared = services.shared_state()
+    allowed = audience.eligible(shared.blocked_items, catalog.age_rating, shared.fraud_risk)
+    index = catalog.bundle.item_index
+    return {e.item_id: str(catalog.titles[index[e.item_id]]) for e in history.events
+            if e.item_id in index and allowed[index[e.item_id]]}
 
 
 def _subject_types() -> tuple[str, ...]:
@@ -172,6 +193,23 @@ async def tag_decision(request: Request, tag: str, decision: str) -> Response:
             return f"tag {tag} deleted: it no longer shapes your lists / 标签已删除"
         users.add_tag(user_id, users.TagIn(tag=tag, action="not_interested"), services, principal)
         return f"not interested in {tag}: its items leave your personalized lists / 已标记不感兴趣"
+
+    return await act("/me", action)
+
+
+@router.post("/history/erase", responses={303: {"description": "erased"}, 403: {}})
+async def erase_history(request: Request) -> Response:
+    """Erase my interaction history (the JSON erasure route's function): the message says what was
+    deleted and, as the route's `kept` does, that the served-list log is kept."""
+    posted = await signed_form(request, cookies, _user, "/me/login")
+    if isinstance(posted, RedirectResponse):
+        return posted
+    user_id, services = posted.who, posted.services
+
+    def action() -> str:
+        erased = users.erase_history(user_id, services, _principal(request, user_id))
+        return (f"history erased / 历史记录已删除: {erased.events_deleted} events and {erased.seen_items_deleted} seen items "
+                f"deleted; your next lists are not built from them. {erased.kept}")
 
     return await act("/me", action)
 

@@ -57,6 +57,37 @@ def test_a_csrf_token_works_only_in_the_session_it_was_made_for(site, people):
         assert alice.post("/me/settings", data={"csrf_token": alice_token, "personalization": "off"}).status_code == 403
 
 
+def stored_events(site, user: str) -> int:
+    return httpx.get(f"{site.url}/v1/users/{user}/history", timeout=60).json()["events_stored"]
+
+
+def test_no_one_but_the_signed_in_user_erases_their_history(site, people, trained):
+    """The erase form acts for the session's user only: Alice's token in Bob's session, a forged or
+    missing token, an anonymous session's own token and Alice's token after she logged out are
+    refused, and Alice's events stay; Bob's own erasure takes his events, never hers."""
+    alice_user, bob_user = people
+    items = [str(i) for i in trained[0].item_ids[:6]]
+    now = site.services.clock().isoformat()
+    events = [{"event_id": f"attack-{user}-{n}", "user_id": user, "item_id": item, "type": "click", "ts": now}
+              for user in people for n, item in enumerate(items)]
+    assert httpx.post(f"{site.url}/v1/events", json={"events": events}, timeout=60).json()["accepted"] == 12
+    with browser(site) as alice, browser(site) as bob, browser(site) as stranger:
+        alice_token = log_in(alice, "me", user_id=alice_user)
+        bob_token = log_in(bob, "me", user_id=bob_user)
+        forged = bob.post("/me/history/erase", data={"csrf_token": alice_token})
+        assert forged.status_code == 403 and "csrf_token" in forged.json()["detail"]
+        for data in ({}, {"csrf_token": "forged"}, {"csrf_token": bob_token}):
+            assert alice.post("/me/history/erase", data=data).status_code == 403
+        anonymous = stranger.post("/me/history/erase", data={"csrf_token": csrf(stranger.get("/me/login"))})
+        assert anonymous.url.path == "/me/login" and "log in first" in error_of(anonymous)
+        alice.post("/me/logout", data={"csrf_token": alice_token})
+        assert alice.post("/me/history/erase", data={"csrf_token": alice_token}).status_code == 403
+        assert stored_events(site, alice_user) == stored_events(site, bob_user) == 6
+        erased = bob.post("/me/history/erase", data={"csrf_token": bob_token})
+        assert "6 events" in error_of(erased) and "kept" in error_of(erased)
+        assert (stored_events(site, bob_user), stored_events(site, alice_user)) == (0, 6)
+
+
 def test_a_session_cookie_planted_before_login_is_worthless_after_it(site, people):
     victim_user, _ = people
     with browser(site) as attacker, browser(site) as victim:

@@ -5,8 +5,10 @@ sessions are signed, the complaints queue puts overdue ones first, and the pages
 from __future__ import annotations
 
 import re
+from html import escape
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -20,6 +22,7 @@ FORMS = [
     "/console/complaints/abc/resolve", "/console/features", "/console/features/fe-1/remove", "/me/login", "/me/logout", "/me/settings", "/me/tags/cat01/delete",
     "/me/tags/cat01/not-interested", "/me/complaints",
     "/me/feedback/0190d0a8-0000-7000-8000-000000000000/i1/not_interested", "/me/guardian/u1/controls",
+    "/me/history/erase",
 ]
 
 
@@ -241,3 +244,93 @@ def test_a_privacy_center_session_ends_when_the_identity_token_it_came_from_expi
     refused = client.post("/me/settings", data={"csrf_token": form, "personalization": "off"})
     assert refused.status_code == 403 or "/me/login" in str(refused.url)
     assert client.app.state.services.store.load_user(user).personalization is True
+
+
+def history_rows(page) -> list[tuple[str, str, str]]:
+    """The privacy center's history table: (event id, item shown, type) per row."""
+    return re.findall(r'<tr data-event-id="([^"]+)"><td>([^<]*)</td><td>([^<]*)</td>', page.text)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_client(request, client_factory):
+    """A client whose state database is a new SQLite file or this module's PostgreSQL database."""
+    if request.param == "sqlite":
+        return client_factory()
+    return client_factory(database_url=request.getfixturevalue("postgres_url"))
+
+
+def test_the_privacy_center_shows_exactly_my_history_and_its_form_erases_it(backend_client, trained, adults):
+    """The history section calls the JSON history route's function: the signed-in user's latest 20
+    events by title, never another user's; the erase form calls the erasure route's function: the
+    events and seen set are gone, a model-known user's next list is `history_erased`, the message says
+    the served-list log is kept, and the other user's history is untouched."""
+    from html import escape
+
+    from tests.serving.test_history import post_events
+
+    client = backend_client
+    bundle, _ = trained
+    a, b = adults[2], adults[3]
+    items = [str(i) for i in bundle.item_ids[:40]]
+    mine = post_events(client, a, items[:23], f"page-{a}")
+    theirs = post_events(client, b, items[10:30], f"page-{b}")
+    assert client.post("/v1/recommendations", json={"user_id": a, "surface": "home", "k": 10}).json()["mode"] == "personalized"
+    token = logged_in(client, "me", user_id=a)
+    page = client.get("/me")
+    assert page.status_code == 200 and "Your interaction history" in page.text
+    assert re.search(r'id="history-counts">.*?: 23 .*?: 23</p>', page.text, re.S)
+    titles = client.app.state.services.catalog.titles
+    assert history_rows(page) == [(e["event_id"], escape(str(titles[bundle.item_index[e["item_id"]]])), e["type"])
+                                  for e in mine[:20]]  # the newest 20, by title, newest first
+    assert not any(e["event_id"] in page.text for e in theirs) and 'id="history-erased"' not in page.text
+
+    erased = client.post("/me/history/erase", data={"csrf_token": token})
+    assert erased.status_code == 200 and erased.url.path == "/me", erased.text[:300]
+    message = re.search(r'id="message"[^>]*>(.*?)</', erased.text, re.S).group(1)
+    assert "history erased" in message and "23 events and 23 seen items" in message and "is kept" in message
+    assert history_rows(erased) == [] and 'id="history-erased"' in erased.text
+    assert re.search(r'id="history-counts">.*?: 0 .*?: 0</p>', erased.text, re.S)
+    after = client.get(f"/v1/users/{a}/history").json()
+    assert (after["events_stored"], after["seen_items"], after["erased"]) == (0, 0, True)
+    listed = client.post("/v1/recommendations", json={"user_id": a, "surface": "home", "k": 10}).json()
+    assert (listed["mode"], listed["mode_reason"]) == ("non_personalized", "history_erased")
+    assert client.get(f"/v1/users/{b}/history").json()["events_stored"] == 20  # only the signed-in user's
+
+
+def test_the_privacy_center_of_a_user_without_events_says_so(client, adults):
+    logged_in(client, "me", user_id=adults[4])
+    page = client.get("/me")
+    assert page.status_code == 200 and "No events stored." in page.text and history_rows(page) == []
+    assert re.search(r'id="history-counts">.*?: 0 .*?: 0</p>', page.text, re.S) and 'id="erase-history"' in page.text
+
+
+def test_the_history_never_shows_a_minor_a_title_their_lists_could_not(client_factory, synthetic_dir):
+    """An event can name any item id of the catalog; the history section shows its title only when the
+    gate's audience may receive the item (a minor's age band), and no title at all while the gate
+    refuses the minor (rest time): otherwise posting events for item ids would read out titles that
+    minors mode keeps from the minor."""
+    import polars as pl
+
+    from recsys.schema import Dataset
+    from tests.conftest import MovableClock
+    from tests.serving.test_history import post_events
+
+    clock = MovableClock(datetime(2026, 3, 2, 6, 0, tzinfo=UTC))  # 14:00 in Asia/Shanghai
+    client = client_factory(clock=clock)
+    catalog = client.app.state.services.catalog
+    minor = Dataset.load(synthetic_dir).users.filter(pl.col("age").is_between(12, 15))["user_id"].sort()[0]
+    band = client.app.state.services.gate.admit_list(minor, clock.now, route="test", request_id="t").max_age_rating
+    assert band is not None and band < 18
+    adult_only = int(np.flatnonzero(catalog.age_rating > band)[0])
+    allowed = int(np.flatnonzero(catalog.age_rating <= band)[0])
+    ids = [str(catalog.bundle.item_ids[i]) for i in (adult_only, allowed)]
+    post_events(client, minor, ids, "minor-history")
+    logged_in(client, "me", user_id=minor)
+    page = client.get("/me")
+    shown = {event: item for event, item, _ in history_rows(page)}
+    assert shown == {"minor-history-0": ids[0], "minor-history-1": escape(str(catalog.titles[allowed]))}
+    assert f">{escape(str(catalog.titles[adult_only]))}<" not in page.text
+    clock.now = datetime(2026, 3, 2, 15, 30, tzinfo=UTC)  # 23:30: rest time, the gate refuses
+    night = client.get("/me")
+    assert {event: item for event, item, _ in history_rows(night)} == {"minor-history-0": ids[0],
+                                                                         "minor-history-1": ids[1]}

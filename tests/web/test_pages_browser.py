@@ -1,5 +1,6 @@
 """The pages in a real headless browser (Debian Chromium + chromedriver, Selenium) against the app on
-a real socket: the privacy center's switch and tag deletion change the next list; a front-screen pin
+a real socket: the privacy center's switch and tag deletion change the next list, and its erase button
+empties the history it shows and makes the next list `history_erased`; a front-screen pin
 proposed in the console is served only after a second account approves it; nobody approves their
 own proposal; an auditor sees everything and changes nothing. Each page is saved as a screenshot."""
 
@@ -135,6 +136,26 @@ def test_a_deleted_tag_is_gone_on_reload_and_from_the_next_lists_reasons(site, b
     newest = browser.find_element(By.CSS_SELECTOR, "table.served-list")
     assert newest.get_attribute("data-request-id") == listed["request_id"]
     assert all(tag not in cell.text for cell in newest.find_elements(By.CSS_SELECTOR, "td.reason"))
+
+
+def test_erasing_my_history_on_the_privacy_center_empties_it_and_the_next_list_is_history_erased(site, browser, adults,
+                                                                                                   trained, screenshots):
+    user = adults[2]
+    items = [str(i) for i in trained[0].item_ids[:3]]
+    now = site.services.clock().isoformat()
+    events = [{"event_id": f"browser-{user}-{n}", "user_id": user, "item_id": item, "type": "like", "ts": now}
+              for n, item in enumerate(items)]
+    assert httpx.post(f"{site.url}/v1/events", json={"events": events}, timeout=60).json()["accepted"] == 3
+    assert recommend(site, user)["mode"] == "personalized"
+    me_login(browser, site, user)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#history tbody tr")) == 3
+    shot(browser, screenshots, "me-history")
+    submit(browser, browser.find_element(By.ID, "erase-history"))
+    message = browser.find_element(By.ID, "message").text
+    assert "history erased" in message and "3 events" in message and "is kept" in message
+    assert not browser.find_elements(By.CSS_SELECTOR, "#history tbody tr")
+    assert "You erased your history" in browser.find_element(By.ID, "history-erased").text
+    assert recommend(site, user)["mode_reason"] == "history_erased"
 
 
 def test_a_front_screen_pin_is_served_only_after_a_second_account_approves(site, browser, trained, screenshots, tmp_path):
