@@ -13,6 +13,8 @@ db upgrade` on demand). A change here needs a migration (`recsys db revision --a
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -287,6 +289,28 @@ def safe_url(url: str | URL) -> str:
         return str(url)
 
 
+SQLITE_BUSY_TIMEOUT_S = 30  # how long a SQLite connection waits for another one's lock
+
+
+def _switch_to_wal(cursor, timeout_s: float = SQLITE_BUSY_TIMEOUT_S) -> None:
+    """Put the database in WAL mode (kept in the file: a no-op once done). Switching a database that
+    is still in rollback-journal mode (new, or made by an old release) fails at once with "database
+    is locked" while another connection holds its write lock: SQLite does not wait in its busy
+    handler there. Workers starting together on such a database meet exactly that, so the switch is
+    retried until the writer is done, for as long as any other lock is waited for."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+
 def make_engine(url: str, *, upgrade: bool = True) -> Engine:
     """Create the engine (and, for SQLite, its folder and WAL mode) and bring the schema to the
     latest migration (`serving.state.migrate.upgrade`: safe when several workers start at once;
@@ -300,16 +324,16 @@ def make_engine(url: str, *, upgrade: bool = True) -> Engine:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RuntimeError(f"database_url: cannot create folder {path.parent}: {exc.strerror}") from None
-        connect_args = {"timeout": 30, "check_same_thread": False}
+        connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
     engine = create_engine(parsed, connect_args=connect_args, pool_pre_ping=not sqlite)
     if sqlite:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+            _switch_to_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
     if upgrade:

@@ -361,6 +361,41 @@ def test_threads_starting_on_a_previous_release_database_adopt_it_once(new_url):
     assert revision_and_drift(url) == (migrate.head(), [])
 
 
+def test_a_sqlite_worker_starting_while_another_writes_a_rollback_journal_database_waits(tmp_path):
+    """Switching a database still in rollback-journal mode to WAL fails at once with "database is
+    locked" while another connection holds its write lock (SQLite's busy handler does not wait
+    there): a worker starting then waits for the writer instead of failing (the race of workers
+    starting together on a new or previous-release database)."""
+    import sqlite3
+
+    path = tmp_path / "rollback.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("CREATE TABLE t (x INTEGER)")
+    writer.execute("BEGIN IMMEDIATE")  # the write lock, as a worker mid-migration holds it
+    writer.execute("INSERT INTO t VALUES (1)")
+    outcome: list = []
+
+    def start():
+        started = time.monotonic()
+        try:
+            engine = make_engine(f"sqlite:///{path}", upgrade=False)
+            with engine.connect() as conn:
+                outcome.append((conn.exec_driver_sql("PRAGMA journal_mode").scalar(), time.monotonic() - started))
+            engine.dispose()
+        except Exception as exc:  # reported below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=start)
+    worker.start()
+    time.sleep(0.5)
+    assert not outcome  # still waiting for the writer
+    writer.execute("COMMIT")
+    worker.join(timeout=30)
+    writer.close()
+    assert len(outcome) == 1 and not isinstance(outcome[0], Exception), outcome
+    assert outcome[0][0] == "wal" and outcome[0][1] >= 0.5
+
+
 def test_startup_waits_while_another_process_holds_the_migration_lock(new_url):
     url = new_url("locked")
     holder = make_engine(url, upgrade=False)
