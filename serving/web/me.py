@@ -4,7 +4,7 @@ authentication (serving/auth.py).
 - personalization switch (effective from the next list), minors mode for a guardian;
 - interest tags with where each came from: delete one, or mark its category "not interested";
 - the last lists served, each item with the reason logged with it ("why am I seeing this");
-- the interaction history that personalizes the lists: the latest events, and erase it (PIPL Art. 45, Art. 47);
+- the interaction history that personalizes the lists: the latest events, and erase it (PIPL Art. 45, PIPL Art. 47);
 - complaints: file one and follow its status and deadlines.
 
 Login: in `development` mode (`make serve`) the form takes a user id (the mode trusts it, as the JSON

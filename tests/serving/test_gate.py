@@ -68,6 +68,7 @@ def requests_for(client, user_id: str, request_id: str, item_id: str) -> dict[tu
         ("post", "/me/complaints"): {"data": {"kind": "complaint", "subject_type": "other", "text": "why?"}},
         ("post", "/me/feedback/{request_id}/{item_id}/{kind}"): {"url": f"/me/feedback/{request_id}/{item_id}/not_interested"},
         ("post", "/me/guardian/{minor_id}/controls"): {"url": f"/me/guardian/{user_id}/controls", "data": {"daily_minutes": "30"}},
+        ("post", "/me/history/erase"): {},
     }
 
 
