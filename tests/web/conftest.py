@@ -9,6 +9,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,7 @@ import pytest
 import uvicorn
 
 from recsys.schema import Dataset
-from tests.conftest import free_port
+from tests.conftest import MovableClock, free_port
 
 PASSWORD = "a long enough password"
 ACCOUNTS = {"olga": "operator", "alice": "approver", "bob": "approver", "audrey": "auditor"}
@@ -61,17 +62,28 @@ def adults(synthetic_dir) -> list[str]:
     return data.users.filter((pl.col("age") >= 18) & pl.col("user_id").is_in(active.to_list()))["user_id"].sort().to_list()
 
 
-@pytest.fixture
-def site(trained, make_settings) -> Iterator[ThreadedServer]:
-    """The whole app (JSON API and pages) on a real socket, with one account per role."""
+def _site(trained, make_settings, **app_options) -> Iterator[ThreadedServer]:
     from serving.app import create_app
 
-    app = create_app(make_settings(), bundle_loader=lambda uri: trained)
+    app = create_app(make_settings(), bundle_loader=lambda uri: trained, **app_options)
     server = ThreadedServer(app).start()
     for name, role in ACCOUNTS.items():
         server.services.accounts.add(name, role, PASSWORD)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def site(trained, make_settings) -> Iterator[ThreadedServer]:
+    """The whole app (JSON API and pages) on a real socket, with one account per role."""
+    yield from _site(trained, make_settings)
+
+
+@pytest.fixture
+def daytime_site(trained, make_settings) -> Iterator[ThreadedServer]:
+    """`site` with its clock at a fixed daytime (10:00 in Asia/Shanghai), for a test that serves lists
+    to minors: on the real clock they would meet the minors' rest time for eight hours of each day."""
+    yield from _site(trained, make_settings, clock=MovableClock(datetime(2026, 3, 2, 2, 0, tzinfo=UTC)))
 
 
 @pytest.fixture(scope="session")

@@ -137,12 +137,14 @@ def test_one_approver_in_two_sessions_is_still_one_person(site, trained):
         assert site.services.store.get_intervention(pending["id"])["status"] == "active"
 
 
-def test_contradicting_interventions_from_the_console_never_make_a_list_fail(site, trained, synthetic_dir):
+def test_contradicting_interventions_from_the_console_never_make_a_list_fail(daytime_site, trained, synthetic_dir):
     """The audit's first finding was an intervention that made every list a 500. Through the console's
     forms: two pins on one position, a pin of an item also blocked, a pin of a flagged item, a pin past
     the page, a tiny and a huge boost, every editorial item and then every category blocked. Every
     surface still answers 200 for an adult and a minor, and the console still renders."""
     from recsys.schema import Dataset
+
+    site = daytime_site  # the minor's lists are served: outside the minors' rest time
 
     bundle, _ = trained
     items = bundle.items
